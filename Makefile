@@ -1,0 +1,31 @@
+# The appliance's entry points. `make help` lists them; each fragment under mk/
+# owns one area (models, Nitro packaging, benchmarks) and adds its own targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+MODEL   ?= efficientnet-lite0
+PORT    ?= 8080
+RUN_DIR ?= .run
+CARGO   ?= cargo
+
+export MODEL PORT RUN_DIR
+
+include mk/models.mk
+-include mk/nitro.mk
+-include mk/bench.mk
+
+.PHONY: help build test dev
+
+help: ## List the targets, one line each
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort -u | \
+	  awk 'BEGIN{FS=":.*## "}{printf "  %-16s %s\n", $$1, $$2}'
+
+build: ## Build the enclave and parent binaries (release)
+	$(CARGO) build --release --locked -p enclave -p parent
+
+test: ## Run every test in the workspace (the README's test command)
+	$(CARGO) test --workspace --locked
+
+dev: build model ## Run the local stack (secure + public model servers, parent) until Ctrl-C
+	scripts/dev.sh
