@@ -1,3 +1,58 @@
-.PHONY: model
-model: ## Prepare MODEL under models/ (placeholder until the models work lands)
-	@echo "model: $(MODEL) (not implemented yet)"
+# Models: `make model` prepares $(MODEL) under models/$(MODEL)/ (model.onnx, labels.txt,
+# manifest.txt); `make testdata` writes test photos; `make test-models` verifies it all with
+# onnxruntime. Python lives in .venv, every package pinned and hash-checked
+# (tools/models/requirements*.txt); downloads are cached in models/.cache/.
+# MODEL: efficientnet-lite0 (default) | resnet18 | resnet18-synthetic | tiny-test
+
+PYTHON3       ?= python3
+VENV          ?= .venv
+VENV_PY       := $(VENV)/bin/python
+MODELS_TOOLS  := tools/models
+MODELS_DIR    := models
+MODELS_REQ    := $(MODELS_TOOLS)/requirements.txt
+MODELS_REQ_T  := $(MODELS_TOOLS)/requirements-test.txt
+MODELS_PIP    := $(VENV_PY) -m pip install --quiet --disable-pip-version-check \
+                   --require-hashes --only-binary=:all:
+
+.PHONY: model testdata test-models models-venv models-test-venv models-all models-clean
+
+# Up to date = manifest and labels exist and the manifest's sha256 is model.onnx's: then do
+# nothing at all (no Python, no venv).
+model: ## Prepare MODEL (default efficientnet-lite0) under models/$(MODEL)/
+	@d="$(MODELS_DIR)/$(MODEL)"; \
+	sha=$$(sed -n 's/^sha256[[:space:]]*=[[:space:]]*//p' "$$d/manifest.txt" 2>/dev/null || true); \
+	if [ -n "$$sha" ] && [ -f "$$d/labels.txt" ] && \
+	   echo "$$sha  $$d/model.onnx" | sha256sum --status -c - 2>/dev/null; then \
+	  echo "model: $$d is up to date (sha256 $$sha)"; \
+	else \
+	  $(MAKE) --no-print-directory models-venv && \
+	  $(VENV_PY) $(MODELS_TOOLS)/make_model.py --model "$(MODEL)" --out "$$d"; \
+	fi
+
+models-all: ## Prepare the offline models: efficientnet-lite0, resnet18-synthetic, tiny-test
+	@for m in efficientnet-lite0 resnet18-synthetic tiny-test; do \
+	  $(MAKE) --no-print-directory model MODEL=$$m; done
+
+models-venv: $(VENV)/.models-build.stamp
+models-test-venv: $(VENV)/.models-test.stamp
+
+$(VENV)/.models-build.stamp: $(MODELS_REQ)
+	@test -x $(VENV_PY) || $(PYTHON3) -m venv $(VENV)
+	$(MODELS_PIP) -r $(MODELS_REQ)
+	@touch $@
+
+$(VENV)/.models-test.stamp: $(VENV)/.models-build.stamp $(MODELS_REQ_T)
+	$(MODELS_PIP) -r $(MODELS_REQ) -r $(MODELS_REQ_T)
+	@touch $@
+
+testdata: testdata/expected.txt ## Write test photos (scikit-image's, pinned) under testdata/
+
+testdata/expected.txt: $(MODELS_TOOLS)/testdata.py $(VENV)/.models-test.stamp
+	$(VENV_PY) $(MODELS_TOOLS)/testdata.py --out testdata
+
+test-models: models-test-venv testdata ## Verify the models with onnxruntime (ends "N passed, M failed")
+	@$(MAKE) --no-print-directory model MODEL=efficientnet-lite0
+	$(VENV_PY) $(MODELS_TOOLS)/test_models.py
+
+models-clean: ## Remove generated models (keeps the download cache)
+	rm -rf $(filter-out $(MODELS_DIR)/.cache,$(wildcard $(MODELS_DIR)/*))
