@@ -25,7 +25,7 @@ model: ## Prepare MODEL (default efficientnet-lite0) under models/$(MODEL)/
 	   echo "$$sha  $$d/model.onnx" | sha256sum --status -c - 2>/dev/null; then \
 	  echo "model: $$d is up to date (sha256 $$sha)"; \
 	else \
-	  $(MAKE) --no-print-directory models-venv && \
+	  $(MAKE) -s --no-print-directory models-venv && \
 	  $(VENV_PY) $(MODELS_TOOLS)/make_model.py --model "$(MODEL)" --out "$$d"; \
 	fi
 
