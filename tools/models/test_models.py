@@ -227,6 +227,23 @@ class Checkpoint(unittest.TestCase):
                                     "refusing to load global os.system"):
             legacy_pth.load_state_dict(evil)
 
+    def test_folded_graph_matches_unfolded_module_semantics(self):
+        # Same weights as a literal PyTorch-style graph (ZeroPad2d -> Pad, conv, separate
+        # BatchNormalization): BN folding and the SAME pads must not change the logits.
+        import efficientnet_lite
+        import onnx_graph
+        sd = legacy_pth.load_state_dict(self.pth)
+        folded = ort.InferenceSession(onnx_graph.serialize(efficientnet_lite.build(sd)),
+                                      providers=["CPUExecutionProvider"])
+        literal = ort.InferenceSession(
+            onnx_graph.serialize(efficientnet_lite.build(sd, fold=False)),
+            providers=["CPUExecutionProvider"])
+        x = preprocess(os.path.join(TESTDATA, "chelsea.png"), read_manifest(EFF_DIR))
+        a = folded.run(None, {"input": x})[0]
+        b = literal.run(None, {"input": x})[0]
+        self.assertLess(float(np.abs(a - b).max()), 1e-3)
+        self.assertEqual(int(a.argmax()), int(b.argmax()))
+
     def test_state_dict(self):
         sd = legacy_pth.load_state_dict(self.pth)
         self.assertEqual(len(sd), 296)
