@@ -1,0 +1,291 @@
+//! Transports: where frames travel.
+//!
+//! Two kinds of address, one syntax:
+//!
+//! ```text
+//!  vsock:PORT        listen on any CID (inside the enclave)
+//!  vsock:CID:PORT    a given CID (the parent connects to the enclave's CID)
+//!  unix:/path        a Unix-domain stream socket (the public server, tests)
+//! ```
+//!
+//! [`Listener`] and [`Stream`] mirror `std::net` and wrap either kind, so the
+//! model server and the parent are written once against `Read + Write` and the
+//! tests run the very same code over Unix sockets. Nothing here parses frames.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use vsock::{VsockListener, VsockStream, VMADDR_CID_ANY};
+
+/// Longest Unix socket path the kernel accepts (`sun_path` is 108 bytes, NUL included).
+const MAX_UNIX_PATH: usize = 107;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addr {
+    /// `cid` is `VMADDR_CID_ANY` for `vsock:PORT`.
+    Vsock { cid: u32, port: u32 },
+    Unix(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddrError {
+    /// No `vsock:` or `unix:` prefix.
+    UnknownScheme(String),
+    /// A CID or port that is not a 32-bit unsigned number.
+    BadNumber(String),
+    /// `vsock:` with other than one or two fields.
+    BadVsock(String),
+    /// CIDs 0-2 are the hypervisor's, loopback and the host's (on Nitro, 0-3
+    /// are reserved and the parent is 3, which is allowed for connecting to it).
+    ReservedCid(u32),
+    /// `unix:` with an empty or over-long path.
+    BadUnixPath(String),
+}
+
+impl fmt::Display for AddrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddrError::UnknownScheme(s) => write!(f, "address {s:?} must start with vsock: or unix:"),
+            AddrError::BadNumber(s) => write!(f, "{s:?} is not a valid CID or port number"),
+            AddrError::BadVsock(s) => write!(f, "vsock address {s:?} must be vsock:PORT or vsock:CID:PORT"),
+            AddrError::ReservedCid(c) => write!(f, "CID {c} is reserved (use 3 for the parent, 4 or above for an enclave)"),
+            AddrError::BadUnixPath(s) => {
+                write!(f, "unix socket path {s:?} must be non-empty and at most {MAX_UNIX_PATH} bytes")
+            }
+        }
+    }
+}
+
+impl std::error::Error for AddrError {}
+
+impl FromStr for Addr {
+    type Err = AddrError;
+
+    fn from_str(s: &str) -> Result<Addr, AddrError> {
+        if let Some(rest) = s.strip_prefix("vsock:") {
+            let num = |t: &str| t.parse::<u32>().map_err(|_| AddrError::BadNumber(t.to_string()));
+            let fields: Vec<&str> = rest.split(':').collect();
+            let (cid, port) = match fields.as_slice() {
+                [port] => (VMADDR_CID_ANY, num(port)?),
+                [cid, port] => (num(cid)?, num(port)?),
+                _ => return Err(AddrError::BadVsock(s.to_string())),
+            };
+            if cid <= 2 {
+                return Err(AddrError::ReservedCid(cid));
+            }
+            Ok(Addr::Vsock { cid, port })
+        } else if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() || path.len() > MAX_UNIX_PATH {
+                return Err(AddrError::BadUnixPath(path.to_string()));
+            }
+            Ok(Addr::Unix(PathBuf::from(path)))
+        } else {
+            Err(AddrError::UnknownScheme(s.to_string()))
+        }
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::Vsock { cid, port } if *cid == VMADDR_CID_ANY => write!(f, "vsock:{port}"),
+            Addr::Vsock { cid, port } => write!(f, "vsock:{cid}:{port}"),
+            Addr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A connected stream of either kind.
+pub enum Stream {
+    Unix(UnixStream),
+    Vsock(VsockStream),
+}
+
+impl Stream {
+    pub fn connect(addr: &Addr) -> io::Result<Stream> {
+        match addr {
+            Addr::Unix(p) => UnixStream::connect(p).map(Stream::Unix),
+            Addr::Vsock { cid, port } => VsockStream::connect_with_cid_port(*cid, *port).map(Stream::Vsock),
+        }
+    }
+
+    pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_read_timeout(d),
+            Stream::Vsock(s) => s.set_read_timeout(d),
+        }
+    }
+
+    pub fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_write_timeout(d),
+            Stream::Vsock(s) => s.set_write_timeout(d),
+        }
+    }
+
+    pub fn shutdown(&self) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            Stream::Vsock(s) => s.shutdown(std::net::Shutdown::Both),
+        }
+    }
+
+    pub fn try_clone(&self) -> io::Result<Stream> {
+        match self {
+            Stream::Unix(s) => s.try_clone().map(Stream::Unix),
+            Stream::Vsock(s) => s.try_clone().map(Stream::Vsock),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Vsock(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Vsock(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.flush(),
+            Stream::Vsock(s) => s.flush(),
+        }
+    }
+}
+
+/// A listening socket of either kind.
+pub enum Listener {
+    Unix(UnixListener),
+    Vsock(VsockListener),
+}
+
+impl Listener {
+    /// Binds `addr`. A Unix socket file left behind by a dead server is
+    /// removed first; one that still answers is an `AddrInUse` error.
+    pub fn bind(addr: &Addr) -> io::Result<Listener> {
+        match addr {
+            Addr::Unix(p) => {
+                if let Ok(meta) = std::fs::symlink_metadata(p) {
+                    if meta.file_type().is_socket() && UnixStream::connect(p).is_err() {
+                        std::fs::remove_file(p)?;
+                    }
+                }
+                UnixListener::bind(p).map(Listener::Unix)
+            }
+            Addr::Vsock { cid, port } => VsockListener::bind_with_cid_port(*cid, *port).map(Listener::Vsock),
+        }
+    }
+
+    /// Waits up to `timeout` for a connection. `Ok(None)` when none came, so
+    /// the caller can look at its shutdown flag between waits.
+    pub fn accept_timeout(&self, timeout: Duration) -> io::Result<Option<Stream>> {
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let stream = match self {
+            Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
+            Listener::Vsock(l) => l.accept().map(|(s, _)| Stream::Vsock(s)),
+        };
+        match stream {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Unix(l) => l.as_fd(),
+            Listener::Vsock(l) => l.as_fd(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Addr, AddrError> {
+        s.parse()
+    }
+
+    #[test]
+    fn parses_vsock_forms() {
+        assert_eq!(parse("vsock:5005"), Ok(Addr::Vsock { cid: VMADDR_CID_ANY, port: 5005 }));
+        assert_eq!(parse("vsock:16:5005"), Ok(Addr::Vsock { cid: 16, port: 5005 }));
+        assert_eq!(parse("vsock:3:8000"), Ok(Addr::Vsock { cid: 3, port: 8000 }));
+    }
+
+    #[test]
+    fn parses_unix() {
+        assert_eq!(parse("unix:/tmp/x.sock"), Ok(Addr::Unix(PathBuf::from("/tmp/x.sock"))));
+        assert_eq!(parse("unix:rel.sock"), Ok(Addr::Unix(PathBuf::from("rel.sock"))));
+    }
+
+    #[test]
+    fn rejects_bad_addresses_with_the_right_error() {
+        assert_eq!(parse("tcp:1.2.3.4:80"), Err(AddrError::UnknownScheme("tcp:1.2.3.4:80".into())));
+        assert_eq!(parse("5005"), Err(AddrError::UnknownScheme("5005".into())));
+        assert_eq!(parse("vsock:"), Err(AddrError::BadNumber("".into())));
+        assert_eq!(parse("vsock:x"), Err(AddrError::BadNumber("x".into())));
+        assert_eq!(parse("vsock:16:-1"), Err(AddrError::BadNumber("-1".into())));
+        assert_eq!(parse("vsock:16:99999999999"), Err(AddrError::BadNumber("99999999999".into())));
+        assert_eq!(parse("vsock:1:2:3"), Err(AddrError::BadVsock("vsock:1:2:3".into())));
+        assert_eq!(parse("vsock:2:5005"), Err(AddrError::ReservedCid(2)));
+        assert_eq!(parse("vsock:1:5005"), Err(AddrError::ReservedCid(1)));
+        assert_eq!(parse("vsock:0:5005"), Err(AddrError::ReservedCid(0)));
+        assert_eq!(parse("unix:"), Err(AddrError::BadUnixPath("".into())));
+        let long = format!("unix:/{}", "a".repeat(200));
+        assert!(matches!(parse(&long), Err(AddrError::BadUnixPath(_))));
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in ["vsock:5005", "vsock:16:5005", "unix:/run/x.sock"] {
+            assert_eq!(parse(s).map(|a| a.to_string()), Ok(s.to_string()));
+        }
+    }
+
+    #[test]
+    fn unix_listener_accepts_and_replaces_stale_socket() {
+        let dir = std::env::temp_dir().join(format!("transport-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let addr = Addr::Unix(dir.join("s.sock"));
+        drop(Listener::bind(&addr).unwrap()); // leaves a stale socket file behind
+        let l = Listener::bind(&addr).unwrap();
+        assert!(l.accept_timeout(Duration::from_millis(10)).unwrap().is_none());
+        let mut c = Stream::connect(&addr).unwrap();
+        let mut s = l.accept_timeout(Duration::from_secs(5)).unwrap().unwrap();
+        c.write_all(b"hi").unwrap();
+        let mut buf = [0u8; 2];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hi");
+        // A live socket is not stolen.
+        assert_eq!(Listener::bind(&addr).err().map(|e| e.kind()), Some(io::ErrorKind::AddrInUse));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
