@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds the enclave binary fully static and reproducibly:
+#   build-static.sh SRC_DIR OUT_FILE
+# The one definition of the flags: `make static` runs it on the host, Dockerfile.enclave's
+# builder stage runs it in the pinned Rust image, `make static-repro` runs it twice.
+#  - glibc, statically linked (+crt-static), for x86_64-unknown-linux-gnu; naming --target keeps
+#    the flags off build scripts and proc macros, which must stay dynamic;
+#  - the source directory and $CARGO_HOME are remapped to /src and /cargo, so panic locations
+#    and debug paths do not depend on where the tree or the registry lives;
+#  - symbols stripped; --locked; release profile (codegen-units = 1); no incremental state;
+#  - its own target directory under SRC_DIR/build/, so the normal target/ is left alone.
+set -euo pipefail
+
+[ $# -eq 2 ] || { echo "usage: $0 SRC_DIR OUT_FILE" >&2; exit 2; }
+src=$(cd "$1" && pwd -P)
+out=$2
+target=x86_64-unknown-linux-gnu
+cargo_home=$(cd "${CARGO_HOME:-$HOME/.cargo}" && pwd -P)
+
+export CARGO_TARGET_DIR="$src/build/static-target"
+export CARGO_INCREMENTAL=0
+unset RUSTFLAGS
+# One flag per \x1f-separated field, so paths with spaces survive.
+sep=$'\x1f'
+flags=(-C target-feature=+crt-static -C strip=symbols
+    "--remap-path-prefix=$src=/src" "--remap-path-prefix=$cargo_home=/cargo")
+CARGO_ENCODED_RUSTFLAGS=$(IFS=$sep; echo "${flags[*]}")
+export CARGO_ENCODED_RUSTFLAGS
+
+(cd "$src" && "${CARGO:-cargo}" build --release --locked --target "$target" -p enclave)
+mkdir -p "$(dirname "$out")"
+install -m 0755 "$CARGO_TARGET_DIR/$target/release/enclave" "$out"
+
+if readelf -l "$out" 2>/dev/null | grep -q INTERP; then
+    echo "$0: error: $out has a program interpreter: it is not statically linked" >&2
+    exit 1
+fi
+echo "static enclave binary: $out ($(stat -c %s "$out") bytes, sha256 $(sha256sum "$out" | cut -d' ' -f1))"

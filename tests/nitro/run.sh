@@ -1,0 +1,404 @@
+#!/usr/bin/env bash
+# Tests for the Nitro targets of mk/nitro.mk (`make test-nitro`). No Docker daemon, nitro-cli or
+# Nitro hardware here: fake `docker`, `nitro-cli` and `systemctl` (tests/nitro/fakes/) come
+# first on PATH, record every call, and print what the real tools print. Each case checks the
+# exact commands, their order, and the message when a step fails. The appliance's processes are
+# real processes: stand-ins from tests/nitro/fake-bin/ for the flow cases, and the real
+# `enclave` and `parent` binaries serving models/tiny-test for the end-to-end case when they
+# have been built (skipped otherwise). The "enclave" listens on a Unix socket (SECURE_ADDR):
+# nothing here touches vsock. Ends with "N passed, M failed"; exits non-zero on failure;
+# leaves no process behind.
+set -uo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd -P)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/test-nitro.XXXXXX")
+export FAKE_LOG=$tmp/calls.log FAKE_STATE=$tmp/state
+export PATH="$repo/tests/nitro/fakes:$PATH"
+unset FAKE_BUILD_FAIL FAKE_FOREIGN_ENCLAVE FAKE_ENCLAVE_CMD FAKE_DOCKER_FAIL FAKE_SYSTEMCTL_FAIL FAKE_EIF_BYTES
+unset ENCLAVE_MEMORY_MIB ENCLAVE_CPUS DEBUG PORT
+
+passed=0 failed=0 skipped=0
+fake_bin=$repo/tests/nitro/fake-bin
+bin=$fake_bin
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+# A model directory with the sizes of EfficientNet-Lite0 (19,000,000 bytes); only sizes matter
+# to the fakes.
+model=$tmp/model
+mkdir -p "$model" "$tmp/etc"
+truncate -s 19000000 "$model/model.onnx"
+echo "tabby cat" >"$model/labels.txt"
+echo "name = fake" >"$model/manifest.txt"
+printf 'MemTotal:       16000000 kB\nMemFree:        15000000 kB\n' >"$tmp/meminfo"
+eif=$tmp/build/enclave.eif
+yaml=$tmp/etc/allocator.yaml
+id=i-0fa4e0000000000-enc0000000000000010   # the fake's id for CID 16
+# Memory for a 30,000,000-byte EIF and this model:
+#   ceil(4 x 30e6 / MiB) = 115, 3 x ceil(19e6 / MiB) = 57, + 256 = 428 -> 512 MiB.
+want_mem=512
+
+mk() {
+    make --no-print-directory -s -C "$repo" MODEL=tiny-test MODEL_DIR="$model" \
+        NITRO_BUILD="$tmp/build" RUN_DIR="$tmp/run" ALLOCATOR_YAML="$yaml" MEMINFO="$tmp/meminfo" \
+        EIF_DEPS= SECURE_ADDR="unix:$tmp/secure.sock" PING_TIMEOUT=3 PORT="$port" BIN_DIR="$bin" \
+        "$@" >"$tmp/out" 2>&1
+}
+
+cleanup() {
+    mk stop >/dev/null 2>&1 || true
+    for f in "$tmp"/run/*.pid; do
+        [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null
+    done
+    if [ -f "$FAKE_STATE/enclave" ]; then
+        pid=$(cut -d' ' -f6 "$FAKE_STATE/enclave")
+        [ -z "$pid" ] || kill -KILL -- "-$pid" 2>/dev/null
+    fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+reset() {
+    mk stop >/dev/null 2>&1 || true
+    rm -rf "$FAKE_STATE" "$tmp/run" "$tmp/build" "$tmp/secure.sock" "$yaml" "$yaml".bak.*
+    : >"$FAKE_LOG"
+    unset FAKE_BUILD_FAIL FAKE_FOREIGN_ENCLAVE FAKE_ENCLAVE_CMD FAKE_DOCKER_FAIL FAKE_SYSTEMCTL_FAIL
+    bin=$fake_bin
+}
+
+make_eif_file() {
+    mkdir -p "$tmp/build"
+    truncate -s 30000000 "$eif"
+}
+
+# ok NAME: reports the case from the status of the checks that ran since `begin`.
+case_failed=0
+begin() { case_failed=0; reset; }
+expect() { # expect DESCRIPTION COMMAND...
+    local what=$1
+    shift
+    if ! "$@"; then
+        echo "    expected: $what" >&2
+        case_failed=1
+    fi
+}
+ok() {
+    if [ "$case_failed" -eq 0 ]; then
+        passed=$((passed + 1))
+        echo "ok   - $1"
+    else
+        failed=$((failed + 1))
+        echo "FAIL - $1"
+        sed 's/^/    | /' "$tmp/out" >&2
+        echo "    calls:" >&2
+        sed 's/^/    | /' "$FAKE_LOG" >&2
+    fi
+}
+skip() {
+    skipped=$((skipped + 1))
+    echo "skip - $1"
+}
+
+# Checks and the description each prints when it fails.
+status_is() { [ "$2" -eq "$1" ] || { echo "    exit status $2, expected $1" >&2; return 1; }; }
+calls_are() {
+    local want
+    want=$(printf '%s\n' "$@")
+    [ "$(cat "$FAKE_LOG")" = "$want" ] || {
+        echo "    calls differ from:" >&2
+        printf '    > %s\n' "$@" >&2
+        return 1
+    }
+}
+output_has() { grep -qF -- "$1" "$tmp/out" || { echo "    output lacks: $1" >&2; return 1; }; }
+file_has() { grep -qF -- "$2" "$1" 2>/dev/null || { echo "    $1 lacks: $2" >&2; return 1; }; }
+no_file() { [ ! -e "$1" ] || { echo "    $1 exists" >&2; return 1; }; }
+
+docker_build="docker build -f Dockerfile.enclave --build-arg RUST_IMAGE=rust:1.95.0-bookworm --build-arg MODEL_DIR=$model -t nitro-ml-enclave:tiny-test ."
+build_enclave="nitro-cli build-enclave --docker-uri nitro-ml-enclave:tiny-test --output-file $eif"
+run_enclave="nitro-cli run-enclave --eif-path $eif --memory $want_mem --cpu-count 2 --enclave-cid 16"
+restart="systemctl restart nitro-enclaves-allocator.service"
+describe="nitro-cli describe-enclaves"
+
+# ---------------------------------------------------------------------------------------------
+begin
+mk help; rc=$?
+expect "help succeeds" status_is 0 "$rc"
+for t in static static-repro static-root-check eif allocator run stop status test-nitro; do
+    expect "help lists $t" grep -qE "^  $t +[A-Z]" "$tmp/out"
+done
+ok "make help lists every Nitro target with a description"
+
+begin
+members=$(sed -n 's/^members[[:space:]]*=[[:space:]]*\[\(.*\)\]/\1/p' "$repo/Cargo.toml" | tr ',' '\n' | tr -d '" ')
+expect "Cargo.toml lists members" test -n "$members"
+for m in $members; do
+    expect "Dockerfile.enclave copies $m" grep -qxF "COPY $m $m" "$repo/Dockerfile.enclave"
+    expect ".dockerignore lets $m in" grep -qxF "!$m" "$repo/.dockerignore"
+done
+expect "final stage is FROM scratch" grep -qx "FROM scratch" "$repo/Dockerfile.enclave"
+expect "CMD is the enclave on vsock 5005" \
+    grep -qxF 'CMD ["/enclave", "--listen", "vsock:5005", "--model", "/model"]' "$repo/Dockerfile.enclave"
+ok "Dockerfile.enclave copies every workspace member; scratch image; vsock CMD"
+
+begin
+mk -n run; expect "make -n run" status_is 0 $?
+# PORT given on our command line: kept.
+expect "PORT from the command line is used" output_has "PORT='$port'"
+make --no-print-directory -n -C "$repo" run MODEL=tiny-test >"$tmp/out" 2>&1
+expect "run defaults to port 80" output_has "PORT='80'"
+PORT=8081 make --no-print-directory -n -C "$repo" run MODEL=tiny-test >"$tmp/out" 2>&1
+expect "PORT from the environment is used" output_has "PORT='8081'"
+ok "make run listens on port 80 unless PORT is given"
+
+# ---------------------------------------------------------------------------------------------
+begin
+mk eif; rc=$?
+expect "eif succeeds" status_is 0 "$rc"
+expect "docker build, build-enclave, digest lookup, in order" calls_are "$docker_build" "$build_enclave" \
+    "docker image inspect --format {{index .RepoDigests 0}} rust:1.95.0-bookworm"
+expect "EIF written" test -f "$eif"
+expect "measurements saved" file_has "$tmp/build/measurements.json" '"PCR0": "'
+expect "measurements are the JSON nitro-cli printed" \
+    python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))["Measurements"]; assert all(len(m[k])==96 for k in ("PCR0","PCR1","PCR2"))' \
+    "$tmp/build/measurements.json"
+expect "prints PCR0" output_has "PCR0 (image): $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["Measurements"]["PCR0"])' "$tmp/build/measurements.json" 2>/dev/null)"
+expect "prints the size" output_has "EIF size:     30000000 bytes (29 MiB; model.onnx is 19000000 bytes)"
+expect "prints the memory run will use" output_has "Enclave memory 'make run' will use: $want_mem MiB (at least 115 MiB = 4 x EIF)"
+expect "records the builder image digest" file_has "$tmp/build/builder-image.txt" "rust@sha256:"
+ok "make eif: docker build then nitro-cli build-enclave; measurements saved and printed"
+
+begin
+export FAKE_DOCKER_FAIL=1
+mk eif; rc=$?
+expect "eif fails" status_is 2 "$rc"
+expect "only docker build ran" calls_are "$docker_build"
+expect "says docker build failed" output_has "error: docker build failed (is the docker daemon running"
+ok "make eif fails clearly when docker build fails, before nitro-cli"
+
+begin
+export FAKE_BUILD_FAIL=1
+mk eif; rc=$?
+expect "eif fails" status_is 2 "$rc"
+expect "docker build then build-enclave" calls_are "$docker_build" "$build_enclave"
+expect "says build-enclave failed" output_has "error: nitro-cli build-enclave failed"
+expect "shows nitro-cli's error" output_has "[ E50 ] Docker image pull error."
+expect "no measurements left" no_file "$tmp/build/measurements.json"
+ok "make eif fails clearly when nitro-cli build-enclave fails; no stale measurements"
+
+begin
+mv "$model/labels.txt" "$tmp/labels.txt"
+mk eif; rc=$?
+mv "$tmp/labels.txt" "$model/labels.txt"
+expect "eif fails" status_is 2 "$rc"
+expect "nothing called" calls_are ""
+expect "names the missing file" output_has "model file missing: $model/labels.txt"
+ok "make eif refuses an incomplete model directory"
+
+# ---------------------------------------------------------------------------------------------
+begin
+make_eif_file
+printf -- '---\nmemory_mib: 512\ncpu_count: 2\n' >"$yaml"
+mk allocator; rc=$?
+expect "allocator succeeds" status_is 0 "$rc"
+expect "describe, then restart" calls_are "$describe" "$restart"
+expect "memory_mib written" file_has "$yaml" "memory_mib: $want_mem"
+expect "cpu_count written" file_has "$yaml" "cpu_count: 2"
+expect "starts with the YAML marker" test "$(head -n 1 "$yaml")" = "---"
+expect "backup kept" test -n "$(ls "$yaml".bak.* 2>/dev/null)"
+ok "make allocator writes memory_mib/cpu_count, keeps a backup, restarts the service"
+
+begin
+make_eif_file
+mk allocator ENCLAVE_CPUS=4 ENCLAVE_MEMORY_MIB=2048; rc=$?
+expect "allocator succeeds" status_is 0 "$rc"
+expect "memory override" file_has "$yaml" "memory_mib: 2048"
+expect "cpu override" file_has "$yaml" "cpu_count: 4"
+expect "no backup without a previous file" test -z "$(ls "$yaml".bak.* 2>/dev/null)"
+ok "make allocator honours ENCLAVE_CPUS and ENCLAVE_MEMORY_MIB"
+
+begin
+make_eif_file
+mk allocator ENCLAVE_MEMORY_MIB=100; rc=$?
+expect "allocator fails" status_is 2 "$rc"
+expect "nothing called" calls_are ""
+expect "explains the 4x floor" output_has "ENCLAVE_MEMORY_MIB=100 is below nitro-cli's minimum of 4 x EIF size = 115 MiB"
+ok "make allocator refuses ENCLAVE_MEMORY_MIB below 4 x EIF"
+
+begin
+make_eif_file
+printf -- '---\nmemory_mib: 512\ncpu_count: 2\n' >"$yaml"
+export FAKE_FOREIGN_ENCLAVE=1
+mk allocator; rc=$?
+expect "allocator fails" status_is 2 "$rc"
+expect "only describe" calls_are "$describe"
+expect "says an enclave runs" output_has "an enclave is running (i-0f0e1d2c3b4a59687-enc0000000000000099 )"
+expect "yaml untouched" test "$(cat "$yaml")" = "$(printf -- '---\nmemory_mib: 512\ncpu_count: 2')"
+ok "make allocator refuses while an enclave is running"
+
+begin
+make_eif_file
+printf 'MemTotal:        1000000 kB\n' >"$tmp/meminfo.small"
+mk allocator MEMINFO="$tmp/meminfo.small"; rc=$?
+expect "allocator fails" status_is 2 "$rc"
+expect "only describe" calls_are "$describe"
+expect "explains the memory" output_has "this instance has 976 MiB of memory; the enclave needs $want_mem MiB"
+expect "no yaml written" no_file "$yaml"
+ok "make allocator refuses on an instance with too little memory"
+
+begin
+make_eif_file
+printf -- '---\nmemory_mib: 256\ncpu_count: 2\n' >"$yaml"
+export FAKE_SYSTEMCTL_FAIL=1
+mk allocator; rc=$?
+expect "allocator fails" status_is 2 "$rc"
+expect "describe, restart" calls_are "$describe" "$restart"
+expect "says the restart failed" output_has "'systemctl restart nitro-enclaves-allocator.service' failed, so $yaml was put back"
+expect "shows systemctl's message" output_has "Job for nitro-enclaves-allocator.service failed"
+expect "yaml restored" file_has "$yaml" "memory_mib: 256"
+ok "make allocator: refused restart puts the old allocator.yaml back and says so"
+
+begin
+mk allocator; rc=$?
+expect "allocator fails" status_is 2 "$rc"
+expect "says the EIF is missing" output_has "EIF missing: $eif (run 'make eif' first)"
+ok "make allocator without an EIF asks for make eif"
+
+# ---------------------------------------------------------------------------------------------
+begin
+mk run; rc=$?
+expect "run fails" status_is 2 "$rc"
+expect "nothing called" calls_are ""
+expect "says the EIF is missing" output_has "EIF missing: $eif (run 'make eif' first)"
+ok "make run without an EIF fails before any nitro-cli call"
+
+begin
+make_eif_file
+export FAKE_ENCLAVE_CMD="exec $fake_bin/enclave --listen unix:$tmp/secure.sock --model $model"
+mk run; rc=$?
+expect "run succeeds" status_is 0 "$rc"
+expect "allocator, run-enclave, in order" calls_are "$describe" "$restart" "$run_enclave"
+expect "prints the URLs" output_has "POST http://"
+expect "prints readiness" output_has '"ready": true'
+expect "enclave id recorded" file_has "$tmp/run/enclave-id" "$id"
+expect "pid files" test -s "$tmp/run/parent.pid" -a -s "$tmp/run/public.pid"
+expect "allocator.yaml written" file_has "$yaml" "memory_mib: $want_mem"
+: >"$FAKE_LOG"
+mk status; rc=$?
+expect "status succeeds" status_is 0 "$rc"
+expect "status describes" calls_are "$describe"
+expect "status shows the enclave" output_has "\"EnclaveID\": \"$id\""
+expect "status shows the front" output_has "parent front: running"
+expect "status shows /ready" output_has '"ready": true'
+: >"$FAKE_LOG"
+mk run; rc=$?
+expect "second run refused" status_is 2 "$rc"
+expect "says already running" output_has "already running (parent, pid"
+: >"$FAKE_LOG"
+ppid=$(cat "$tmp/run/parent.pid") upid=$(cat "$tmp/run/public.pid")
+mk stop; rc=$?
+expect "stop succeeds" status_is 0 "$rc"
+expect "stop: describe then terminate" calls_are "$describe" "nitro-cli terminate-enclave --enclave-id $id"
+expect "parent front gone" test ! -e "/proc/$ppid"
+expect "public server gone" test ! -e "/proc/$upid"
+expect "pid files gone" test -z "$(ls "$tmp/run/"*.pid 2>/dev/null)"
+: >"$FAKE_LOG"
+mk status; rc=$?
+expect "status after stop fails" status_is 2 "$rc"
+expect "status says the front is down" output_has "the parent front does not answer on port $port"
+ok "make run -> status -> run (refused) -> stop -> status: right commands, in order"
+
+begin
+make_eif_file
+printf -- '---\nmemory_mib: 1024\ncpu_count: 2\n' >"$yaml"
+export FAKE_ENCLAVE_CMD="exec $fake_bin/enclave --listen unix:$tmp/secure.sock --model $model"
+mk run; rc=$?
+expect "run succeeds" status_is 0 "$rc"
+expect "no allocator restart when it reserves enough" calls_are "$run_enclave"
+expect "says so" output_has "allocator already reserves 1024 MiB and 2 CPUs (need $want_mem MiB, 2 CPUs): unchanged"
+ok "make run leaves a sufficient allocator reservation alone"
+
+begin
+make_eif_file
+printf -- '---\nmemory_mib: 1024\ncpu_count: 2\n' >"$yaml"
+mk run; rc=$?
+expect "run fails" status_is 2 "$rc"
+expect "run-enclave, then terminate" calls_are "$run_enclave" "$describe" "nitro-cli terminate-enclave --enclave-id $id"
+expect "says it never answered" output_has "the enclave's model server did not answer at unix:$tmp/secure.sock within 3s"
+expect "hints DEBUG=1" output_has "Rerun with 'make run DEBUG=1'"
+expect "no processes recorded" test -z "$(ls "$tmp/run/"*.pid 2>/dev/null)"
+ok "make run: enclave never answers -> terminated, clear error with the DEBUG=1 hint"
+
+begin
+make_eif_file
+printf -- '---\nmemory_mib: 1024\ncpu_count: 2\n' >"$yaml"
+mk run DEBUG=1; rc=$?
+expect "run fails" status_is 2 "$rc"
+expect "run-enclave --debug-mode, then console" calls_are "$run_enclave --debug-mode" "nitro-cli console --enclave-id $id"
+expect "shows the console" output_has "fake: the model server never started"
+expect "says the enclave is left running" output_has "Debug mode: enclave $id is left running"
+expect "enclave still there" test -f "$FAKE_STATE/enclave"
+: >"$FAKE_LOG"
+mk stop; rc=$?
+expect "stop succeeds" status_is 0 "$rc"
+expect "stop terminates it" calls_are "$describe" "nitro-cli terminate-enclave --enclave-id $id"
+ok "make run DEBUG=1: --debug-mode, console shown on failure, enclave kept for make stop"
+
+begin
+make_eif_file
+export FAKE_FOREIGN_ENCLAVE=1
+mk run; rc=$?
+expect "run fails" status_is 2 "$rc"
+expect "no run-enclave" calls_are "$describe"
+expect "explains" output_has "an enclave is running"
+ok "make run needing the allocator refuses while another enclave runs"
+
+begin
+mk stop; rc=$?
+expect "stop succeeds" status_is 0 "$rc"
+expect "only describe" calls_are "$describe"
+expect "says nothing runs" output_has "no enclave with CID 16 is running"
+ok "make stop with nothing running is a no-op"
+
+# ---------------------------------------------------------------------------------------------
+real_model=$repo/models/tiny-test
+if [ -x "$repo/target/release/enclave" ] && [ -x "$repo/target/release/parent" ] &&
+    [ -f "$real_model/model.onnx" ]; then
+    begin
+    bin=$repo/target/release
+    make_eif_file
+    printf -- '---\nmemory_mib: 1024\ncpu_count: 2\n' >"$yaml"
+    export FAKE_ENCLAVE_CMD="exec $bin/enclave --listen unix:$tmp/secure.sock --model $real_model"
+    mk run MODEL_DIR="$real_model" PING_TIMEOUT=60; rc=$?
+    expect "run succeeds" status_is 0 "$rc"
+    expect "run-enclave" calls_are "$run_enclave"
+    ready=$(curl -fsS --max-time 5 "http://127.0.0.1:$port/ready" 2>&1)
+    expect "/ready answers JSON" python3 -c 'import json,sys; json.loads(sys.argv[1])' "$ready"
+    mk status MODEL_DIR="$real_model"
+    expect "status succeeds" status_is 0 $?
+    mk stop MODEL_DIR="$real_model"
+    expect "stop succeeds" status_is 0 $?
+    expect "nothing left" test -z "$(ls "$tmp/run/"*.pid 2>/dev/null)"
+    ok "end to end with the real enclave and parent binaries serving models/tiny-test"
+else
+    skip "end to end with the real binaries (needs target/release/{enclave,parent} and models/tiny-test)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+reset
+left=$(pgrep -f "$tmp" || true)
+if [ -z "$left" ]; then
+    passed=$((passed + 1))
+    echo "ok   - no process left behind"
+else
+    failed=$((failed + 1))
+    echo "FAIL - processes left behind: $left"
+fi
+
+echo
+if [ "$skipped" -gt 0 ]; then
+    echo "$passed passed, $failed failed, $skipped skipped"
+else
+    echo "$passed passed, $failed failed"
+fi
+[ "$failed" -eq 0 ]
