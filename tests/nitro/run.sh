@@ -362,10 +362,10 @@ ok "make stop with nothing running is a no-op"
 
 # ---------------------------------------------------------------------------------------------
 real_model=$repo/models/tiny-test
-if [ -x "$repo/target/release/enclave" ] && [ -x "$repo/target/release/parent" ] &&
-    [ -f "$real_model/model.onnx" ]; then
+real_bin=${NITRO_E2E_BIN_DIR:-$repo/target/release}
+if [ -x "$real_bin/enclave" ] && [ -x "$real_bin/parent" ] && [ -f "$real_model/model.onnx" ]; then
     begin
-    bin=$repo/target/release
+    bin=$real_bin
     make_eif_file
     printf -- '---\nmemory_mib: 1024\ncpu_count: 2\n' >"$yaml"
     export FAKE_ENCLAVE_CMD="exec $bin/enclave --listen unix:$tmp/secure.sock --model $real_model"
@@ -381,7 +381,7 @@ if [ -x "$repo/target/release/enclave" ] && [ -x "$repo/target/release/parent" ]
     expect "nothing left" test -z "$(ls "$tmp/run/"*.pid 2>/dev/null)"
     ok "end to end with the real enclave and parent binaries serving models/tiny-test"
 else
-    skip "end to end with the real binaries (needs target/release/{enclave,parent} and models/tiny-test)"
+    skip "end to end with the real binaries (needs $real_bin/{enclave,parent} and models/tiny-test)"
 fi
 
 # ---------------------------------------------------------------------------------------------
