@@ -78,6 +78,31 @@ pub const BACKEND_DEADLINE: Duration = Duration::from_secs(30);
 /// Default number of HTTP handler threads in the parent.
 pub const HTTP_THREADS: usize = 16;
 
+/// Most HTTP handler threads `--threads` may ask for. Each holds at most one
+/// request body (up to [`MAX_HTTP_BODY`]) in memory: 256 x 50 MiB is already
+/// far more memory than the parent should ever commit.
+pub const MAX_HTTP_THREADS: usize = 256;
+
+/// Longest per-request backend deadline `--deadline-ms` may set. Past ten
+/// minutes a client has long given up, and the connection would be held for nothing.
+pub const MAX_BACKEND_DEADLINE: Duration = Duration::from_secs(600);
+
+/// First wait before reconnecting to a backend that refused a connection; it
+/// doubles per failure up to [`BACKEND_BACKOFF_MAX`]. Requests arriving while
+/// a backend backs off get 503 at once instead of each paying a connect attempt.
+pub const BACKEND_BACKOFF_MIN: Duration = Duration::from_millis(50);
+
+/// Longest reconnect backoff: a restarted backend is used again within a second
+/// (sooner when the readiness checker sees it first).
+pub const BACKEND_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// How often the parent pings each backend for `/ready` and the `up` gauges.
+pub const READY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Deadline of one readiness ping (Ping never queues behind inference, so a
+/// healthy server answers in well under a millisecond).
+pub const READY_PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,537 @@
+//! The HTTP API's request decoding and reply encoding, free of any socket.
+//!
+//! What it does: turns a prediction request's body into an
+//! [`InferRequest`] (JSON `{"images": ["<base64>", ...]}` as the study's
+//! clients send it, or one raw JPEG/PNG body), and a backend's
+//! [`InferReply`] into the reply JSON and its `Server-Timing` header.
+//! Every way a request can be wrong is one [`ApiError`] variant, which knows
+//! its HTTP status and its stable `code` string; its Display text is the
+//! `error` message the client reads.
+//!
+//! Why it is built this way: everything here is a pure function of bytes, so
+//! every malformed input is a unit test asserting the exact variant. The model
+//! server never sees JSON or base64; it gets decoded image bytes only.
+//!
+//! What it refuses (always with a status, never a panic):
+//! - a body that is not JSON, JSON without an `images` array, an entry that
+//!   is not a string, base64 outside the standard alphabet (padding may be
+//!   omitted; URL-safe `-`/`_`, whitespace or line breaks are refused);
+//! - an empty batch, or more than [`MAX_IMAGES`] images (413);
+//! - bytes that are not an image (400) or an image in a format other than
+//!   JPEG or PNG (415), checked by their magic bytes before any frame is sent;
+//! - `top_k` outside `1..=MAX_TOP_K`.
+//!
+//! Error messages never quote the request's content (no base64, no bytes), so
+//! they are safe to show; they are never logged anyway.
+
+use std::fmt;
+
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
+use serde_json::{json, Value};
+use shared::frame::{ErrorCode, InferReply, InferRequest, ModelInfo};
+use shared::limits::{MAX_IMAGES, MAX_TOP_K};
+
+use crate::backend::BackendError;
+
+/// `top_k` when the query string does not say.
+pub const DEFAULT_TOP_K: u16 = 5;
+
+/// Standard alphabet; padding optional (some clients strip it), but if
+/// present it must be canonical.
+const B64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Everything that can go wrong with an HTTP request, by cause.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiError {
+    NotFound,
+    MethodNotAllowed { allow: &'static str },
+    /// A POST without Content-Length (and not chunked).
+    LengthRequired,
+    /// A body over the limit, in bytes.
+    BodyTooLarge { limit: usize },
+    /// The body could not be read (the client went away or stalled).
+    BodyRead,
+    UnsupportedMediaType,
+    BadTopK,
+    BadJson(String),
+    MissingImages,
+    ImagesNotArray,
+    ImageNotString(usize),
+    BadBase64 { index: usize, reason: String },
+    EmptyBatch,
+    TooManyImages(usize),
+    NotAnImage(usize),
+    UnsupportedImageFormat { index: usize, format: &'static str },
+    Backend(BackendError),
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::NotFound => write!(f, "no such endpoint (try POST /predict-secure/ or /predict-public/)"),
+            ApiError::MethodNotAllowed { allow } => write!(f, "method not allowed here (allowed: {allow})"),
+            ApiError::LengthRequired => write!(f, "a POST needs a Content-Length header (or chunked encoding)"),
+            ApiError::BodyTooLarge { limit } => write!(f, "request body is over the limit of {limit} bytes"),
+            ApiError::BodyRead => write!(f, "the request body could not be read"),
+            ApiError::UnsupportedMediaType => write!(
+                f,
+                "Content-Type must be application/json ({{\"images\": [base64, ...]}}), image/jpeg or image/png"
+            ),
+            ApiError::BadTopK => write!(f, "top_k must be a whole number from 1 to {MAX_TOP_K}"),
+            ApiError::BadJson(why) => write!(f, "body is not valid JSON: {why}"),
+            ApiError::MissingImages => write!(f, "JSON body has no \"images\" field"),
+            ApiError::ImagesNotArray => write!(f, "\"images\" must be an array of base64 strings"),
+            ApiError::ImageNotString(i) => write!(f, "images[{i}] is not a string"),
+            ApiError::BadBase64 { index, reason } => write!(f, "images[{index}] is not valid base64: {reason}"),
+            ApiError::EmptyBatch => write!(f, "no images in the request"),
+            ApiError::TooManyImages(n) => write!(f, "{n} images in one request, over the limit of {MAX_IMAGES}"),
+            ApiError::NotAnImage(i) => write!(f, "images[{i}] is not an image (expected JPEG or PNG bytes)"),
+            ApiError::UnsupportedImageFormat { index, format } => {
+                write!(f, "images[{index}] is {format}; only JPEG and PNG are supported")
+            }
+            ApiError::Backend(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::NotFound => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::LengthRequired => 411,
+            ApiError::BodyTooLarge { .. } | ApiError::TooManyImages(_) => 413,
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedImageFormat { .. } => 415,
+            ApiError::BodyRead
+            | ApiError::BadTopK
+            | ApiError::BadJson(_)
+            | ApiError::MissingImages
+            | ApiError::ImagesNotArray
+            | ApiError::ImageNotString(_)
+            | ApiError::BadBase64 { .. }
+            | ApiError::EmptyBatch
+            | ApiError::NotAnImage(_) => 400,
+            ApiError::Backend(e) => match e {
+                BackendError::Unreachable(_) | BackendError::BackingOff | BackendError::PoolExhausted => 503,
+                BackendError::Deadline => 504,
+                BackendError::Remote(r) => match r.code() {
+                    Some(ErrorCode::Busy | ErrorCode::ShuttingDown) => 503,
+                    Some(ErrorCode::BadImage) => 400,
+                    Some(ErrorCode::UnsupportedFormat) => 415,
+                    Some(ErrorCode::ImageTooLarge) => 413,
+                    _ => 502,
+                },
+                BackendError::ConnectionLost(_)
+                | BackendError::Protocol(_)
+                | BackendError::IdMismatch { .. }
+                | BackendError::UnexpectedReply(_)
+                | BackendError::BadResult(_) => 502,
+            },
+        }
+    }
+
+    /// The stable, machine-readable code of the JSON error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::LengthRequired => "length_required",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::BodyRead => "body_read_failed",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::BadTopK => "bad_top_k",
+            ApiError::BadJson(_) => "bad_json",
+            ApiError::MissingImages => "missing_images",
+            ApiError::ImagesNotArray => "images_not_array",
+            ApiError::ImageNotString(_) => "image_not_string",
+            ApiError::BadBase64 { .. } => "bad_base64",
+            ApiError::EmptyBatch => "empty_batch",
+            ApiError::TooManyImages(_) => "too_many_images",
+            ApiError::NotAnImage(_) => "not_an_image",
+            ApiError::UnsupportedImageFormat { .. } => "unsupported_format",
+            ApiError::Backend(e) => match e {
+                BackendError::Unreachable(_) | BackendError::BackingOff => "backend_unavailable",
+                BackendError::PoolExhausted => "backend_busy",
+                BackendError::Deadline => "backend_timeout",
+                BackendError::ConnectionLost(_) => "backend_connection_lost",
+                BackendError::Remote(r) => match r.code() {
+                    Some(ErrorCode::Busy) => "backend_busy",
+                    Some(ErrorCode::ShuttingDown) => "backend_shutting_down",
+                    Some(ErrorCode::BadImage) => "bad_image",
+                    Some(ErrorCode::UnsupportedFormat) => "unsupported_format",
+                    Some(ErrorCode::ImageTooLarge) => "image_too_large",
+                    Some(ErrorCode::Internal) => "backend_internal",
+                    _ => "bad_backend_reply",
+                },
+                BackendError::Protocol(_)
+                | BackendError::IdMismatch { .. }
+                | BackendError::UnexpectedReply(_)
+                | BackendError::BadResult(_) => "bad_backend_reply",
+            },
+        }
+    }
+
+    /// Seconds for a `Retry-After` header (every 503).
+    pub fn retry_after(&self) -> Option<u32> {
+        (self.status() == 503).then_some(1)
+    }
+
+    /// The `Allow` header of a 405.
+    pub fn allow(&self) -> Option<&'static str> {
+        match self {
+            ApiError::MethodNotAllowed { allow } => Some(allow),
+            _ => None,
+        }
+    }
+
+    /// The JSON error body.
+    pub fn body(&self) -> Value {
+        json!({ "error": self.to_string(), "code": self.code() })
+    }
+}
+
+/// The body's kind, from its Content-Type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    Json,
+    RawImage,
+}
+
+/// Media type without parameters, case-insensitive: `application/json;
+/// charset=utf-8` is JSON.
+pub fn body_kind(content_type: Option<&str>) -> Result<BodyKind, ApiError> {
+    let media = content_type
+        .and_then(|c| c.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    match media.as_str() {
+        "application/json" => Ok(BodyKind::Json),
+        "image/jpeg" | "image/jpg" | "image/png" => Ok(BodyKind::RawImage),
+        _ => Err(ApiError::UnsupportedMediaType),
+    }
+}
+
+/// `top_k` from a query string (`a=1&top_k=3`); the last `top_k` wins.
+pub fn top_k_from_query(query: Option<&str>) -> Result<u16, ApiError> {
+    let mut k = DEFAULT_TOP_K;
+    for pair in query.unwrap_or("").split('&') {
+        if let Some(v) = pair.strip_prefix("top_k=") {
+            k = match v.parse::<u16>() {
+                Ok(n) if n >= 1 && usize::from(n) <= MAX_TOP_K => n,
+                _ => return Err(ApiError::BadTopK),
+            };
+        } else if pair == "top_k" {
+            return Err(ApiError::BadTopK);
+        }
+    }
+    Ok(k)
+}
+
+/// What the first bytes say an image is.
+fn sniff(bytes: &[u8]) -> Result<(), Option<&'static str>> {
+    const JPEG: &[u8] = &[0xFF, 0xD8, 0xFF];
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if bytes.starts_with(JPEG) || bytes.starts_with(PNG) {
+        return Ok(());
+    }
+    let other = if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Some("GIF")
+    } else if bytes.starts_with(b"BM") && bytes.len() > 14 {
+        Some("BMP")
+    } else if bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        Some("WebP")
+    } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+        Some("TIFF")
+    } else if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
+        Some("HEIF/AVIF")
+    } else {
+        None
+    };
+    Err(other)
+}
+
+fn check_image(index: usize, bytes: &[u8]) -> Result<(), ApiError> {
+    match sniff(bytes) {
+        Ok(()) => Ok(()),
+        Err(Some(format)) => Err(ApiError::UnsupportedImageFormat { index, format }),
+        Err(None) => Err(ApiError::NotAnImage(index)),
+    }
+}
+
+/// Decodes a prediction body into the frame request.
+pub fn decode_body(kind: BodyKind, body: &[u8], top_k: u16) -> Result<InferRequest, ApiError> {
+    let images = match kind {
+        BodyKind::RawImage => {
+            check_image(0, body)?;
+            vec![body.to_vec()]
+        }
+        BodyKind::Json => decode_json_images(body)?,
+    };
+    Ok(InferRequest { top_k, images })
+}
+
+fn decode_json_images(body: &[u8]) -> Result<Vec<Vec<u8>>, ApiError> {
+    // serde_json bounds nesting (128 levels), so hostile JSON cannot overflow the stack.
+    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::BadJson(json_error(&e)))?;
+    let obj = value.as_object().ok_or(ApiError::MissingImages)?;
+    let list = obj.get("images").ok_or(ApiError::MissingImages)?.as_array().ok_or(ApiError::ImagesNotArray)?;
+    if list.is_empty() {
+        return Err(ApiError::EmptyBatch);
+    }
+    if list.len() > MAX_IMAGES {
+        return Err(ApiError::TooManyImages(list.len()));
+    }
+    let mut images = Vec::with_capacity(list.len());
+    for (index, entry) in list.iter().enumerate() {
+        let text = entry.as_str().ok_or(ApiError::ImageNotString(index))?;
+        let bytes = B64.decode(text).map_err(|e| ApiError::BadBase64 { index, reason: base64_error(&e) })?;
+        check_image(index, &bytes)?;
+        images.push(bytes);
+    }
+    Ok(images)
+}
+
+/// serde_json's message names the position, never the content.
+fn json_error(e: &serde_json::Error) -> String {
+    e.to_string()
+}
+
+/// base64's messages name an offset and, for a bad symbol, the byte; keep
+/// only the kind and offset.
+fn base64_error(e: &base64::DecodeError) -> String {
+    match e {
+        base64::DecodeError::InvalidByte(at, _) => format!("invalid character at offset {at}"),
+        base64::DecodeError::InvalidLength(n) => format!("invalid length {n}"),
+        base64::DecodeError::InvalidLastSymbol(at, _) => format!("invalid last symbol at offset {at}"),
+        base64::DecodeError::InvalidPadding => "invalid padding".to_string(),
+    }
+}
+
+/// Parent-side timings of one request, in microseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    pub parse_us: u64,
+    pub backend_us: u64,
+    pub total_us: u64,
+}
+
+fn ms(us: u64) -> f64 {
+    // Three decimals: microsecond resolution.
+    us as f64 / 1000.0
+}
+
+fn score(s: f32) -> Value {
+    // Six decimals are what a probability needs; NaN (a broken model) becomes null.
+    let x = (f64::from(s) * 1e6).round() / 1e6;
+    serde_json::Number::from_f64(x).map(Value::Number).unwrap_or(Value::Null)
+}
+
+/// The 200 reply body, and the `Server-Timing` header value.
+///
+/// Stage times in the header are the slowest image's (images of a batch run
+/// in parallel on the model server's workers); `transport` is what is left of
+/// the backend round trip once the slowest image's queue+decode+infer time is
+/// taken out (framing, socket or vsock, and the server's bookkeeping).
+pub fn render_result(backend: &str, info: &ModelInfo, reply: &InferReply, t: Timings) -> (Value, String) {
+    let label = |id: u32| -> &str { info.labels.get(id as usize).map(String::as_str).unwrap_or("") };
+    let mut class_ids = Vec::with_capacity(reply.images.len());
+    let mut predictions = Vec::with_capacity(reply.images.len());
+    let (mut q, mut d, mut i, mut slowest) = (0u64, 0u64, 0u64, 0u64);
+    for img in &reply.images {
+        // check_result guaranteed a non-empty top list, best first.
+        class_ids.push(img.top.first().map(|c| c.class_id));
+        let top: Vec<Value> = img
+            .top
+            .iter()
+            .map(|c| json!({ "class_id": c.class_id, "label": label(c.class_id), "score": score(c.score) }))
+            .collect();
+        let tm = img.timings;
+        predictions.push(json!({
+            "top_k": top,
+            "timings_us": { "queue": tm.queue_us, "decode": tm.decode_us, "infer": tm.infer_us },
+        }));
+        let (qq, dd, ii) = (u64::from(tm.queue_us), u64::from(tm.decode_us), u64::from(tm.infer_us));
+        q = q.max(qq);
+        d = d.max(dd);
+        i = i.max(ii);
+        slowest = slowest.max(qq + dd + ii);
+    }
+    let body = json!({
+        "class_ids": class_ids,
+        "predictions": predictions,
+        "backend": backend,
+        "model": { "name": info.name, "sha256": info.sha256_hex(), "synthetic": info.synthetic },
+        "timings_ms": { "parse": ms(t.parse_us), "backend": ms(t.backend_us), "total": ms(t.total_us) },
+    });
+    let transport = t.backend_us.saturating_sub(slowest);
+    let header = format!(
+        "queue;dur={:.3}, decode;dur={:.3}, infer;dur={:.3}, transport;dur={:.3}, total;dur={:.3}",
+        ms(q),
+        ms(d),
+        ms(i),
+        ms(transport),
+        ms(t.total_us)
+    );
+    (body, header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::frame::{ClassScore, ErrorReply, ImageResult, StageTimings};
+
+    const JPEG: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3];
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n....";
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    fn json_req(v: Value) -> Result<InferRequest, ApiError> {
+        decode_body(BodyKind::Json, v.to_string().as_bytes(), 5)
+    }
+
+    #[test]
+    fn decodes_the_study_format() {
+        let r = json_req(json!({ "images": [b64(JPEG), b64(PNG)] })).unwrap();
+        assert_eq!(r.images, vec![JPEG.to_vec(), PNG.to_vec()]);
+        assert_eq!(r.top_k, 5);
+    }
+
+    #[test]
+    fn tolerates_missing_padding_but_not_other_alphabets() {
+        let padded = b64(JPEG);
+        assert!(padded.ends_with('='));
+        let unpadded = padded.trim_end_matches('=').to_string();
+        assert_eq!(json_req(json!({ "images": [unpadded] })).unwrap().images[0], JPEG.to_vec());
+        // 0xFF 0xD8 0xFF encodes as "/9j/": the URL-safe alphabet spells it "_9j_".
+        let url_safe = padded.replace('/', "_");
+        assert_eq!(
+            json_req(json!({ "images": [url_safe] })),
+            Err(ApiError::BadBase64 { index: 0, reason: "invalid character at offset 0".into() })
+        );
+        assert!(matches!(json_req(json!({ "images": ["/9j/\n4AAB"] })), Err(ApiError::BadBase64 { index: 0, .. })));
+    }
+
+    #[test]
+    fn each_malformed_body_has_its_variant() {
+        assert!(matches!(decode_body(BodyKind::Json, b"{nope", 5), Err(ApiError::BadJson(_))));
+        assert!(matches!(decode_body(BodyKind::Json, b"", 5), Err(ApiError::BadJson(_))));
+        assert_eq!(json_req(json!([1, 2])), Err(ApiError::MissingImages));
+        assert_eq!(json_req(json!({ "imgs": [] })), Err(ApiError::MissingImages));
+        assert_eq!(json_req(json!({ "images": "abc" })), Err(ApiError::ImagesNotArray));
+        assert_eq!(json_req(json!({ "images": [] })), Err(ApiError::EmptyBatch));
+        assert_eq!(json_req(json!({ "images": [b64(JPEG), 3] })), Err(ApiError::ImageNotString(1)));
+        assert_eq!(json_req(json!({ "images": [b64(b"hello world")] })), Err(ApiError::NotAnImage(0)));
+        assert_eq!(json_req(json!({ "images": [""] })), Err(ApiError::NotAnImage(0)));
+        assert_eq!(
+            json_req(json!({ "images": [b64(b"GIF89a....")] })),
+            Err(ApiError::UnsupportedImageFormat { index: 0, format: "GIF" })
+        );
+        let many: Vec<String> = (0..MAX_IMAGES + 1).map(|_| b64(JPEG)).collect();
+        assert_eq!(json_req(json!({ "images": many })), Err(ApiError::TooManyImages(MAX_IMAGES + 1)));
+        assert_eq!(decode_body(BodyKind::RawImage, b"text", 5), Err(ApiError::NotAnImage(0)));
+        assert_eq!(decode_body(BodyKind::RawImage, PNG, 3).map(|r| (r.images.len(), r.top_k)), Ok((1, 3)));
+        // Deep nesting is refused by serde_json's recursion limit, not the stack.
+        let deep = "[".repeat(100_000);
+        assert!(matches!(decode_body(BodyKind::Json, deep.as_bytes(), 5), Err(ApiError::BadJson(_))));
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(body_kind(Some("application/json")), Ok(BodyKind::Json));
+        assert_eq!(body_kind(Some("Application/JSON; charset=utf-8")), Ok(BodyKind::Json));
+        assert_eq!(body_kind(Some("image/jpeg")), Ok(BodyKind::RawImage));
+        assert_eq!(body_kind(Some("image/png")), Ok(BodyKind::RawImage));
+        assert_eq!(body_kind(Some("text/plain")), Err(ApiError::UnsupportedMediaType));
+        assert_eq!(body_kind(Some("application/x-www-form-urlencoded")), Err(ApiError::UnsupportedMediaType));
+        assert_eq!(body_kind(None), Err(ApiError::UnsupportedMediaType));
+    }
+
+    #[test]
+    fn top_k_query() {
+        assert_eq!(top_k_from_query(None), Ok(5));
+        assert_eq!(top_k_from_query(Some("top_k=1")), Ok(1));
+        assert_eq!(top_k_from_query(Some("x=y&top_k=100")), Ok(100));
+        assert_eq!(top_k_from_query(Some("top_k=0")), Err(ApiError::BadTopK));
+        assert_eq!(top_k_from_query(Some("top_k=101")), Err(ApiError::BadTopK));
+        assert_eq!(top_k_from_query(Some("top_k=-1")), Err(ApiError::BadTopK));
+        assert_eq!(top_k_from_query(Some("top_k=")), Err(ApiError::BadTopK));
+        assert_eq!(top_k_from_query(Some("top_k")), Err(ApiError::BadTopK));
+    }
+
+    #[test]
+    fn statuses_and_codes() {
+        let remote = |c: ErrorCode| ApiError::Backend(BackendError::Remote(ErrorReply::new(c, "x")));
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (ApiError::NotFound, 404, "not_found"),
+            (ApiError::MethodNotAllowed { allow: "POST" }, 405, "method_not_allowed"),
+            (ApiError::LengthRequired, 411, "length_required"),
+            (ApiError::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
+            (ApiError::TooManyImages(65), 413, "too_many_images"),
+            (ApiError::UnsupportedMediaType, 415, "unsupported_media_type"),
+            (ApiError::EmptyBatch, 400, "empty_batch"),
+            (ApiError::Backend(BackendError::Unreachable(std::io::ErrorKind::NotFound)), 503, "backend_unavailable"),
+            (ApiError::Backend(BackendError::BackingOff), 503, "backend_unavailable"),
+            (ApiError::Backend(BackendError::PoolExhausted), 503, "backend_busy"),
+            (ApiError::Backend(BackendError::Deadline), 504, "backend_timeout"),
+            (remote(ErrorCode::Busy), 503, "backend_busy"),
+            (remote(ErrorCode::ShuttingDown), 503, "backend_shutting_down"),
+            (remote(ErrorCode::BadImage), 400, "bad_image"),
+            (remote(ErrorCode::UnsupportedFormat), 415, "unsupported_format"),
+            (remote(ErrorCode::ImageTooLarge), 413, "image_too_large"),
+            (remote(ErrorCode::Internal), 502, "backend_internal"),
+            (remote(ErrorCode::Malformed), 502, "bad_backend_reply"),
+            (ApiError::Backend(BackendError::IdMismatch { sent: 1, got: 2 }), 502, "bad_backend_reply"),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!((e.status(), e.code()), (status, code), "{e:?}");
+            assert_eq!(e.retry_after().is_some(), status == 503);
+            assert_eq!(e.body()["code"], code);
+        }
+    }
+
+    #[test]
+    fn renders_the_reply() {
+        let info = ModelInfo {
+            name: "m".into(),
+            sha256: [0xab; 32],
+            synthetic: false,
+            input_shape: [1, 3, 224, 224],
+            num_classes: 2,
+            label_source: "x".into(),
+            labels: vec!["zero".into(), "one".into()],
+        };
+        let reply = InferReply {
+            images: vec![
+                ImageResult {
+                    timings: StageTimings { queue_us: 10, decode_us: 2000, infer_us: 30000 },
+                    top: vec![ClassScore { class_id: 1, score: 0.75 }, ClassScore { class_id: 0, score: 0.25 }],
+                },
+                ImageResult {
+                    timings: StageTimings { queue_us: 20, decode_us: 1000, infer_us: 31000 },
+                    top: vec![ClassScore { class_id: 7, score: f32::NAN }],
+                },
+            ],
+        };
+        let (v, header) = render_result("secure", &info, &reply, Timings { parse_us: 100, backend_us: 33000, total_us: 33500 });
+        assert_eq!(v["class_ids"], json!([1, 7]));
+        assert_eq!(v["predictions"][0]["top_k"][0], json!({ "class_id": 1, "label": "one", "score": 0.75 }));
+        assert_eq!(v["predictions"][1]["top_k"][0], json!({ "class_id": 7, "label": "", "score": null }));
+        assert_eq!(v["predictions"][1]["timings_us"], json!({ "queue": 20, "decode": 1000, "infer": 31000 }));
+        assert_eq!(v["backend"], "secure");
+        assert_eq!(v["model"]["sha256"], "ab".repeat(32));
+        assert_eq!(v["timings_ms"]["total"], 33.5);
+        assert_eq!(
+            header,
+            "queue;dur=0.020, decode;dur=2.000, infer;dur=31.000, transport;dur=0.980, total;dur=33.500"
+        );
+    }
+}
