@@ -280,7 +280,9 @@ impl Backend {
     /// Opens a connection: connect, the seed if one is pending, then InfoQuery.
     fn connect(&self) -> Result<Conn, BackendError> {
         let mut stream = Stream::connect(&self.addr).map_err(|e| BackendError::Unreachable(e.kind()))?;
-        let setup_deadline = self.cfg.deadline.min(READY_PING_TIMEOUT);
+        // Setup frames (seed, info) are small and answered at once; they get
+        // their own deadline, independent of the (possibly tiny) request deadline.
+        let setup_deadline = READY_PING_TIMEOUT;
         if self.seed_pending.swap(false, Ordering::SeqCst) {
             match self.send_seed(&mut stream, setup_deadline) {
                 Ok(()) => eprintln!("parent: sent a {SEED_LEN}-byte entropy seed to the {} backend", self.name),
