@@ -9,7 +9,9 @@
 //! identity of the model that actually produced it; the latest answer is also
 //! cached on the backend for `/ready`. On the secure backend, the first
 //! connection that succeeds also carries one 64-byte `Seed` frame from the
-//! parent's `getrandom`, which the enclave mixes into its pool uncredited.
+//! parent's `getrandom`, which the enclave mixes into its pool uncredited;
+//! when the checker sees the enclave go down, the next connection (to the
+//! restarted enclave) carries a new seed.
 //!
 //! Why it is built this way:
 //! - Blocking I/O and a fixed bound: at most `pool` connections per backend,
@@ -152,6 +154,8 @@ pub struct Backend {
     freed: Condvar,
     up: AtomicBool,
     info: Mutex<Option<Arc<ModelInfo>>>,
+    /// Whether this backend gets a seed at all (the secure one).
+    seeds: bool,
     seed_pending: AtomicBool,
     next_id: AtomicU64,
 }
@@ -174,6 +178,7 @@ impl Backend {
             freed: Condvar::new(),
             up: AtomicBool::new(false),
             info: Mutex::new(None),
+            seeds: send_seed,
             seed_pending: AtomicBool::new(send_seed),
             next_id: AtomicU64::new(1),
         }
@@ -445,7 +450,11 @@ impl Backend {
             if let Some(conn) = slot.take() {
                 let _ = conn.stream.shutdown();
             }
-            // Gone: the pooled connections are dead too.
+            // Gone: the pooled connections are dead too, and a server that
+            // comes back is a new process (a new enclave) that gets a new seed.
+            if self.seeds && was_up {
+                self.seed_pending.store(true, Ordering::SeqCst);
+            }
             let mut st = self.state();
             let dropped = st.idle.len();
             st.idle.clear();
