@@ -201,10 +201,12 @@ pub fn handle(app: &App, mut rq: Request) {
             response.add_header(h);
         }
     }
-    // A client that went away cannot be answered; nothing else to do.
-    let _ = rq.respond(response);
+    // Counted before the reply is written, so a client that has its reply
+    // also sees it in /metrics; the write itself is not part of the latency.
     let elapsed = start.elapsed();
     app.metrics.observe(r, status, elapsed);
+    // A client that went away cannot be answered; nothing else to do.
+    let _ = rq.respond(response);
     eprintln!(
         "access method={method} route={} status={status} bytes={size} ms={:.1}",
         r.name(),
