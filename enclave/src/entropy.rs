@@ -112,12 +112,12 @@ impl fmt::Display for Report {
         match self.action {
             Action::AlreadyReady => write!(
                 f,
-                "entropy: kernel pool already initialised, nothing to do ({:?})",
+                "kernel pool already initialised, nothing to do ({:?})",
                 self.elapsed
             ),
             Action::Credited { bytes } => write!(
                 f,
-                "entropy: kernel pool was not initialised; credited {bytes} bytes ({} bits) \
+                "kernel pool was not initialised; credited {bytes} bytes ({} bits) \
                  from {HWRNG_PATH} ({:?})",
                 bytes * 8,
                 self.elapsed
@@ -148,29 +148,28 @@ impl fmt::Display for EntropyError {
         match self {
             Self::Probe(e) => write!(
                 f,
-                "entropy: cannot ask the kernel whether its random pool is ready: {e}"
+                "cannot ask the kernel whether its random pool is ready: {e}"
             ),
             Self::HwrngUnavailable(e) => write!(
                 f,
-                "entropy: random pool not initialised and {HWRNG_PATH} is unusable ({e}); \
+                "random pool not initialised and {HWRNG_PATH} is unusable ({e}); \
                  this kernel lacks the NSM hardware RNG driver: use a newer nitro-cli blob set"
             ),
             Self::HwrngTimeout(t) => write!(
                 f,
-                "entropy: random pool not initialised and {HWRNG_PATH} gave nothing within {t:?}"
+                "random pool not initialised and {HWRNG_PATH} gave nothing within {t:?}"
             ),
-            Self::HwrngShortRead { got, want } => write!(
-                f,
-                "entropy: {HWRNG_PATH} returned {got} bytes, expected {want}"
-            ),
+            Self::HwrngShortRead { got, want } => {
+                write!(f, "{HWRNG_PATH} returned {got} bytes, expected {want}")
+            }
             Self::Credit(e) => write!(
                 f,
-                "entropy: crediting hardware RNG bytes with RNDADDENTROPY failed: {e} \
+                "crediting hardware RNG bytes with RNDADDENTROPY failed: {e} \
                  (the enclave process must run as root)"
             ),
             Self::StillNotReady => write!(
                 f,
-                "entropy: credited {SEED_BYTES} bytes but the kernel pool is still not initialised"
+                "credited {SEED_BYTES} bytes but the kernel pool is still not initialised"
             ),
         }
     }
@@ -379,7 +378,7 @@ mod tests {
         assert_eq!(os.calls, ["pool_ready"]);
         assert!(report
             .to_string()
-            .starts_with("entropy: kernel pool already initialised"));
+            .starts_with("kernel pool already initialised"));
     }
 
     #[test]
