@@ -306,6 +306,7 @@ expect "pid files gone" test -z "$(ls "$tmp/run/"*.pid 2>/dev/null)"
 mk status; rc=$?
 expect "status after stop fails" status_is 2 "$rc"
 expect "status says the front is down" output_has "the parent front does not answer on port $port"
+expect "status shows no enclave" output_has "[]"
 ok "make run -> status -> run (refused) -> stop -> status: right commands, in order"
 
 begin
@@ -386,7 +387,14 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 reset
-left=$(pgrep -f "$tmp" || true)
+left=
+for _ in $(seq 1 30); do   # processes still exiting get 3 s; zombies (already dead) do not count
+    left=$(for p in $(pgrep -f "$tmp"); do
+        case $(ps -o stat= -p "$p" 2>/dev/null) in Z* | "") ;; *) echo "$p" ;; esac
+    done)
+    [ -z "$left" ] && break
+    sleep 0.1
+done
 if [ -z "$left" ]; then
     passed=$((passed + 1))
     echo "ok   - no process left behind"
