@@ -14,6 +14,7 @@
 NITRO_BUILD        ?= build
 STATIC_BIN         ?= $(NITRO_BUILD)/static/enclave
 EIF                ?= $(NITRO_BUILD)/enclave.eif
+IMAGE_BIN          ?= $(NITRO_BUILD)/image-enclave
 MEASUREMENTS       ?= $(NITRO_BUILD)/measurements.json
 EIF_IMAGE          ?= nitro-ml-enclave:$(MODEL)
 RUST_IMAGE         ?= rust:1.95.0-bookworm
@@ -39,7 +40,7 @@ NITRO_ENV = MODEL='$(MODEL)' MODEL_DIR='$(MODEL_DIR)' EIF='$(EIF)' MEASUREMENTS=
   ENCLAVE_CID='$(ENCLAVE_CID)' ENCLAVE_CPUS='$(ENCLAVE_CPUS)' ENCLAVE_MEMORY_MIB='$(ENCLAVE_MEMORY_MIB)' \
   ALLOCATOR_YAML='$(ALLOCATOR_YAML)' MEMINFO='$(MEMINFO)' SECURE_ADDR='$(SECURE_ADDR)' \
   PING_TIMEOUT='$(PING_TIMEOUT)' LISTEN_IP='$(LISTEN_IP)' PORT='$(RUN_PORT)' DEBUG='$(DEBUG)' \
-  STATIC_BIN='$(STATIC_BIN)' PARENT_BIN='$(BIN_DIR)/parent' CARGO='$(CARGO)'
+  STATIC_BIN='$(STATIC_BIN)' IMAGE_BIN='$(IMAGE_BIN)' PARENT_BIN='$(BIN_DIR)/parent' CARGO='$(CARGO)'
 
 .PHONY: static static-repro static-root-check eif allocator run stop status test-nitro
 

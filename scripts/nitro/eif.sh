@@ -3,7 +3,8 @@
 #   docker build -f Dockerfile.enclave ...  (static binary built in the pinned Rust image + model)
 #   nitro-cli build-enclave --docker-uri IMAGE --output-file EIF   (stdout = measurements JSON)
 # then saves the measurements next to the EIF and prints its size and PCRs.
-# Env: MODEL, MODEL_DIR, EIF, MEASUREMENTS, EIF_IMAGE, RUST_IMAGE.
+# The image's /enclave is also copied out to IMAGE_BIN for the public model server.
+# Env: MODEL, MODEL_DIR, EIF, MEASUREMENTS, EIF_IMAGE, RUST_IMAGE, IMAGE_BIN.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd -P)
 . "$here/lib.sh"
@@ -26,6 +27,17 @@ build_args=(--build-arg "RUST_IMAGE=$rust_image" --build-arg "MODEL_DIR=$model_d
 say "docker build -f Dockerfile.enclave -t $image (model $model_dir)"
 "$DOCKER" build -f Dockerfile.enclave "${build_args[@]}" -t "$image" . ||
     die "docker build failed (is the docker daemon running and are you in the 'docker' group?)"
+
+# The public model server runs the very binary that is in the image, so the secure and public
+# paths compare one program (docker create does not start anything; scratch images allow it).
+image_bin=${IMAGE_BIN:-$(dirname "$eif")/image-enclave}
+container=$("$DOCKER" create "$image") || die "docker create $image failed"
+if ! "$DOCKER" cp "$container:/enclave" "$image_bin"; then
+    "$DOCKER" rm "$container" >/dev/null || true
+    die "docker cp $container:/enclave failed"
+fi
+"$DOCKER" rm "$container" >/dev/null || die "docker rm $container failed"
+chmod 0755 "$image_bin"
 
 rm -f "$measurements"
 say "nitro-cli build-enclave --docker-uri $image --output-file $eif"
@@ -51,6 +63,7 @@ echo "PCR0 (image): $pcr0"
 echo "PCR1 (kernel):$(printf ' %s' "$(json_value PCR1 "$measurements")")"
 echo "PCR2 (app):   $(json_value PCR2 "$measurements")"
 echo "Measurements: $measurements"
+echo "Binary:       $image_bin ($(stat -c %s "$image_bin") bytes, sha256 $(sha256sum "$image_bin" | cut -d' ' -f1)), also the public server's"
 [ -z "$digest" ] || echo "Builder image: $digest"
 echo "Enclave memory 'make run' will use: $(enclave_memory_mib "$eif" "$model_dir/model.onnx") MiB" \
     "(at least $(eif_min_mib "$eif") MiB = 4 x EIF)"

@@ -3,7 +3,8 @@
 #   1. reserves memory/CPUs with the allocator if the current reservation is too small;
 #   2. nitro-cli run-enclave (the EIF's model server listens on vsock port 5005);
 #   3. waits, bounded, until that server answers `parent ping` over vsock;
-#   4. starts the public model server (the same binary, a Unix socket) and the parent front,
+#   4. starts the public model server (the binary copied out of the enclave image by `make eif`,
+#      so both paths run the same bytes; a Unix socket) and the parent front,
 #      in the background with pid files and logs in RUN_DIR; checks /ready; prints the URLs.
 # Any failure stops what this run started and says why.
 # Env: EIF, MODEL, MODEL_DIR, ENCLAVE_CID, SECURE_ADDR, PING_TIMEOUT, READY_TIMEOUT, RUN_DIR,
@@ -25,9 +26,9 @@ debug=${DEBUG:-}
 [ "$debug" = 0 ] && debug=
 
 [ -f "$eif" ] || die "EIF missing: $eif (run 'make eif' first)"
-for b in enclave parent; do
-    [ -x "$bin_dir/$b" ] || die "binary missing: $bin_dir/$b (run 'make build' first)"
-done
+image_bin=${IMAGE_BIN:-$(dirname "$eif")/image-enclave}
+[ -x "$image_bin" ] || die "binary missing: $image_bin, the enclave image's server (run 'make eif' first)"
+[ -x "$bin_dir/parent" ] || die "binary missing: $bin_dir/parent (run 'make build' first)"
 for f in model.onnx labels.txt manifest.txt; do
     [ -f "$model_dir/$f" ] || die "model file missing: $model_dir/$f (run 'make model MODEL=$MODEL')"
 done
@@ -36,7 +37,7 @@ is_uint "$port" || die "PORT must be a number, got '$port'"
 mkdir -p "${RUN_DIR:?RUN_DIR}"
 run_dir=$(cd "$RUN_DIR" && pwd -P)
 parent_bin=$(cd "$bin_dir" && pwd -P)/parent
-enclave_bin=$(cd "$bin_dir" && pwd -P)/enclave
+enclave_bin=$(cd "$(dirname "$image_bin")" && pwd -P)/$(basename "$image_bin")
 
 for p in parent public console; do
     ! pid_alive "$run_dir/$p.pid" || die "already running ($p, pid $(cat "$run_dir/$p.pid")): 'make stop' first"

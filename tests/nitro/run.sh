@@ -14,6 +14,7 @@ repo=$(cd "$(dirname "$0")/../.." && pwd -P)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/test-nitro.XXXXXX")
 export FAKE_LOG=$tmp/calls.log FAKE_STATE=$tmp/state
 export PATH="$repo/tests/nitro/fakes:$PATH"
+export FAKE_IMAGE_ENCLAVE=$repo/tests/nitro/fake-bin/enclave
 unset FAKE_BUILD_FAIL FAKE_FOREIGN_ENCLAVE FAKE_ENCLAVE_CMD FAKE_DOCKER_FAIL FAKE_SYSTEMCTL_FAIL FAKE_EIF_BYTES
 unset ENCLAVE_MEMORY_MIB ENCLAVE_CPUS DEBUG PORT
 
@@ -66,9 +67,10 @@ reset() {
     bin=$fake_bin
 }
 
-make_eif_file() {
+make_eif_file() { # what `make eif` leaves: the EIF and the image's server binary
     mkdir -p "$tmp/build"
     truncate -s 30000000 "$eif"
+    cp "$bin/enclave" "$tmp/build/image-enclave"
 }
 
 # ok NAME: reports the case from the status of the checks that ran since `begin`.
@@ -155,8 +157,12 @@ ok "make run listens on port 80 unless PORT is given"
 begin
 mk eif; rc=$?
 expect "eif succeeds" status_is 0 "$rc"
-expect "docker build, build-enclave, digest lookup, in order" calls_are "$docker_build" "$build_enclave" \
-    "docker image inspect --format {{index .RepoDigests 0}} rust:1.95.0-bookworm"
+expect "docker build, binary copied out, build-enclave, digest lookup, in order" calls_are "$docker_build" \
+    "docker create nitro-ml-enclave:tiny-test" \
+    "docker cp fa4ec0n7a1ne0000000000000000000000000000000000000000000000000000:/enclave $tmp/build/image-enclave" \
+    "docker rm fa4ec0n7a1ne0000000000000000000000000000000000000000000000000000" \
+    "$build_enclave" "docker image inspect --format {{index .RepoDigests 0}} rust:1.95.0-bookworm"
+expect "image binary copied out" cmp -s "$FAKE_IMAGE_ENCLAVE" "$tmp/build/image-enclave"
 expect "EIF written" test -f "$eif"
 expect "measurements saved" file_has "$tmp/build/measurements.json" '"PCR0": "'
 expect "measurements are the JSON nitro-cli printed" \
@@ -180,7 +186,10 @@ begin
 export FAKE_BUILD_FAIL=1
 mk eif; rc=$?
 expect "eif fails" status_is 2 "$rc"
-expect "docker build then build-enclave" calls_are "$docker_build" "$build_enclave"
+expect "docker build, copy, then build-enclave" calls_are "$docker_build" \
+    "docker create nitro-ml-enclave:tiny-test" \
+    "docker cp fa4ec0n7a1ne0000000000000000000000000000000000000000000000000000:/enclave $tmp/build/image-enclave" \
+    "docker rm fa4ec0n7a1ne0000000000000000000000000000000000000000000000000000" "$build_enclave"
 expect "says build-enclave failed" output_has "error: nitro-cli build-enclave failed"
 expect "shows nitro-cli's error" output_has "[ E50 ] Docker image pull error."
 expect "no measurements left" no_file "$tmp/build/measurements.json"
@@ -271,6 +280,15 @@ expect "run fails" status_is 2 "$rc"
 expect "nothing called" calls_are ""
 expect "says the EIF is missing" output_has "EIF missing: $eif (run 'make eif' first)"
 ok "make run without an EIF fails before any nitro-cli call"
+
+begin
+make_eif_file
+rm "$tmp/build/image-enclave"
+mk run; rc=$?
+expect "run fails" status_is 2 "$rc"
+expect "nothing called" calls_are ""
+expect "says the image binary is missing" output_has "binary missing: $tmp/build/image-enclave, the enclave image's server (run 'make eif' first)"
+ok "make run without the image's server binary asks for make eif"
 
 begin
 make_eif_file
