@@ -137,6 +137,14 @@ impl Stream {
         }
     }
 
+    /// Stops writing; the peer reads end of stream after what was sent.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Vsock(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
+
     pub fn try_clone(&self) -> io::Result<Stream> {
         match self {
             Stream::Unix(s) => s.try_clone().map(Stream::Unix),
@@ -170,6 +178,27 @@ impl Write for Stream {
     }
 }
 
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Unix(s) => s.as_fd(),
+            Stream::Vsock(s) => s.as_fd(),
+        }
+    }
+}
+
+/// Waits up to `timeout` for `fd` to become readable (data, end of stream or
+/// error). `Ok(false)` on timeout or signal: the caller re-checks its state.
+pub fn wait_readable(fd: &impl AsFd, timeout: Duration) -> io::Result<bool> {
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::from(ms)) {
+        Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(false),
+        Ok(_) => Ok(true),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A listening socket of either kind.
 pub enum Listener {
     Unix(UnixListener),
@@ -196,13 +225,8 @@ impl Listener {
     /// Waits up to `timeout` for a connection. `Ok(None)` when none came, so
     /// the caller can look at its shutdown flag between waits.
     pub fn accept_timeout(&self, timeout: Duration) -> io::Result<Option<Stream>> {
-        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(self.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(0) => return Ok(None),
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        if !wait_readable(self, timeout)? {
+            return Ok(None);
         }
         let stream = match self {
             Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),

@@ -1,0 +1,47 @@
+//! The model server. Inside the Nitro Enclave it listens on vsock; on the
+//! parent it runs the same code on a Unix socket as the public server.
+//!
+//! The crate is small on purpose; read it in this order: `main.rs` (start-up),
+//! `server.rs` (connections and the hostile-input policy), `pool.rs`
+//! (workers and the bounded queue), `model.rs` (tract), `preprocess.rs`
+//! (image decoding under limits), `config.rs` (flags and manifest),
+//! `entropy.rs` (the only `unsafe`), then `shared/src/frame.rs` (the wire).
+//! It is a library too, so that tests can compare the server's answers with
+//! the same preprocessing run directly through tract.
+#![deny(unsafe_code)] // reason: allowed in entropy.rs alone, for two system calls
+
+pub mod config;
+pub mod entropy;
+pub mod model;
+pub mod pool;
+pub mod preprocess;
+pub mod server;
+
+use std::time::Instant;
+
+use shared::frame::{ErrorCode, ErrorReply};
+
+use crate::model::{top_k, Model, WorkerState};
+use crate::pool::{micros, Classified, Engine};
+
+/// The real engine: decode and preprocess, then the tract plan.
+impl Engine for Model {
+    type State = WorkerState;
+
+    fn new_state(&self) -> Result<WorkerState, String> {
+        Model::new_state(self).map_err(|e| e.to_string())
+    }
+
+    fn classify(&self, state: &mut WorkerState, image: &[u8], k: usize) -> Result<Classified, ErrorReply> {
+        let t0 = Instant::now();
+        let input = self.preprocess.prepare(image).map_err(|e| ErrorReply::new(e.code(), e.to_string()))?;
+        let t1 = Instant::now();
+        let scores = self.scores(state, input).map_err(|e| ErrorReply::new(ErrorCode::Internal, e.to_string()))?;
+        let t2 = Instant::now();
+        Ok(Classified {
+            top: top_k(&scores, k),
+            decode_us: micros((t1 - t0).as_micros()),
+            infer_us: micros((t2 - t1).as_micros()),
+        })
+    }
+}
