@@ -9,14 +9,25 @@ here=$(cd "$(dirname "$0")" && pwd -P)
 
 repo=$(git rev-parse --show-toplevel)
 commit=$(git -C "$repo" rev-parse HEAD)
-git -C "$repo" diff --quiet HEAD -- || say "note: uncommitted changes are not part of this check (it builds HEAD $commit)"
+# REPRO_TREE=worktree builds a snapshot of the working tree (tracked and untracked, not ignored
+# files) instead of HEAD: the same snapshot goes into both directories.
+if [ "${REPRO_TREE:-HEAD}" = worktree ]; then
+    snapshot=$(mktemp "${TMPDIR:-/tmp}/static-repro-tree.XXXXXX.tar")
+    (cd "$repo" && git ls-files -z -co --exclude-standard | xargs -0 tar -cf "$snapshot" --)
+    export_tree() { tar -xf "$snapshot" -C "$1"; }
+    commit="the working tree (at $commit)"
+else
+    snapshot=
+    git -C "$repo" diff --quiet HEAD -- || say "note: uncommitted changes are not part of this check (it builds HEAD $commit)"
+    export_tree() { git -C "$repo" archive --format=tar "$commit" | tar -x -C "$1"; }
+fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/static-repro.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+trap 'rm -rf "$tmp" ${snapshot:+"$snapshot"}' EXIT
 dirs=("$tmp/a" "$tmp/a-much-longer-directory-name/src")
 for d in "${dirs[@]}"; do
     mkdir -p "$d"
-    git -C "$repo" archive --format=tar "$commit" | tar -x -C "$d"
+    export_tree "$d"
     say "building $commit in $d"
     "$here/build-static.sh" "$d" "$d.bin"
 done
