@@ -68,7 +68,7 @@ enclave_memory_mib() {
         echo "$ENCLAVE_MEMORY_MIB"
         return
     fi
-    [ -f "$model" ] || die "model missing: $model (run 'make model MODEL=$MODEL' first)"
+    [ -f "$model" ] || die "model missing: $model (run 'make model MODEL=${MODEL:-<name>}' first)"
     round_up $((floor + MODEL_RUNTIME_FACTOR * $(file_mib "$model") + RUNTIME_BASE_MIB)) "$MEMORY_ALIGN_MIB"
 }
 
@@ -121,7 +121,7 @@ stop_pidfile() {
     fi
     pid=$(cat "$file")
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done

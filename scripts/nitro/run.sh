@@ -30,7 +30,7 @@ image_bin=${IMAGE_BIN:-$(dirname "$eif")/image-enclave}
 [ -x "$image_bin" ] || die "binary missing: $image_bin, the enclave image's server (run 'make eif' first)"
 [ -x "$bin_dir/parent" ] || die "binary missing: $bin_dir/parent (run 'make build' first)"
 for f in model.onnx labels.txt manifest.txt; do
-    [ -f "$model_dir/$f" ] || die "model file missing: $model_dir/$f (run 'make model MODEL=$MODEL')"
+    [ -f "$model_dir/$f" ] || die "model file missing: $model_dir/$f (run 'make model MODEL=${MODEL:-<name>}')"
 done
 is_uint "$cid" && [ "$cid" -ge 4 ] || die "ENCLAVE_CID must be a number >= 4 (0-3 are reserved), got '$cid'"
 is_uint "$port" || die "PORT must be a number, got '$port'"

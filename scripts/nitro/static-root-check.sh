@@ -16,7 +16,7 @@ timeout=${PING_TIMEOUT:-60}
 [ -x "$bin" ] || die "static binary missing: $bin (run 'make static')"
 [ -x "$parent" ] || die "parent binary missing: $parent (run 'make build')"
 for f in model.onnx labels.txt manifest.txt; do
-    [ -f "$model_dir/$f" ] || die "model file missing: $model_dir/$f (run 'make model MODEL=$MODEL')"
+    [ -f "$model_dir/$f" ] || die "model file missing: $model_dir/$f (run 'make model MODEL=${MODEL:-<name>}')"
 done
 if readelf -l "$bin" | grep -q INTERP; then
     die "$bin asks for a program interpreter: it is dynamically linked"
