@@ -12,7 +12,7 @@ CARGO   ?= cargo
 export MODEL PORT RUN_DIR
 
 include mk/models.mk
--include mk/nitro.mk
+include mk/nitro.mk
 -include mk/bench.mk
 
 .PHONY: help build test dev
@@ -24,8 +24,14 @@ help: ## List the targets, one line each
 build: ## Build the enclave and parent binaries (release)
 	$(CARGO) build --release --locked -p enclave -p parent
 
-test: ## Run every test in the workspace (the README's test command)
+test: ## Run every test: models, Rust workspace (unit + end-to-end), model checks, Nitro fakes
+	$(MAKE) --no-print-directory model MODEL=tiny-test
+	$(MAKE) --no-print-directory model MODEL=efficientnet-lite0
+	$(MAKE) --no-print-directory testdata
+	$(CARGO) build --workspace --locked --bins
 	$(CARGO) test --workspace --locked
+	$(MAKE) --no-print-directory test-models
+	$(MAKE) --no-print-directory test-nitro
 
 dev: build model ## Run the local stack (secure + public model servers, parent) until Ctrl-C
 	scripts/dev.sh
