@@ -25,7 +25,11 @@
 //! Known limit: tiny_http sets no socket timeouts and does not expose the
 //! socket, so a client that stalls in the middle of its body holds one handler
 //! thread until it disconnects; `--threads` bounds how many such clients can
-//! stall the front at once.
+//! stall the front at once. tiny_http also gives every open connection its
+//! own thread for the connection's whole life, and its thread pool can leave a
+//! new connection queued (seen once: 20 s) until another connection closes
+//! when several keep-alive connections open at the same instant; clients that
+//! open one connection per request (as the study's did) are not affected.
 
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
