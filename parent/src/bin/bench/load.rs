@@ -1,0 +1,323 @@
+//! The load generator (the study's Figs. 3-5).
+//!
+//! What it does: `threads` client threads start together on a barrier; each
+//! sends `requests` requests one after the other (a closed loop, as the
+//! study's clients did), every request on a new connection (see `http.rs`).
+//! Each request goes to one target (a route, or the peer's endpoint); in a
+//! mixed stream the target is chosen by the request's global index so that
+//! the proportion is exact, not sampled: request k is secure when
+//! floor((k+1)p) > floor(kp).
+//!
+//! How it counts, so that nothing is ever dropped silently: every request
+//! sent ends in exactly one of `ok` (HTTP 200 with a `class_ids` array in the
+//! body) or one error bucket, named by HTTP status (`http_503`), by transport
+//! failure (`connect_error`, `timeout`, `io_error`, `bad_reply`), or
+//! `bad_body` (a 200 without `class_ids`). [`TargetStats::check`] asserts
+//! `sent == ok + errors` and every run is checked before it is reported.
+//! Latency (connect to last byte of the reply) is recorded, in microseconds,
+//! in an HDR histogram for successful requests only; failures are counted,
+//! not timed. Throughput is successful images per second of wall time, from
+//! the barrier's release to the last thread's end.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use crate::http;
+
+/// Where requests go: one HTTP endpoint, with its request bytes prepared.
+#[derive(Clone)]
+pub struct Target {
+    pub name: String,
+    pub addr: SocketAddr,
+    request: Arc<Vec<u8>>,
+}
+
+impl Target {
+    /// A target whose requests carry `body` as JSON.
+    pub fn json(name: &str, addr: SocketAddr, path: &str, body: &[u8]) -> Target {
+        let request = Arc::new(http::request_bytes("POST", addr, path, "application/json", body));
+        Target { name: name.into(), addr, request }
+    }
+}
+
+/// The JSON body the study's clients sent: `{"images": [b64, b64, ...]}`.
+pub fn study_body(image: &[u8], batch: usize) -> Vec<u8> {
+    use base64::Engine;
+    let b = base64::engine::general_purpose::STANDARD.encode(image);
+    serde_json::to_vec(&json!({ "images": vec![b; batch] })).unwrap_or_default()
+}
+
+/// One load run's shape.
+#[derive(Clone)]
+pub struct Spec {
+    pub threads: usize,
+    pub requests: usize,
+    pub batch: usize,
+    pub timeout: Duration,
+    /// For a mixed stream over `[public, secure]`: the share of requests
+    /// that go to the second target. `None`: every request to the first.
+    pub secure_share: Option<f64>,
+}
+
+/// What happened to the requests sent to one target in one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetStats {
+    pub name: String,
+    pub sent: u64,
+    pub ok: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub min_ms: f64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub images_per_s: f64,
+}
+
+impl TargetStats {
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// The counting invariant: every request sent is answered or counted as an error.
+    pub fn check(&self) -> Result<(), String> {
+        if self.sent == self.ok + self.error_count() {
+            Ok(())
+        } else {
+            Err(format!("{}: {} sent but {} ok + {} errors", self.name, self.sent, self.ok, self.error_count()))
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "name": self.name, "sent": self.sent, "ok": self.ok, "errors": self.errors,
+            "min_ms": self.min_ms, "mean_ms": self.mean_ms, "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms, "max_ms": self.max_ms, "images_per_s": self.images_per_s,
+        })
+    }
+
+    pub fn from_json(v: &Value) -> Option<TargetStats> {
+        let f = |k: &str| v.get(k).and_then(Value::as_f64);
+        let u = |k: &str| v.get(k).and_then(Value::as_u64);
+        let errors = v
+            .get("errors")?
+            .as_object()?
+            .iter()
+            .map(|(k, n)| n.as_u64().map(|n| (k.clone(), n)))
+            .collect::<Option<BTreeMap<_, _>>>()?;
+        Some(TargetStats {
+            name: v.get("name")?.as_str()?.to_string(),
+            sent: u("sent")?,
+            ok: u("ok")?,
+            errors,
+            min_ms: f("min_ms")?,
+            mean_ms: f("mean_ms")?,
+            p50_ms: f("p50_ms")?,
+            p99_ms: f("p99_ms")?,
+            max_ms: f("max_ms")?,
+            images_per_s: f("images_per_s")?,
+        })
+    }
+}
+
+/// One run: the stats of each target, and the wall time.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub threads: usize,
+    /// Which trial of a sweep (0-based), and the secure share of a mixed stream.
+    pub trial: usize,
+    pub share: Option<f64>,
+    pub wall_s: f64,
+    pub targets: Vec<TargetStats>,
+}
+
+impl RunResult {
+    pub fn to_json(&self) -> Value {
+        json!({ "threads": self.threads, "trial": self.trial, "share": self.share, "wall_s": self.wall_s,
+                "targets": self.targets.iter().map(TargetStats::to_json).collect::<Vec<_>>() })
+    }
+
+    pub fn from_json(v: &Value) -> Option<RunResult> {
+        Some(RunResult {
+            threads: v.get("threads")?.as_u64()? as usize,
+            trial: v.get("trial").and_then(Value::as_u64).unwrap_or(0) as usize,
+            share: v.get("share").and_then(Value::as_f64),
+            wall_s: v.get("wall_s")?.as_f64()?,
+            targets: v.get("targets")?.as_array()?.iter().map(TargetStats::from_json).collect::<Option<Vec<_>>>()?,
+        })
+    }
+
+    pub fn target(&self, name: &str) -> Option<&TargetStats> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+/// Which target request `k` of the stream goes to: 0, or 1 when the
+/// secure share says so (exact proportion over any prefix, see module docs).
+pub fn pick(k: u64, share: Option<f64>) -> usize {
+    match share {
+        None => 0,
+        Some(p) => {
+            let p = p.clamp(0.0, 1.0);
+            if ((k + 1) as f64 * p).floor() > (k as f64 * p).floor() {
+                1
+            } else {
+                0
+            }
+        }
+    }
+}
+
+struct Tally {
+    hist: Histogram<u64>,
+    sent: u64,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        // 1 us to 20 minutes, 3 significant figures.
+        let hist = Histogram::new_with_bounds(1, 1_200_000_000, 3).expect("static histogram bounds are valid");
+        Tally { hist, sent: 0, ok: 0, errors: BTreeMap::new() }
+    }
+
+    fn error(&mut self, name: String) {
+        *self.errors.entry(name).or_insert(0) += 1;
+    }
+
+    fn merge(&mut self, other: &Tally) {
+        let _ = self.hist.add(&other.hist);
+        self.sent += other.sent;
+        self.ok += other.ok;
+        for (k, n) in &other.errors {
+            *self.errors.entry(k.clone()).or_insert(0) += n;
+        }
+    }
+}
+
+/// Runs one load run against `targets` (one, or two for a mixed stream:
+/// `[public, secure]`).
+pub fn run(targets: &[Target], spec: &Spec) -> RunResult {
+    let n = spec.threads.max(1);
+    let barrier = Arc::new(Barrier::new(n + 1));
+    let mut handles = Vec::with_capacity(n);
+    for t in 0..n {
+        let targets: Vec<Target> = targets.to_vec();
+        let (barrier, spec) = (Arc::clone(&barrier), spec.clone());
+        let h = std::thread::Builder::new().stack_size(256 * 1024).spawn(move || {
+            let mut tallies: Vec<Tally> = targets.iter().map(|_| Tally::new()).collect();
+            barrier.wait();
+            for r in 0..spec.requests {
+                let k = (r * spec.threads + t) as u64;
+                let i = pick(k, spec.secure_share).min(targets.len() - 1);
+                let target = &targets[i];
+                let tally = &mut tallies[i];
+                tally.sent += 1;
+                let t0 = Instant::now();
+                match http::send(target.addr, &target.request, spec.timeout) {
+                    Ok(reply) if reply.status == 200 => {
+                        if has_class_ids(&reply.body) {
+                            tally.ok += 1;
+                            let us = t0.elapsed().as_micros().max(1) as u64;
+                            tally.hist.saturating_record(us);
+                        } else {
+                            tally.error("bad_body".into());
+                        }
+                    }
+                    Ok(reply) => tally.error(format!("http_{}", reply.status)),
+                    Err(f) => tally.error(f.name().into()),
+                }
+            }
+            tallies
+        });
+        match h {
+            Ok(h) => handles.push(h),
+            Err(e) => panic!("cannot start client thread {t}: {e}"),
+        }
+    }
+    barrier.wait();
+    let t0 = Instant::now();
+    let mut totals: Vec<Tally> = targets.iter().map(|_| Tally::new()).collect();
+    for h in handles {
+        // A client thread cannot panic on a request's outcome; if it did, its
+        // requests would be lost, so that is fatal rather than silent.
+        let tallies = h.join().expect("a client thread panicked");
+        for (total, t) in totals.iter_mut().zip(&tallies) {
+            total.merge(t);
+        }
+    }
+    let wall_s = t0.elapsed().as_secs_f64();
+    let ms = |us: u64| us as f64 / 1000.0;
+    let stats = targets
+        .iter()
+        .zip(&totals)
+        .map(|(target, t)| {
+            let empty = t.hist.is_empty();
+            TargetStats {
+                name: target.name.clone(),
+                sent: t.sent,
+                ok: t.ok,
+                errors: t.errors.clone(),
+                min_ms: if empty { f64::NAN } else { ms(t.hist.min()) },
+                mean_ms: if empty { f64::NAN } else { t.hist.mean() / 1000.0 },
+                p50_ms: if empty { f64::NAN } else { ms(t.hist.value_at_quantile(0.5)) },
+                p99_ms: if empty { f64::NAN } else { ms(t.hist.value_at_quantile(0.99)) },
+                max_ms: if empty { f64::NAN } else { ms(t.hist.max()) },
+                images_per_s: (t.ok * spec.batch as u64) as f64 / wall_s,
+            }
+        })
+        .collect();
+    RunResult { threads: n, trial: 0, share: spec.secure_share, wall_s, targets: stats }
+}
+
+/// A 200 reply is a success only if it carries the study's `class_ids`.
+fn has_class_ids(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("class_ids").map(Value::is_array)).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixed_pick_is_exact_over_the_stream() {
+        for p in [0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0] {
+            let secure: u64 = (0..1000).map(|k| pick(k, Some(p)) as u64).sum();
+            assert_eq!(secure, (1000.0 * p) as u64, "share {p}");
+        }
+        assert_eq!(pick(7, None), 0);
+    }
+
+    #[test]
+    fn stats_json_round_trip_and_check() {
+        let s = TargetStats {
+            name: "public".into(),
+            sent: 5,
+            ok: 3,
+            errors: [("http_503".to_string(), 2)].into_iter().collect(),
+            min_ms: 1.0,
+            mean_ms: 2.0,
+            p50_ms: 2.0,
+            p99_ms: 3.0,
+            max_ms: 3.0,
+            images_per_s: 9.5,
+        };
+        assert_eq!(TargetStats::from_json(&s.to_json()), Some(s.clone()));
+        assert!(s.check().is_ok());
+        let bad = TargetStats { ok: 4, ..s };
+        assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn class_ids_must_be_an_array() {
+        assert!(has_class_ids(br#"{"class_ids": [1, 2]}"#));
+        assert!(!has_class_ids(br#"{"class_ids": 1}"#));
+        assert!(!has_class_ids(b"not json"));
+    }
+}
