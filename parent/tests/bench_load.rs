@@ -14,8 +14,8 @@ use serde_json::Value;
 
 fn bench_load(dir: &TempDir, targets: &[String], extra: &[&str]) -> Vec<Value> {
     let out = dir.0.join("runs.json");
-    let img = dir.0.join("cat.jpeg");
-    std::fs::write(&img, photo("study_cat.jpeg")).unwrap();
+    let img = dir.0.join("chelsea.jpg");
+    std::fs::write(&img, photo("chelsea.jpg")).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bench"));
     cmd.arg("load");
     for t in targets {
