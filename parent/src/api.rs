@@ -31,7 +31,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use serde_json::{json, Value};
 use shared::frame::{ErrorCode, InferReply, InferRequest, ModelInfo};
-use shared::limits::{MAX_IMAGES, MAX_TOP_K};
+use shared::limits::{HTTP_BODY_GRACE, HTTP_BODY_MIN_RATE, MAX_HTTP_HEADERS, MAX_HTTP_HEADER_BYTES, MAX_IMAGES, MAX_TOP_K};
 
 use crate::backend::BackendError;
 
@@ -54,8 +54,14 @@ pub enum ApiError {
     LengthRequired,
     /// A body over the limit, in bytes.
     BodyTooLarge { limit: usize },
-    /// The body could not be read (the client went away or stalled).
+    /// The body could not be read (the client went away, or sent nothing for
+    /// the socket's idle timeout).
     BodyRead,
+    /// The body arrived slower than [`HTTP_BODY_MIN_RATE`] on average once
+    /// [`HTTP_BODY_GRACE`] had passed (a trickling client).
+    BodyTimeout,
+    /// More than [`MAX_HTTP_HEADERS`] header lines or [`MAX_HTTP_HEADER_BYTES`] bytes of headers.
+    HeadersTooLarge,
     UnsupportedMediaType,
     BadTopK,
     BadJson(String),
@@ -78,6 +84,15 @@ impl fmt::Display for ApiError {
             ApiError::LengthRequired => write!(f, "a POST needs a Content-Length header (or chunked encoding)"),
             ApiError::BodyTooLarge { limit } => write!(f, "request body is over the limit of {limit} bytes"),
             ApiError::BodyRead => write!(f, "the request body could not be read"),
+            ApiError::BodyTimeout => write!(
+                f,
+                "the request body arrived too slowly (under {HTTP_BODY_MIN_RATE} bytes/s after {} s)",
+                HTTP_BODY_GRACE.as_secs()
+            ),
+            ApiError::HeadersTooLarge => write!(
+                f,
+                "request headers over the limit of {MAX_HTTP_HEADERS} lines or {MAX_HTTP_HEADER_BYTES} bytes"
+            ),
             ApiError::UnsupportedMediaType => write!(
                 f,
                 "Content-Type must be application/json ({{\"images\": [base64, ...]}}), image/jpeg or image/png"
@@ -107,6 +122,8 @@ impl ApiError {
             ApiError::NotFound => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::LengthRequired => 411,
+            ApiError::BodyTimeout => 408,
+            ApiError::HeadersTooLarge => 431,
             ApiError::BodyTooLarge { .. } | ApiError::TooManyImages(_) => 413,
             ApiError::UnsupportedMediaType | ApiError::UnsupportedImageFormat { .. } => 415,
             ApiError::BodyRead
@@ -145,6 +162,8 @@ impl ApiError {
             ApiError::LengthRequired => "length_required",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::BodyRead => "body_read_failed",
+            ApiError::BodyTimeout => "body_timeout",
+            ApiError::HeadersTooLarge => "headers_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::BadTopK => "bad_top_k",
             ApiError::BadJson(_) => "bad_json",
@@ -275,6 +294,17 @@ pub fn decode_body(kind: BodyKind, body: &[u8], top_k: u16) -> Result<InferReque
         BodyKind::Json => decode_json_images(body)?,
     };
     Ok(InferRequest { top_k, images })
+}
+
+/// The whole of a prediction request's parsing, as one pure function of what
+/// the client sent: the `Content-Type` header, the body and the query string.
+/// The checks run in the order the handler has always applied them (query,
+/// media type, body), so the first error a client gets does not change. This
+/// is what the `parse_request` fuzz target drives (see [`crate::fuzz`]).
+pub fn parse_request(content_type: Option<&str>, body: &[u8], query: Option<&str>) -> Result<InferRequest, ApiError> {
+    let top_k = top_k_from_query(query)?;
+    let kind = body_kind(content_type)?;
+    decode_body(kind, body, top_k)
 }
 
 fn decode_json_images(body: &[u8]) -> Result<Vec<Vec<u8>>, ApiError> {
@@ -442,6 +472,27 @@ mod tests {
         // Deep nesting is refused by serde_json's recursion limit, not the stack.
         let deep = "[".repeat(100_000);
         assert!(matches!(decode_body(BodyKind::Json, deep.as_bytes(), 5), Err(ApiError::BadJson(_))));
+    }
+
+    #[test]
+    fn parse_request_checks_query_then_media_type_then_body() {
+        let jpeg = Some("image/jpeg");
+        assert_eq!(parse_request(jpeg, JPEG, Some("top_k=2")).map(|r| (r.images.len(), r.top_k)), Ok((1, 2)));
+        // A bad query wins over a bad media type, which wins over a bad body.
+        assert_eq!(parse_request(Some("text/plain"), b"x", Some("top_k=0")), Err(ApiError::BadTopK));
+        assert_eq!(parse_request(Some("text/plain"), b"x", None), Err(ApiError::UnsupportedMediaType));
+        assert_eq!(parse_request(None, JPEG, None), Err(ApiError::UnsupportedMediaType));
+        assert_eq!(parse_request(jpeg, b"x", None), Err(ApiError::NotAnImage(0)));
+        let body = json!({ "images": [b64(PNG)] }).to_string();
+        assert_eq!(parse_request(Some("application/json"), body.as_bytes(), None).map(|r| r.images), Ok(vec![PNG.to_vec()]));
+    }
+
+    #[test]
+    fn transport_level_errors_have_their_statuses() {
+        assert_eq!((ApiError::BodyTimeout.status(), ApiError::BodyTimeout.code()), (408, "body_timeout"));
+        assert_eq!((ApiError::HeadersTooLarge.status(), ApiError::HeadersTooLarge.code()), (431, "headers_too_large"));
+        assert_eq!((ApiError::BodyRead.status(), ApiError::BodyRead.code()), (400, "body_read_failed"));
+        assert_eq!(ApiError::BodyTimeout.retry_after(), None);
     }
 
     #[test]

@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use shared::limits::{
-    BACKEND_DEADLINE, BACKEND_POOL_SIZE, HTTP_THREADS, MAX_BACKEND_DEADLINE, MAX_CONNECTIONS, MAX_HTTP_BODY,
-    MAX_HTTP_THREADS,
+    BACKEND_DEADLINE, BACKEND_POOL_SIZE, HTTP_IO_TIMEOUT, HTTP_THREADS, MAX_BACKEND_DEADLINE, MAX_CONNECTIONS,
+    MAX_HTTP_BODY, MAX_HTTP_IO_TIMEOUT, MAX_HTTP_THREADS,
 };
 use shared::transport::{Addr, AddrError};
 
@@ -38,6 +38,7 @@ options:
   --max-body BYTES     largest request body (default 52428800 = 50 MiB, the maximum)
   --deadline-ms MS     deadline of one backend round trip (default 30000, 1..=600000)
   --pool N             connections kept open to each backend (default 8, 1..=64)
+  --io-timeout-ms MS   HTTP read/write idle timeout per connection (default 10000, 1000..=300000)
   -h, --help           print this help
 
 ADDR is vsock:CID:PORT or unix:/path.
@@ -56,6 +57,7 @@ pub struct Config {
     pub max_body: usize,
     pub deadline: Duration,
     pub pool: usize,
+    pub io_timeout: Duration,
 }
 
 impl Default for Config {
@@ -68,6 +70,7 @@ impl Default for Config {
             max_body: MAX_HTTP_BODY,
             deadline: BACKEND_DEADLINE,
             pool: BACKEND_POOL_SIZE,
+            io_timeout: HTTP_IO_TIMEOUT,
         }
     }
 }
@@ -170,6 +173,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
                 let max = u64::try_from(MAX_BACKEND_DEADLINE.as_millis()).unwrap_or(u64::MAX);
                 cfg.deadline = Duration::from_millis(number("--deadline-ms", &value("--deadline-ms")?, 1, max)?);
             }
+            "--io-timeout-ms" => {
+                let max = u64::try_from(MAX_HTTP_IO_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+                cfg.io_timeout = Duration::from_millis(number("--io-timeout-ms", &value("--io-timeout-ms")?, 1000, max)?);
+            }
             "--pool" => cfg.pool = to_usize(number("--pool", &value("--pool")?, 1, MAX_CONNECTIONS as u64)?),
             other if other.starts_with('-') => return Err(CliError::UnknownFlag(other.to_string())),
             other => return Err(CliError::UnexpectedArgument(other.to_string())),
@@ -226,7 +233,7 @@ mod tests {
     fn all_flags_both_spellings() {
         let c = p(&[
             "--listen", "0.0.0.0:80", "--secure=unix:/s.sock", "--public", "unix:/p.sock", "--threads", "4",
-            "--max-body=1000", "--deadline-ms", "1500", "--pool", "2",
+            "--max-body=1000", "--deadline-ms", "1500", "--pool", "2", "--io-timeout-ms", "2500",
         ]);
         let want = Config {
             listen: "0.0.0.0:80".parse().unwrap(),
@@ -236,6 +243,7 @@ mod tests {
             max_body: 1000,
             deadline: Duration::from_millis(1500),
             pool: 2,
+            io_timeout: Duration::from_millis(2500),
         };
         assert_eq!(c, Ok(Command::Serve(want)));
     }
@@ -255,6 +263,10 @@ mod tests {
         assert_eq!(
             p(&["--pool", "x"]),
             Err(CliError::OutOfRange { flag: "--pool", value: "x".into(), min: 1, max: 64 })
+        );
+        assert_eq!(
+            p(&["--io-timeout-ms", "999"]),
+            Err(CliError::OutOfRange { flag: "--io-timeout-ms", value: "999".into(), min: 1000, max: 300000 })
         );
         assert_eq!(p(&["--listen", "localhost"]), Err(CliError::BadListen("localhost".into())));
         assert_eq!(

@@ -10,6 +10,8 @@
 //! - [`backend`]: pooled frame connections, reconnects, deadlines, the seed.
 //! - [`server`]: tiny_http, the handler threads, the routes, the access log.
 //! - [`metrics`]: Prometheus text.
+//! - [`listen`]: the listening socket, its timeouts, and the accept nudger.
+//! - [`fuzz`]: the request-parsing fuzz harness body (`cargo test` and `fuzz/`).
 //!
 //! The property everything here protects: the secure route is answered by the
 //! enclave or not at all (503), and nothing from a request reaches a log.
@@ -18,5 +20,7 @@
 pub mod api;
 pub mod backend;
 pub mod cli;
+pub mod fuzz;
+pub mod listen;
 pub mod metrics;
 pub mod server;

@@ -17,7 +17,8 @@ use nix::sys::signal::{SigSet, Signal};
 use parent::backend::{ping_once, Backend, BackendConfig};
 use parent::cli::{self, Command, Config, USAGE};
 use parent::metrics::Metrics;
-use parent::server::{serve, App};
+use parent::listen::{self, Nudger};
+use parent::server::{serve, App, Front};
 use shared::transport::Addr;
 
 fn main() -> ExitCode {
@@ -71,10 +72,29 @@ fn run(cfg: Config) -> ExitCode {
         eprintln!("parent: cannot block signals: {e}");
         return ExitCode::from(1);
     }
-    let server = match tiny_http::Server::http(cfg.listen) {
-        Ok(s) => Arc::new(s),
+    // Our own listener, with the I/O timeouts every connection inherits
+    // (parent/src/listen.rs explains why, and the nudger below).
+    if let Err(e) = listen::raise_fd_limit() {
+        eprintln!("parent: cannot raise the open-file limit: {e}");
+    }
+    let front = match listen::bind(cfg.listen, cfg.io_timeout).and_then(Front::new) {
+        Ok(f) => Arc::new(f),
         Err(e) => {
             eprintln!("parent: cannot listen on {}: {e}", cfg.listen);
+            return ExitCode::from(1);
+        }
+    };
+    let nudge_target = match front.local_addr() {
+        Ok(a) => listen::nudge_target(a),
+        Err(e) => {
+            eprintln!("parent: cannot read the listening address: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut nudger = match Nudger::start(nudge_target, listen::nudge_interval(cfg.io_timeout)) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("parent: cannot start the accept nudger: {e}");
             return ExitCode::from(1);
         }
     };
@@ -87,15 +107,13 @@ fn run(cfg: Config) -> ExitCode {
     });
     let shutdown = Arc::new(AtomicBool::new(false));
     {
-        let (server, shutdown, threads) = (server.clone(), shutdown.clone(), cfg.threads);
+        let shutdown = shutdown.clone();
         let spawned = thread::Builder::new().name("signals".into()).spawn(move || {
             let sig = signals.wait();
             let name = sig.map(|s| s.as_str()).unwrap_or("a signal");
             eprintln!("parent: {name} received, shutting down");
+            // The handler threads look at the flag at least every 100 ms.
             shutdown.store(true, Ordering::SeqCst);
-            for _ in 0..threads {
-                server.unblock();
-            }
         });
         if let Err(e) = spawned {
             eprintln!("parent: cannot start the signal thread: {e}");
@@ -103,16 +121,18 @@ fn run(cfg: Config) -> ExitCode {
         }
     }
     eprintln!(
-        "parent: listening on http://{} (secure {}, public {}, {} threads, pool {}, deadline {} ms, max body {} B)",
+        "parent: listening on http://{} (secure {}, public {}, {} threads, pool {}, deadline {} ms, max body {} B, io timeout {} ms)",
         cfg.listen,
         cfg.secure,
         cfg.public,
         cfg.threads,
         cfg.pool,
         cfg.deadline.as_millis(),
-        cfg.max_body
+        cfg.max_body,
+        cfg.io_timeout.as_millis()
     );
-    serve(server, app, cfg.threads, shutdown);
+    serve(front, app, cfg.threads, shutdown);
+    nudger.stop();
     eprintln!("parent: stopped");
     ExitCode::SUCCESS
 }

@@ -22,27 +22,43 @@
 //! the client only. A panic in a handler is caught (the client gets a 500) and
 //! the panic hook set in `main` prints only its location, not its message.
 //!
-//! Known limit: tiny_http sets no socket timeouts and does not expose the
-//! socket, so a client that stalls in the middle of its body holds one handler
-//! thread until it disconnects; `--threads` bounds how many such clients can
-//! stall the front at once. tiny_http also gives every open connection its
-//! own thread for the connection's whole life, and its thread pool can leave a
-//! new connection queued (seen once: 20 s) until another connection closes
-//! when several keep-alive connections open at the same instant; clients that
-//! open one connection per request (as the study's did) are not affected.
+//! Connections, timeouts and what tiny_http leaves to us (issue 7; the
+//! socket side is in [`crate::listen`]):
+//! - Every connection has the listener's read and write idle timeout
+//!   (`--io-timeout-ms`, default [`shared::limits::HTTP_IO_TIMEOUT`]). A body must also keep
+//!   an average of [`HTTP_BODY_MIN_RATE`] once [`HTTP_BODY_GRACE`] has
+//!   passed: a trickling or stalled body gets 408 `body_timeout`, so it holds
+//!   a handler thread for seconds, not forever.
+//! - More than [`MAX_HTTP_HEADERS`] header lines or [`MAX_HTTP_HEADER_BYTES`]
+//!   bytes of headers: 431, before anything else is looked at.
+//! - A request declaring a body over [`MAX_DRAINED_BODY`] is *abandoned*:
+//!   counted, logged without content, and never answered or dropped.
+//!   Dropping a tiny_http request with unread body bytes makes tiny_http
+//!   allocate all of them at once, and for an absurd length that aborts the
+//!   process; a leaked request costs one connection instead (THREAT_MODEL.md
+//!   weighs the two). Any smaller over-limit body gets its 413 as before.
+//! - The handler threads take requests from a [`Front`]: when tiny_http's
+//!   accept loop stops (it does at its first `accept` error), the first
+//!   thread to see the error starts a new `tiny_http::Server` on a clone of
+//!   the same listening socket; the old one is kept, and drained, so its
+//!   open connections are still answered.
 
-use std::io::Read;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use shared::limits::READY_CHECK_INTERVAL;
+use shared::limits::{
+    HTTP_BODY_GRACE, HTTP_BODY_MIN_RATE, MAX_DRAINED_BODY, MAX_HTTP_HEADERS, MAX_HTTP_HEADER_BYTES,
+    READY_CHECK_INTERVAL,
+};
 use tiny_http::{Header, Method, Request, Response};
 
-use crate::api::{body_kind, decode_body, render_result, top_k_from_query, ApiError, Timings};
+use crate::api::{body_kind, parse_request, render_result, top_k_from_query, ApiError, Timings};
 use crate::backend::Backend;
 use crate::metrics::{Metrics, Route};
 
@@ -101,7 +117,10 @@ fn method_name(m: &Method) -> &'static str {
     }
 }
 
-/// Reads the body: 411 without a length (unless chunked), 413 over `max`.
+/// Reads the body: 411 without a length (unless chunked), 413 over `max`
+/// (declared, or once more than `max` bytes arrived), 408 when it stalls for
+/// the socket's idle timeout or falls under [`HTTP_BODY_MIN_RATE`] after
+/// [`HTTP_BODY_GRACE`], 400 when the client ends it early.
 fn read_body(rq: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
     let chunked = header(rq, "Transfer-Encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let declared = rq.body_length();
@@ -110,20 +129,43 @@ fn read_body(rq: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
         None if !chunked => return Err(ApiError::LengthRequired),
         _ => {}
     }
-    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    let started = Instant::now();
     let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(max));
-    rq.as_reader().take(limit).read_to_end(&mut buf).map_err(|_| ApiError::BodyRead)?;
-    if buf.len() > max {
-        return Err(ApiError::BodyTooLarge { limit: max });
+    let mut chunk = vec![0u8; 64 * 1024];
+    let reader = rq.as_reader();
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                return Err(ApiError::BodyTimeout)
+            }
+            Err(_) => return Err(ApiError::BodyRead),
+        };
+        if buf.len().saturating_add(n) > max {
+            return Err(ApiError::BodyTooLarge { limit: max });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let elapsed = started.elapsed();
+        if elapsed > HTTP_BODY_GRACE && (buf.len() as f64) < HTTP_BODY_MIN_RATE as f64 * elapsed.as_secs_f64() {
+            return Err(ApiError::BodyTimeout);
+        }
+    }
+    if declared.is_some_and(|n| buf.len() < n) {
+        // The client closed its side before sending what it announced.
+        return Err(ApiError::BodyRead);
     }
     Ok(buf)
 }
 
 fn predict(app: &App, backend: &Backend, rq: &mut Request, query: Option<&str>, start: Instant) -> Result<Reply, ApiError> {
-    let top_k = top_k_from_query(query)?;
-    let kind = body_kind(header(rq, "Content-Type"))?;
+    // Query and media type first: a request refused for either is not read.
+    top_k_from_query(query)?;
+    let content_type = header(rq, "Content-Type").map(str::to_string);
+    body_kind(content_type.as_deref())?;
     let body = read_body(rq, app.max_body)?;
-    let req = decode_body(kind, &body, top_k)?;
+    let req = parse_request(content_type.as_deref(), &body, query)?;
     drop(body);
     let parse = start.elapsed();
     let sent = Instant::now();
@@ -155,9 +197,23 @@ fn ready(app: &App) -> Reply {
     r
 }
 
+/// 431 when the request carries more headers than [`MAX_HTTP_HEADERS`] or
+/// [`MAX_HTTP_HEADER_BYTES`].
+fn check_headers(rq: &Request) -> Result<(), ApiError> {
+    let headers = rq.headers();
+    let bytes: usize = headers.iter().map(|h| h.field.as_str().as_str().len() + h.value.as_str().len()).sum();
+    if headers.len() > MAX_HTTP_HEADERS || bytes > MAX_HTTP_HEADER_BYTES {
+        return Err(ApiError::HeadersTooLarge);
+    }
+    Ok(())
+}
+
 fn route(app: &App, rq: &mut Request, route: Route, query: Option<&str>, start: Instant) -> Reply {
     const GET: &str = "GET, HEAD";
     let is_get = matches!(rq.method(), Method::Get | Method::Head);
+    if let Err(e) = check_headers(rq) {
+        return Reply::error(&e);
+    }
     let result = match route {
         Route::PredictSecure | Route::PredictPublic => {
             if *rq.method() != Method::Post {
@@ -182,11 +238,30 @@ fn route(app: &App, rq: &mut Request, route: Route, query: Option<&str>, start: 
     result.unwrap_or_else(|e| Reply::error(&e))
 }
 
+/// Leaves a request unanswered without ever dropping it (see the module
+/// documentation): the one way to refuse an absurd declared body length
+/// that tiny_http 0.12 survives. Costs the connection's descriptors and its
+/// tiny_http thread for the life of the process; counted in
+/// `parent_http_requests_abandoned_total` and logged without content.
+fn abandon(app: &App, rq: Request, method: &str, route: Route) {
+    let n = app.metrics.abandon();
+    std::mem::forget(rq);
+    eprintln!(
+        "access method={method} route={} status=abandoned (declared body over {MAX_DRAINED_BODY} bytes; {n} so far)",
+        route.name()
+    );
+}
+
 /// Handles one request completely: route, answer, count, log.
 pub fn handle(app: &App, mut rq: Request) {
     let start = Instant::now();
     let _in_flight = app.metrics.start();
     let method = method_name(rq.method());
+    if rq.body_length().is_some_and(|n| n > MAX_DRAINED_BODY) {
+        let r = Route::of_path(rq.url().split('?').next().unwrap_or(""));
+        abandon(app, rq, method, r);
+        return;
+    }
     let (r, query) = {
         let url = rq.url();
         let (path, query) = match url.split_once('?') {
@@ -218,20 +293,126 @@ pub fn handle(app: &App, mut rq: Request) {
     );
 }
 
-/// Runs `threads` handler threads on `server` until `shutdown` is set (and
-/// the threads are unblocked), plus the readiness checker. Returns when all
-/// have stopped.
-pub fn serve(server: Arc<tiny_http::Server>, app: Arc<App>, threads: usize, shutdown: Arc<AtomicBool>) {
+/// How long a handler thread waits on the current server before looking
+/// at the shutdown flag, the retired servers and a stopped accept loop.
+const RECV_POLL: Duration = Duration::from_millis(100);
+
+/// Most retired servers kept (each still answers the connections it had
+/// when its accept loop stopped); the oldest is dropped beyond this.
+const MAX_RETIRED: usize = 8;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Current {
+    server: Arc<tiny_http::Server>,
+    /// Its accept loop stopped and no replacement could be started yet.
+    stopped: bool,
+}
+
+/// tiny_http on one listening socket that the parent owns and never closes
+/// while it runs; see the module documentation.
+pub struct Front {
+    listener: TcpListener,
+    current: Mutex<Current>,
+    retired: Mutex<Vec<Arc<tiny_http::Server>>>,
+}
+
+impl Front {
+    /// Starts tiny_http on a clone of `listener` (which keeps its options).
+    pub fn new(listener: TcpListener) -> io::Result<Front> {
+        let server = Self::start_server(&listener)?;
+        Ok(Front {
+            listener,
+            current: Mutex::new(Current { server, stopped: false }),
+            retired: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn start_server(listener: &TcpListener) -> io::Result<Arc<tiny_http::Server>> {
+        let clone = listener.try_clone()?;
+        tiny_http::Server::from_listener(clone, None).map(Arc::new).map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    fn current(&self) -> Arc<tiny_http::Server> {
+        lock(&self.current).server.clone()
+    }
+
+    /// `server`'s accept loop reported `error` and has stopped: replace it,
+    /// unless another thread already did.
+    fn accept_stopped(&self, server: &Arc<tiny_http::Server>, error: &io::Error, metrics: &Metrics) {
+        let mut cur = lock(&self.current);
+        if Arc::ptr_eq(&cur.server, server) {
+            // The error kind only: nothing from a client is in it anyway.
+            eprintln!("parent: the HTTP accept loop stopped ({:?}); starting a new one on the same socket", error.kind());
+            cur.stopped = true;
+            self.restart(&mut cur, metrics);
+        }
+    }
+
+    /// Starts a new server if the current one's accept loop has stopped.
+    fn restart_if_stopped(&self, metrics: &Metrics) {
+        let mut cur = lock(&self.current);
+        if cur.stopped {
+            self.restart(&mut cur, metrics);
+        }
+    }
+
+    fn restart(&self, cur: &mut Current, metrics: &Metrics) {
+        match Self::start_server(&self.listener) {
+            Ok(new) => {
+                let old = std::mem::replace(&mut cur.server, new);
+                cur.stopped = false;
+                metrics.accept_restarted();
+                let mut retired = lock(&self.retired);
+                retired.push(old);
+                if retired.len() > MAX_RETIRED {
+                    retired.remove(0);
+                }
+            }
+            // Say, no descriptor left: the handler threads try again each poll.
+            Err(e) => eprintln!("parent: cannot restart the HTTP accept loop yet ({:?})", e.kind()),
+        }
+    }
+
+    fn retired(&self) -> Vec<Arc<tiny_http::Server>> {
+        lock(&self.retired).clone()
+    }
+
+    /// The next request from any server, waiting at most [`RECV_POLL`].
+    fn next_request(&self, metrics: &Metrics) -> Option<Request> {
+        for old in self.retired() {
+            if let Ok(Some(rq)) = old.try_recv() {
+                return Some(rq);
+            }
+        }
+        self.restart_if_stopped(metrics);
+        let server = self.current();
+        match server.recv_timeout(RECV_POLL) {
+            Ok(rq) => rq,
+            Err(e) => {
+                self.accept_stopped(&server, &e, metrics);
+                None
+            }
+        }
+    }
+}
+
+/// Runs `threads` handler threads on `front` until `shutdown` is set, plus
+/// the readiness checker. Returns when all have stopped (within
+/// [`RECV_POLL`] of the flag, plus the requests in progress).
+pub fn serve(front: Arc<Front>, app: Arc<App>, threads: usize, shutdown: Arc<AtomicBool>) {
     let mut handles = Vec::with_capacity(threads + 1);
     for i in 0..threads {
-        let (server, app, shutdown) = (server.clone(), app.clone(), shutdown.clone());
+        let (front, app, shutdown) = (front.clone(), app.clone(), shutdown.clone());
         let spawned = thread::Builder::new().name(format!("http-{i}")).spawn(move || {
             while !shutdown.load(Ordering::SeqCst) {
-                let rq = match server.recv() {
-                    Ok(rq) => rq,
-                    Err(_) if shutdown.load(Ordering::SeqCst) => break,
-                    Err(_) => continue,
-                };
+                let Some(rq) = front.next_request(&app.metrics) else { continue };
                 if catch_unwind(AssertUnwindSafe(|| handle(&app, rq))).is_err() {
                     eprintln!("parent: a request handler panicked; the client got a 500");
                 }

@@ -87,6 +87,62 @@ pub const MAX_HTTP_THREADS: usize = 256;
 /// minutes a client has long given up, and the connection would be held for nothing.
 pub const MAX_BACKEND_DEADLINE: Duration = Duration::from_secs(600);
 
+/// Per-read and per-write idle timeout of every HTTP connection
+/// (`SO_RCVTIMEO`/`SO_SNDTIMEO`, set on the listening socket and inherited by
+/// every accepted one). A client that sends nothing for this long while the
+/// parent waits for its request line, headers or body, or that stops taking
+/// its reply, is dropped; tiny_http sets no timeout of its own. Ten seconds is
+/// what a person on a bad mobile link needs between two packets, and short
+/// enough that an idle keep-alive connection does not hold a thread for long.
+pub const HTTP_IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest `--io-timeout-ms`.
+pub const MAX_HTTP_IO_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A request body must arrive at [`HTTP_BODY_MIN_RATE`] on average once this
+/// much time has passed since its first byte was asked for; otherwise 408.
+/// The idle timeout alone would let a client trickle one byte every nine
+/// seconds and hold a handler thread for days.
+pub const HTTP_BODY_GRACE: Duration = Duration::from_secs(2);
+
+/// Slowest average body rate accepted after [`HTTP_BODY_GRACE`], in bytes per
+/// second: 64 KiB/s is a 0.5 Mbit/s link, so the study's 100 KB cat photo
+/// takes under 4 s even there, and a 50 MiB body may take up to 13 minutes
+/// only if it really keeps sending at that rate.
+pub const HTTP_BODY_MIN_RATE: u64 = 64 * 1024;
+
+/// Most header lines one request may carry (431 above). Browsers send ~20,
+/// curl 3; AWS's load balancers allow 100.
+pub const MAX_HTTP_HEADERS: usize = 100;
+
+/// Most bytes of header names and values in one request (431 above); the
+/// same 64 KiB an AWS Application Load Balancer allows. tiny_http reads the
+/// whole header block before the parent sees the request, so this bounds
+/// what is passed on, not what tiny_http buffers (see THREAT_MODEL.md).
+pub const MAX_HTTP_HEADER_BYTES: usize = 64 * 1024;
+
+/// Largest declared Content-Length the parent refuses (413) the ordinary
+/// way. tiny_http 0.12, when a request is dropped with part of its declared
+/// body unread, allocates a zeroed buffer of *all the remaining bytes* at
+/// once to drain them; for a declared length beyond what the allocator can
+/// give, the process aborts (one request with `Content-Length:
+/// 1000000000000` killed the parent: issue 7). Up to this size the allocation
+/// is harmless (zeroed pages that are never touched cost nothing); above it
+/// the request is abandoned instead: left unanswered and never dropped (see
+/// parent/src/server.rs). No client sends an image request five times the
+/// body limit, so only broken or hostile clients meet this.
+pub const MAX_DRAINED_BODY: usize = 256 * 1024 * 1024;
+
+/// How often the parent opens (and at once closes) one connection to its own
+/// listening socket. tiny_http's accept loop ends for good on any `accept`
+/// error, and `accept` on a listener with [`HTTP_IO_TIMEOUT`] set fails with
+/// EAGAIN after that long without a client; and tiny_http's thread pool can
+/// leave a new connection queued until some other connection ends (issue 7:
+/// 20 s seen under keep-alive load). A nudge every half second keeps
+/// `accept` from ever idling that long and ends a connection task twice a
+/// second, which starts any queued one. See parent/src/listen.rs.
+pub const ACCEPT_NUDGE_INTERVAL: Duration = Duration::from_millis(500);
+
 /// First wait before reconnecting to a backend that refused a connection; it
 /// doubles per failure up to [`BACKEND_BACKOFF_MAX`]. Requests arriving while
 /// a backend backs off get 503 at once instead of each paying a connect attempt.
@@ -112,5 +168,14 @@ mod tests {
         // A raw-image HTTP body becomes one image in one frame: it must fit.
         assert!(MAX_HTTP_BODY + 1024 < MAX_FRAME_LEN as usize);
         assert!(MAX_DECODE_ALLOC >= 48_000_000 * 3);
+    }
+
+    #[test]
+    fn accept_nudge_outpaces_the_io_timeout() {
+        // A nudge must reach `accept` well before its timeout would fire.
+        assert!(ACCEPT_NUDGE_INTERVAL * 4 <= HTTP_IO_TIMEOUT);
+        assert!(HTTP_BODY_GRACE < HTTP_IO_TIMEOUT);
+        // Every body the parent may accept can also be refused safely.
+        assert!(MAX_HTTP_BODY < MAX_DRAINED_BODY);
     }
 }
