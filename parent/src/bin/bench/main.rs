@@ -31,7 +31,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str = "\
-usage: bench suite [--profile quick|full] [--model NAME] [--out DIR] [--parts LIST] [options]
+usage: bench suite [--profile quick|full|study] [--model NAME] [--out DIR] [--parts LIST] [options]
        bench load --target NAME=http://IP:PORT/PATH ... [--threads LIST] [--requests R]
                   [--batch B] [--trials T] [--secure-share P] [--image PATH] --out FILE.json
        bench engine --model DIR [--threads N] [--seconds S] [--image PATH]
@@ -39,7 +39,8 @@ usage: bench suite [--profile quick|full] [--model NAME] [--out DIR] [--parts LI
        bench plot DIR
 
 suite options:
-  --profile quick|full   quick: under 3 minutes; full: the study's sweep, 3 trials (default full)
+  --profile P            quick (under 3 minutes), full (under 20 minutes on 2 cores; default),
+                         study (the study's 1-300 thread sweep; about an hour on 2 cores)
   --model NAME           model under models/ (default efficientnet-lite0)
   --compare-model NAME   model of the peer comparison (default resnet18-synthetic)
   --parts LIST           comma list of engine,start,channel,memory,local,mixed,net,peer
@@ -49,7 +50,9 @@ suite options:
   --image PATH           photo sent (default ../shared/testdata/study_cat.jpeg)
   --port N               parent port (default 18080)
   --trials T             trials per point (overrides the profile)
-  --threads LIST         client threads of the load sweeps (overrides the profile)
+  --threads LIST         client threads of the local sweep (overrides the profile)
+  --net-threads LIST     ... of the internet-like sweep; --peer-threads LIST: of the peer comparison
+  --mixed-threads N      client threads of the mixed-privacy stream
   --net-ns NAME          network namespace the internet-like load runs in (part net)
   --net-listen IP        address the parent listens on for the namespace (part net)
   --net-shape TEXT       the link's shaping, as printed in the report (part net)

@@ -122,6 +122,8 @@ where
         .configure_mesh()
         .x_desc(axes.x_desc)
         .y_desc(axes.y_desc)
+        .x_label_formatter(&|v: &f64| sig(*v))
+        .y_label_formatter(&|v: &f64| sig(*v))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(err)?;
@@ -168,7 +170,8 @@ pub fn bars(path: &Path, title: &str, caption: &str, y_desc: &str, unit: &str, b
     header(&root, title, caption)?;
     let (_, area) = root.split_vertically(top);
     let vals = bars.iter().filter(|b| b.value > 0.0);
-    let y0 = vals.clone().map(|b| b.lo.min(b.value)).fold(f64::INFINITY, f64::min).max(1e-6) / 3.0;
+    let low = |b: &Bar| if b.lo > 0.0 { b.lo.min(b.value) } else { b.value };
+    let y0 = vals.clone().map(low).fold(f64::INFINITY, f64::min).max(1e-6) / 3.0;
     let y1 = vals.map(|b| b.hi.max(b.value)).fold(0.0, f64::max).max(y0 * 10.0) * 3.0;
     let n = bars.len().max(1) as i32;
     let labels: Vec<String> = bars.iter().map(|b| b.label.clone()).collect();
@@ -189,6 +192,7 @@ pub fn bars(path: &Path, title: &str, caption: &str, y_desc: &str, unit: &str, b
         .x_label_formatter(&fmt)
         .x_label_style(("sans-serif", 12))
         .y_desc(y_desc)
+        .y_label_formatter(&|v: &f64| sig(*v))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(err)?;
@@ -226,7 +230,9 @@ pub fn sig(v: f64) -> String {
         return "n/a".into();
     }
     let a = v.abs();
-    if a >= 100.0 {
+    if a >= 1e6 || (a > 0.0 && a < 1e-3) {
+        format!("{v:.1e}")
+    } else if a >= 100.0 {
         format!("{v:.0}")
     } else if a >= 10.0 {
         format!("{v:.1}")

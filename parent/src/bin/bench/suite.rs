@@ -55,37 +55,45 @@ struct Profile {
     light_load_s: f64,
 }
 
+/// The profiles. `full` is sized to finish in under 20 minutes on a 2-core
+/// machine shared with other work (about 12 images/s end to end there);
+/// `study` is the study's whole sweep (1 to 300 threads), which takes about
+/// an hour there; `quick` is under 3 minutes.
 fn profile(name: &str) -> Result<Profile, String> {
     Ok(match name {
         "quick" => Profile {
             name: "quick",
             trials: 3,
-            threads: vec![1, 10, 50],
+            threads: vec![1, 10],
             net_threads: vec![1, 10],
             peer_threads: vec![1, 10],
             mixed_threads: 10,
-            mixed_requests: 4,
+            mixed_requests: 2,
             shares: vec![0.2, 0.5, 0.8],
             engine_s: 3.0,
             channel_s: 0.2,
             channel_sizes: vec![64 << 10, 1 << 20, 16 << 20],
             light_load_s: 3.0,
         },
-        "full" => Profile {
-            name: "full",
+        "full" | "study" => Profile {
+            name: if name == "full" { "full" } else { "study" },
             trials: 3,
-            threads: vec![1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 150, 200, 250, 300],
-            net_threads: vec![1, 10, 50, 100],
-            peer_threads: vec![1, 10, 50, 100],
-            mixed_threads: 20,
-            mixed_requests: 5,
+            threads: if name == "full" {
+                vec![1, 10, 20, 50, 100]
+            } else {
+                vec![1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 150, 200, 250, 300]
+            },
+            net_threads: vec![1, 10, 50],
+            peer_threads: vec![1, 10, 20],
+            mixed_threads: 10,
+            mixed_requests: 4,
             shares: vec![0.2, 0.4, 0.5, 0.6, 0.8],
             engine_s: 10.0,
             channel_s: 0.5,
             channel_sizes: CHANNEL_SIZES.to_vec(),
             light_load_s: 10.0,
         },
-        other => return Err(format!("unknown profile {other:?} (quick or full)")),
+        other => return Err(format!("unknown profile {other:?} (quick, full or study)")),
     })
 }
 
@@ -216,10 +224,18 @@ pub fn main(args: &[String]) -> Result<(), String> {
         args,
         &[
             "--profile", "--model", "--compare-model", "--parts", "--out", "--bin", "--image", "--port", "--trials",
-            "--threads", "--net-ns", "--net-listen", "--net-shape", "--peer-cmd", "--peer-port", "--peer-name",
+            "--threads", "--net-threads", "--peer-threads", "--mixed-threads", "--net-ns", "--net-listen", "--net-shape",
+            "--peer-cmd", "--peer-port", "--peer-name",
         ],
     )?;
-    let p = profile(f.get("--profile").unwrap_or("full"))?;
+    let mut p = profile(f.get("--profile").unwrap_or("full"))?;
+    if let Some(v) = f.list("--net-threads")? {
+        p.net_threads = v;
+    }
+    if let Some(v) = f.list("--peer-threads")? {
+        p.peer_threads = v;
+    }
+    p.mixed_threads = f.num("--mixed-threads", p.mixed_threads)?;
     let model = f.get("--model").unwrap_or("efficientnet-lite0").to_string();
     let compare_model = f.get("--compare-model").unwrap_or("resnet18-synthetic").to_string();
     let parts: Vec<String> = f
@@ -377,7 +393,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
             (Some(ns), Some(ip)) => {
                 let ip: std::net::IpAddr = ip.parse().map_err(|_| format!("--net-listen: not an IP: {ip}"))?;
                 let addr = SocketAddr::new(ip, port + 1);
-                let net_threads = f.list("--threads")?.unwrap_or(p.net_threads.clone());
+                let net_threads = p.net_threads.clone();
                 eprintln!("bench: internet-like load from namespace {ns} to {addr}, threads {net_threads:?}");
                 let s = Stack::start(&bin, &model_dir, &run_dir, addr, &[])?;
                 let file = out.join("net-runs.json");
@@ -413,7 +429,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
 
     // 6. The study's stack as a peer, on the comparison model.
     if has("peer") {
-        let peer_threads = f.list("--threads")?.unwrap_or(p.peer_threads.clone());
+        let peer_threads = p.peer_threads.clone();
         let spec = SweepSpec { threads: peer_threads.clone(), requests: 2, batch, trials, timeout: Duration::from_secs(600) };
         let cmp_dir = PathBuf::from("models").join(&compare_model);
         if !cmp_dir.join("model.onnx").is_file() {
