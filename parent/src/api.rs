@@ -38,8 +38,9 @@ use crate::backend::BackendError;
 /// `top_k` when the query string does not say.
 pub const DEFAULT_TOP_K: u16 = 5;
 
-/// Standard alphabet; padding optional (some clients strip it), but if
-/// present it must be canonical.
+/// Standard alphabet; padding optional (some clients strip it): base64's
+/// `Indifferent` mode also takes *fewer* `=` than canonical (`4A=` for
+/// `4A==`), but never more, and never in the middle.
 const B64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),

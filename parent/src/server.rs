@@ -37,6 +37,11 @@
 //!   allocate all of them at once, and for an absurd length that aborts the
 //!   process; a leaked request costs one connection instead (THREAT_MODEL.md
 //!   weighs the two). Any smaller over-limit body gets its 413 as before.
+//! - A reply to a request whose body was not read to the end (refused
+//!   early, 413, 408) is written from a thread of its own, because tiny_http
+//!   drains the unread rest when the request is dropped, at the client's
+//!   pace: see `respond_aside`. So a slow client holds a handler thread for
+//!   at most [`HTTP_BODY_GRACE`] plus one idle timeout.
 //! - The handler threads take requests from a [`Front`]: when tiny_http's
 //!   accept loop stops (it does at its first `accept` error), the first
 //!   thread to see the error starts a new `tiny_http::Server` on a clone of
@@ -159,12 +164,20 @@ fn read_body(rq: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
     Ok(buf)
 }
 
-fn predict(app: &App, backend: &Backend, rq: &mut Request, query: Option<&str>, start: Instant) -> Result<Reply, ApiError> {
+fn predict(
+    app: &App,
+    backend: &Backend,
+    rq: &mut Request,
+    query: Option<&str>,
+    start: Instant,
+    body_read: &mut bool,
+) -> Result<Reply, ApiError> {
     // Query and media type first: a request refused for either is not read.
     top_k_from_query(query)?;
     let content_type = header(rq, "Content-Type").map(str::to_string);
     body_kind(content_type.as_deref())?;
     let body = read_body(rq, app.max_body)?;
+    *body_read = true;
     let req = parse_request(content_type.as_deref(), &body, query)?;
     drop(body);
     let parse = start.elapsed();
@@ -208,7 +221,8 @@ fn check_headers(rq: &Request) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn route(app: &App, rq: &mut Request, route: Route, query: Option<&str>, start: Instant) -> Reply {
+/// Routes and answers one request; `body_read` is set once its whole body was read.
+fn route(app: &App, rq: &mut Request, route: Route, query: Option<&str>, start: Instant, body_read: &mut bool) -> Reply {
     const GET: &str = "GET, HEAD";
     let is_get = matches!(rq.method(), Method::Get | Method::Head);
     if let Err(e) = check_headers(rq) {
@@ -222,7 +236,7 @@ fn route(app: &App, rq: &mut Request, route: Route, query: Option<&str>, start: 
                 // Each route holds exactly its own backend: the secure route
                 // can never be answered by the public one (fail closed).
                 let backend = if route == Route::PredictSecure { &app.secure } else { &app.public };
-                predict(app, backend, rq, query, start)
+                predict(app, backend, rq, query, start, body_read)
             }
         }
         Route::Health if is_get => Ok(Reply::json(200, &json!({ "status": "ok" }))),
@@ -236,6 +250,35 @@ fn route(app: &App, rq: &mut Request, route: Route, query: Option<&str>, start: 
         Route::Other => Err(ApiError::NotFound),
     };
     result.unwrap_or_else(|e| Reply::error(&e))
+}
+
+/// Bodies up to this many bytes tiny_http reads into memory before the
+/// request reaches a handler (tiny_http 0.12, `request.rs`); dropping such a
+/// request costs nothing.
+const TINY_HTTP_PREREAD: usize = 1024;
+
+/// Answers a request whose body was not read to the end on a thread of its
+/// own. tiny_http drains the unread rest when the request is dropped, right
+/// after the reply is written, reading at whatever pace the client sends and
+/// bounded only by the idle timeout per read; a client trickling a 50 MiB
+/// body would hold the thread that drops it for days. The handler threads
+/// (the parent's real capacity) must not be that thread: this one costs one
+/// thread per such connection, the same as tiny_http's own per-connection
+/// threads, and ends when the client stops sending or finishes.
+fn respond_aside(rq: Request, response: Response<std::io::Cursor<Vec<u8>>>) {
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some((rq, response))));
+    let taken = slot.clone();
+    let spawned = thread::Builder::new().name("http-drain".into()).spawn(move || {
+        if let Some((rq, response)) = lock(&taken).take() {
+            let _ = rq.respond(response);
+        }
+    });
+    if spawned.is_err() {
+        // No thread to be had: answer here rather than not at all.
+        if let Some((rq, response)) = lock(&slot).take() {
+            let _ = rq.respond(response);
+        }
+    }
 }
 
 /// Leaves a request unanswered without ever dropping it (see the module
@@ -270,7 +313,8 @@ pub fn handle(app: &App, mut rq: Request) {
         };
         (Route::of_path(path), query)
     };
-    let reply = route(app, &mut rq, r, query.as_deref(), start);
+    let mut body_read = false;
+    let reply = route(app, &mut rq, r, query.as_deref(), start, &mut body_read);
     let (status, size) = (reply.status, reply.body.len());
     let mut response = Response::from_data(reply.body).with_status_code(status);
     let mut headers = vec![("Content-Type", reply.content_type.to_string())];
@@ -285,7 +329,11 @@ pub fn handle(app: &App, mut rq: Request) {
     let elapsed = start.elapsed();
     app.metrics.observe(r, status, elapsed);
     // A client that went away cannot be answered; nothing else to do.
-    let _ = rq.respond(response);
+    if !body_read && rq.body_length().is_some_and(|n| n > TINY_HTTP_PREREAD) {
+        respond_aside(rq, response);
+    } else {
+        let _ = rq.respond(response);
+    }
     eprintln!(
         "access method={method} route={} status={status} bytes={size} ms={:.1}",
         r.name(),
