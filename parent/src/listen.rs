@@ -31,6 +31,7 @@
 //!      ends at once (end of stream before a request line), and the thread
 //!      that ran it then takes the queued connection: the wait is bounded by
 //!      the nudge interval instead of by other clients.
+//!
 //!   A nudge never becomes a request: no handler, no access log, no metric.
 //! - If tiny_http's accept loop stops anyway (say, `EMFILE` when every file
 //!   descriptor is taken), `server.rs` notices the error tiny_http hands to

@@ -119,7 +119,7 @@ fn study_heaviest_case_every_request_answered_memory_bounded() {
         })
     };
 
-    assert!(clients >= 2 && clients % 2 == 0, "HARDENING_LOAD_CLIENTS must be even");
+    assert!(clients >= 2 && clients.is_multiple_of(2), "HARDENING_LOAD_CLIENTS must be even");
     let start = Arc::new(Barrier::new(clients));
     let t = Instant::now();
     let handles: Vec<_> = (0..clients)
