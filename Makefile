@@ -33,5 +33,5 @@ test: ## Run every test: models, Rust workspace (unit + end-to-end), model check
 	$(MAKE) --no-print-directory test-models
 	$(MAKE) --no-print-directory test-nitro
 
-dev: build model ## Run the local stack (secure + public model servers, parent) until Ctrl-C
+dev: build model testdata ## Run the local stack (secure + public model servers, parent) until Ctrl-C
 	scripts/dev.sh
