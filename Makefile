@@ -22,14 +22,14 @@ help: ## List the targets, one line each
 	  awk 'BEGIN{FS=":.*## "}{printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## Build the enclave and parent binaries (release)
-	$(CARGO) build --release --locked -p enclave -p parent
+	$(CARGO) build --release --locked --bin enclave --bin parent
 
 test: ## Run every test: models, Rust workspace (unit + end-to-end), model checks, Nitro fakes
 	$(MAKE) --no-print-directory model MODEL=tiny-test
 	$(MAKE) --no-print-directory model MODEL=efficientnet-lite0
 	$(MAKE) --no-print-directory testdata
-	$(CARGO) build --workspace --locked --bins
-	$(CARGO) test --workspace --locked
+	$(CARGO) build --workspace --locked --bins --features parent/bench
+	$(CARGO) test --workspace --locked --features parent/bench
 	$(MAKE) --no-print-directory test-models
 	$(MAKE) --no-print-directory test-nitro
 

@@ -17,7 +17,7 @@ export BENCH_PROFILE
 .PHONY: bench bench-quick bench-net bench-peer bench-plot bench-build
 
 bench-build:
-	$(CARGO) build --release --locked -p enclave -p parent
+	$(CARGO) build --release --locked -p enclave -p parent --features parent/bench
 
 bench: bench-build model ## Benchmark suite against the local stack (BENCH_PROFILE=quick: < 3 min)
 	bench/run.sh
