@@ -13,7 +13,8 @@ export MODEL PORT RUN_DIR
 
 include mk/models.mk
 include mk/nitro.mk
--include mk/bench.mk
+include mk/bench.mk
+include mk/hardening.mk
 
 .PHONY: help build test dev
 
