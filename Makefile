@@ -32,7 +32,7 @@ test: ## Run every test: models, Rust workspace (unit + end-to-end), model check
 	$(CARGO) build --workspace --locked --bins --features parent/bench
 	$(CARGO) test --workspace --locked --features parent/bench
 	$(MAKE) --no-print-directory test-models
-	$(MAKE) --no-print-directory test-nitro
+	NITRO_E2E_BIN_DIR=target/debug $(MAKE) --no-print-directory test-nitro
 
 dev: build model testdata ## Run the local stack (secure + public model servers, parent) until Ctrl-C
 	scripts/dev.sh
