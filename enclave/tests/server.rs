@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use enclave::model::{softmax, top_k};
 use enclave::preprocess::{Interpolation, Preprocess};
-use image::{ImageEncoder, RgbImage};
+#[path = "support/images.rs"]
+mod images;
+
+use images::{encode_jpeg as jpeg, encode_png as png, photo, png_bomb};
 use shared::frame::*;
 use shared::limits::{MAX_FRAME_LEN, MAX_IMAGES};
 use tract_onnx::prelude::*;
@@ -130,29 +133,6 @@ fn expect_error(m: Message, code: ErrorCode) -> String {
     }
 }
 
-fn photo(w: u32, h: u32, seed: u32) -> RgbImage {
-    RgbImage::from_fn(w, h, |x, y| {
-        let v = x.wrapping_mul(31 + seed) ^ y.wrapping_mul(17 + 3 * seed);
-        image::Rgb([(v % 251) as u8, ((x + y + seed) % 256) as u8, ((x * y) % 241) as u8])
-    })
-}
-
-fn png(img: &RgbImage) -> Vec<u8> {
-    let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut out)
-        .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
-        .unwrap();
-    out
-}
-
-fn jpeg(img: &RgbImage) -> Vec<u8> {
-    let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
-        .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
-        .unwrap();
-    out
-}
-
 /// The model run directly: its own tract plan, the same preprocessing.
 fn direct(model: &str, pre: &Preprocess, image: &[u8], k: usize) -> Vec<ClassScore> {
     let s = pre.input_size as usize;
@@ -265,22 +245,6 @@ fn bad_requests_get_error_frames_and_the_connection_stays_usable() {
     // Still usable.
     assert_eq!(call(&mut c, Message::Ping).unwrap(), Message::Pong);
     expect_result(infer(&mut c, vec![png(&photo(40, 40, 6))], 1));
-}
-
-/// A PNG whose header claims `w` x `h` pixels over a tiny body.
-fn png_bomb(w: u32, h: u32) -> Vec<u8> {
-    let mut v = png(&photo(1, 1, 0));
-    v[16..20].copy_from_slice(&w.to_be_bytes());
-    v[20..24].copy_from_slice(&h.to_be_bytes());
-    let mut crc = 0xffff_ffffu32;
-    for &b in &v[12..29] {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
-        }
-    }
-    v[29..33].copy_from_slice(&(!crc).to_be_bytes());
-    v
 }
 
 #[test]

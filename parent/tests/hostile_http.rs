@@ -11,6 +11,8 @@
 //! Needs models/tiny-test and testdata/ (`make test` prepares them).
 
 mod common;
+#[path = "../../enclave/tests/support/images.rs"]
+mod images;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -18,7 +20,7 @@ use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::*;
-use image::{ImageEncoder, RgbImage};
+use images::{jpeg, jpeg_bomb, png, png_bomb};
 use serde_json::json;
 
 /// The parent's idle timeout in this suite, so stalls resolve quickly.
@@ -78,52 +80,6 @@ fn images(path: &str, list: &[&[u8]]) -> Vec<u8> {
 
 fn raw_image(ct: &str, body: &[u8]) -> Vec<u8> {
     req("POST", PUB, &[("Content-Type", ct)], Some(body))
-}
-
-fn png(w: u32, h: u32) -> Vec<u8> {
-    let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 7]));
-    let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut out).write_image(img.as_raw(), w, h, image::ExtendedColorType::Rgb8).unwrap();
-    out
-}
-
-fn jpeg(w: u32, h: u32) -> Vec<u8> {
-    let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3) as u8, (y * 5) as u8, 99]));
-    let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
-        .write_image(img.as_raw(), w, h, image::ExtendedColorType::Rgb8)
-        .unwrap();
-    out
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
-/// A 1x1 PNG whose header claims w x h, with a valid CRC.
-fn png_bomb(w: u32, h: u32) -> Vec<u8> {
-    let mut v = png(1, 1);
-    v[16..20].copy_from_slice(&w.to_be_bytes());
-    v[20..24].copy_from_slice(&h.to_be_bytes());
-    let crc = crc32(&v[12..29]);
-    v[29..33].copy_from_slice(&crc.to_be_bytes());
-    v
-}
-
-/// A JPEG whose SOF0 header claims w x h.
-fn jpeg_bomb(w: u16, h: u16) -> Vec<u8> {
-    let mut v = jpeg(16, 16);
-    let sof = v.windows(2).position(|p| p == [0xff, 0xc0]).expect("baseline JPEG has SOF0");
-    v[sof + 5..sof + 7].copy_from_slice(&h.to_be_bytes());
-    v[sof + 7..sof + 9].copy_from_slice(&w.to_be_bytes());
-    v
 }
 
 fn chunked(path: &str, ct: &str, chunks: &[&[u8]], terminate: bool) -> Vec<u8> {
