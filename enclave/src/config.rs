@@ -31,6 +31,9 @@ OPTIONS:
                            [default: from the manifest, else none]
     --name NAME            model name reported to clients [default: manifest, else file stem]
     --workers N            inference threads [default: number of CPUs]
+    --mm-threads N         threads for each matrix product (tract's multithread-mm);
+                           >1 cuts one image's latency at low load, adds nothing
+                           when every worker is busy [default: 1]
     --queue-depth N        images waiting for a worker before `busy` [default: 32 per worker]
     --max-connections N    simultaneous connections before `busy` [default: 64]
     --input-size N         square model input, pixels [default: manifest, else 224]
@@ -83,6 +86,7 @@ pub struct Config {
     pub synthetic: bool,
     pub label_source: String,
     pub workers: usize,
+    pub mm_threads: usize,
     pub queue_depth: usize,
     pub max_connections: usize,
     pub preprocess: Preprocess,
@@ -214,8 +218,8 @@ impl Config {
             if flag == "-h" || flag == "--help" {
                 return Err(ConfigError::Help);
             }
-            const KNOWN: [&str; 12] = [
-                "--listen", "--model", "--labels", "--name", "--workers", "--queue-depth", "--max-connections",
+            const KNOWN: [&str; 13] = [
+                "--listen", "--model", "--labels", "--name", "--workers", "--mm-threads", "--queue-depth", "--max-connections",
                 "--input-size", "--resize", "--interpolation", "--mean", "--std",
             ];
             if !KNOWN.contains(&flag.as_str()) {
@@ -256,6 +260,10 @@ impl Config {
         let workers = match get("--workers") {
             Some(v) => parse_count("--workers", v)?,
             None => cpus,
+        };
+        let mm_threads = match get("--mm-threads") {
+            Some(v) => parse_count("--mm-threads", v)?,
+            None => 1,
         };
         let queue_depth = match get("--queue-depth") {
             Some(v) => parse_count("--queue-depth", v)?,
@@ -302,6 +310,7 @@ impl Config {
             synthetic: manifest.synthetic.unwrap_or(false),
             label_source: manifest.label_source.clone().unwrap_or_else(|| "none".into()),
             workers,
+            mm_threads,
             queue_depth,
             max_connections,
             preprocess: Preprocess { input_size, resize, interpolation, mean, std },
@@ -356,6 +365,7 @@ mod tests {
         assert_eq!(c.name, "m");
         assert!(c.workers >= 1);
         assert_eq!(c.queue_depth, c.workers * shared::limits::QUEUE_DEPTH_PER_WORKER);
+        assert_eq!(c.mm_threads, 1);
     }
 
     #[test]

@@ -51,6 +51,10 @@ fn main() -> ExitCode {
     };
     eprintln!("enclave {}: starting, listen {}, model {}", env!("CARGO_PKG_VERSION"), cfg.listen, cfg.model_path.display());
 
+    if cfg.mm_threads > 1 {
+        use tract_linalg::multithread::{set_default_executor, Executor};
+        set_default_executor(Executor::multithread_with_name(cfg.mm_threads, "mm"));
+    }
     let model = match Model::load(&cfg) {
         Ok(m) => Arc::new(m),
         Err(e) => {
@@ -82,7 +86,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    eprintln!("workers: {} queue depth {} images, max connections {}", cfg.workers, cfg.queue_depth, cfg.max_connections);
+    eprintln!(
+        "workers: {} ({} threads per matrix product), queue depth {} images, max connections {}",
+        cfg.workers, cfg.mm_threads, cfg.queue_depth, cfg.max_connections
+    );
 
     let listener = match Listener::bind(&cfg.listen) {
         Ok(l) => l,

@@ -438,3 +438,20 @@ fn corrupted_model_and_hash_mismatch_are_refused_at_start() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--workers"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn multithreaded_matrix_products_give_the_same_answers() {
+    let photos = vec![testdata("chelsea.jpg"), testdata("coffee.png")];
+    let single = Server::start("efficientnet-lite0", &["--workers", "1"]);
+    let multi = Server::start("efficientnet-lite0", &["--workers", "1", "--mm-threads", "2"]);
+    assert!(multi.log().contains("2 threads per matrix product"), "{}", multi.log());
+    let a = expect_result(infer(&mut single.connect(), photos.clone(), 5));
+    let b = expect_result(infer(&mut multi.connect(), photos, 5));
+    for (x, y) in a.images.iter().zip(&b.images) {
+        let ids = |v: &[ClassScore]| v.iter().map(|c| c.class_id).collect::<Vec<_>>();
+        assert_eq!(ids(&x.top), ids(&y.top));
+        for (p, q) in x.top.iter().zip(&y.top) {
+            assert!((p.score - q.score).abs() < 1e-4, "{} vs {}", p.score, q.score);
+        }
+    }
+}
