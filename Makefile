@@ -29,8 +29,8 @@ test: ## Run every test: models, Rust workspace (unit + end-to-end), model check
 	$(MAKE) --no-print-directory model MODEL=tiny-test
 	$(MAKE) --no-print-directory model MODEL=efficientnet-lite0
 	$(MAKE) --no-print-directory testdata
-	$(CARGO) build --workspace --locked --bins --features parent/bench
-	$(CARGO) test --workspace --locked --features parent/bench
+	$(CARGO) build --workspace --locked --bins --features parent/bench,enclave/multithread-mm
+	$(CARGO) test --workspace --locked --features parent/bench,enclave/multithread-mm
 	$(MAKE) --no-print-directory test-models
 	NITRO_E2E_BIN_DIR=target/debug $(MAKE) --no-print-directory test-nitro
 

@@ -52,8 +52,16 @@ fn main() -> ExitCode {
     eprintln!("enclave {}: starting, listen {}, model {}", env!("CARGO_PKG_VERSION"), cfg.listen, cfg.model_path.display());
 
     if cfg.mm_threads > 1 {
-        use tract_linalg::multithread::{set_default_executor, Executor};
-        set_default_executor(Executor::multithread_with_name(cfg.mm_threads, "mm"));
+        #[cfg(feature = "multithread-mm")]
+        {
+            use tract_linalg::multithread::{set_default_executor, Executor};
+            set_default_executor(Executor::multithread_with_name(cfg.mm_threads, "mm"));
+        }
+        #[cfg(not(feature = "multithread-mm"))]
+        {
+            eprintln!("enclave: --mm-threads above 1 needs a build with the multithread-mm feature (cargo build --release -p enclave --features multithread-mm)");
+            return ExitCode::from(2);
+        }
     }
     let model = match Model::load(&cfg) {
         Ok(m) => Arc::new(m),

@@ -439,6 +439,7 @@ fn corrupted_model_and_hash_mismatch_are_refused_at_start() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[cfg(feature = "multithread-mm")]
 #[test]
 fn multithreaded_matrix_products_give_the_same_answers() {
     let photos = vec![testdata("chelsea.jpg"), testdata("coffee.png")];
