@@ -59,7 +59,7 @@ impl Server {
         let ctx = Arc::new(Ctx { pool, info, shutdown, on_seed });
         let active = Arc::new(AtomicUsize::new(0));
         while !ctx.shutdown.load(Ordering::SeqCst) {
-            let stream = match listener.accept_timeout(POLL_INTERVAL) {
+            let mut stream = match listener.accept_timeout(POLL_INTERVAL) {
                 Ok(Some(s)) => s,
                 Ok(None) => continue,
                 Err(e) => {
@@ -69,7 +69,7 @@ impl Server {
                 }
             };
             if active.load(Ordering::SeqCst) >= max_connections {
-                refuse(stream, ErrorCode::Busy, "too many connections; retry later");
+                refuse(&mut stream, ErrorCode::Busy, "too many connections; retry later");
                 continue;
             }
             active.fetch_add(1, Ordering::SeqCst);
@@ -99,17 +99,23 @@ impl Server {
     }
 }
 
-/// Most bytes read and thrown away after refusing a connection (see [`refuse`]).
+/// Most bytes read and thrown away after a malformed frame (see [`drain`]).
 const DRAIN_MAX: u64 = 1 << 20;
 
-/// Best-effort error frame to a connection we will not serve, then close.
-/// Closing a socket with unread input makes the kernel reset it, which
-/// would destroy our error frame before the peer reads it; so we stop
-/// writing, then drain (bounded in bytes and time) before closing.
-fn refuse(mut stream: Stream, code: ErrorCode, message: &str) {
+/// Best-effort error frame to a connection we will not serve; the peer then
+/// reads end of stream. Runs on the accept loop for the connection limit, so
+/// it never waits on the peer (a fresh socket takes a small frame at once).
+fn refuse(stream: &mut Stream, code: ErrorCode, message: &str) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = write_frame(&mut stream, &Frame::new(0, Message::Error(ErrorReply::new(code, message))));
+    let _ = write_frame(stream, &Frame::new(0, Message::Error(ErrorReply::new(code, message))));
     let _ = stream.shutdown_write();
+}
+
+/// Reads and drops what the peer still sends (bounded in bytes and time),
+/// so that closing the socket does not reset it: a reset with unread input
+/// would destroy the error frame before the peer reads it. Runs on the
+/// connection's own thread only.
+fn drain(mut stream: Stream) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let _ = std::io::copy(&mut (&mut stream).take(DRAIN_MAX), &mut std::io::sink());
 }
@@ -129,12 +135,15 @@ fn serve_connection(mut stream: Stream, ctx: &Ctx) {
             Ok(false) => continue,
             Err(_) => return,
         }
-        let raw = match read_frame(&mut stream, |_| {}) {
+        let raw = match read_frame(&mut stream) {
             Ok(Some(raw)) => raw,
             Ok(None) => return, // the peer closed cleanly
             // Stalled or broken peer: nobody to answer.
             Err(FrameError::Io(_)) => return,
-            Err(e) => return refuse(stream, ErrorCode::Malformed, &e.to_string()),
+            Err(e) => {
+                refuse(&mut stream, ErrorCode::Malformed, &e.to_string());
+                return drain(stream);
+            }
         };
         let id = raw.header.request_id;
         let reply = match raw.message() {
