@@ -171,7 +171,7 @@ fn ping(s: &Server) -> Result<(), String> {
     let mut c = UnixStream::connect(&s.sock).map_err(|e| e.to_string())?;
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write_frame(&mut c, &Frame::new(5, Message::Ping)).map_err(|e| e.to_string())?;
-    match read_frame(&mut c, |_| {}) {
+    match read_frame(&mut c) {
         Ok(Some(raw)) if raw.message() == Ok(Message::Pong) => Ok(()),
         other => Err(format!("{other:?}")),
     }
@@ -200,7 +200,7 @@ fn every_hostile_frame_gets_its_specific_answer_and_the_server_survives() {
     for _ in 0..3 {
         let mut c = connect(&s);
         c.write_all(&infer(&[&png(50, 50)])).unwrap();
-        read_frame(&mut c, |_| {}).unwrap();
+        read_frame(&mut c).unwrap();
     }
     let rss_before = rss_kb(s.child.id());
     let cases = cases();
@@ -213,7 +213,7 @@ fn every_hostile_frame_gets_its_specific_answer_and_the_server_survives() {
             if *half_close {
                 c.shutdown(std::net::Shutdown::Write).unwrap();
             }
-            let got = read_frame(&mut c, |_| {});
+            let got = read_frame(&mut c);
             let outcome = match (&got, expect) {
                 (Ok(Some(raw)), Expect::Keep(code) | Expect::Close(code)) => match raw.message() {
                     Ok(Message::Error(e)) if e.code() == Some(*code) => {
@@ -222,7 +222,7 @@ fn every_hostile_frame_gets_its_specific_answer_and_the_server_survives() {
                         } else {
                             // Still usable: a ping on the same connection.
                             write_frame(&mut c, &Frame::new(6, Message::Ping)).unwrap();
-                            match read_frame(&mut c, |_| {}).map(|r| r.map(|r| r.message())) {
+                            match read_frame(&mut c).map(|r| r.map(|r| r.message())) {
                                 Ok(Some(Ok(Message::Pong))) => Ok(()),
                                 other => Err(format!("connection not usable after the error: {other:?}")),
                             }
@@ -252,7 +252,7 @@ fn every_hostile_frame_gets_its_specific_answer_and_the_server_survives() {
     ping(&s).unwrap();
     let mut c = connect(&s);
     write_frame(&mut c, &Frame::new(9, Message::Infer(InferRequest { top_k: 3, images: vec![png(40, 40)] }))).unwrap();
-    let raw = read_frame(&mut c, |_| {}).unwrap().unwrap();
+    let raw = read_frame(&mut c).unwrap().unwrap();
     assert!(matches!(raw.message(), Ok(Message::Result(r)) if r.images[0].top.len() == 3));
     let rss_after = rss_kb(s.child.id());
     assert!(

@@ -107,7 +107,7 @@ fn unique() -> u64 {
 fn call(c: &mut UnixStream, msg: Message) -> Result<Message, FrameError> {
     let id = 1000 + unique();
     write_frame(c, &Frame::new(id, msg))?;
-    let raw = read_frame(c, |_| {})?.ok_or(FrameError::Io(std::io::ErrorKind::UnexpectedEof))?;
+    let raw = read_frame(c)?.ok_or(FrameError::Io(std::io::ErrorKind::UnexpectedEof))?;
     assert_eq!(raw.header.request_id, id, "reply must echo the request id");
     raw.message()
 }
@@ -235,7 +235,7 @@ fn bad_requests_get_error_frames_and_the_connection_stays_usable() {
     let mut frame = Header { kind: 0x05, body_len: body.len() as u32, request_id: 9 }.encode().to_vec();
     frame.extend_from_slice(&body);
     c.write_all(&frame).unwrap();
-    let raw = read_frame(&mut c, |_| {}).unwrap().unwrap();
+    let raw = read_frame(&mut c).unwrap().unwrap();
     assert_eq!(raw.header.request_id, 9);
     let Message::Error(e) = raw.message().unwrap() else { panic!() };
     assert_eq!(e.code(), Some(ErrorCode::Malformed));
@@ -273,7 +273,7 @@ fn garbage_frame_gets_malformed_and_closes_only_that_connection() {
     let mut bystander = s.connect();
     let mut c = s.connect();
     c.write_all(b"POST /predict HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let raw = read_frame(&mut c, |_| {}).unwrap().unwrap();
+    let raw = read_frame(&mut c).unwrap().unwrap();
     let Message::Error(e) = raw.message().unwrap() else { panic!() };
     assert_eq!(e.code(), Some(ErrorCode::Malformed));
     assert!(e.message.contains("magic"), "{}", e.message);
@@ -287,7 +287,7 @@ fn frame_over_the_limit_is_refused_from_its_header() {
     let s = Server::start("tiny-test", &[]);
     let mut c = s.connect();
     c.write_all(&Header { kind: 0x05, body_len: MAX_FRAME_LEN + 1, request_id: 1 }.encode()).unwrap();
-    let raw = read_frame(&mut c, |_| {}).unwrap().unwrap();
+    let raw = read_frame(&mut c).unwrap().unwrap();
     let Message::Error(e) = raw.message().unwrap() else { panic!() };
     assert_eq!(e.code(), Some(ErrorCode::Malformed));
     assert!(e.message.contains("over the limit"), "{}", e.message);
@@ -298,7 +298,7 @@ fn frame_over_the_limit_is_refused_from_its_header() {
     let mut h = Header { kind: 0x01, body_len: 0, request_id: 1 }.encode();
     h[2] = 2;
     c.write_all(&h).unwrap();
-    let Message::Error(e) = read_frame(&mut c, |_| {}).unwrap().unwrap().message().unwrap() else { panic!() };
+    let Message::Error(e) = read_frame(&mut c).unwrap().unwrap().message().unwrap() else { panic!() };
     assert!(e.message.contains("version"), "{}", e.message);
     assert_eq!(call(&mut s.connect(), Message::Ping).unwrap(), Message::Pong);
 }
@@ -347,7 +347,7 @@ fn busy_server_answers_busy_at_once() {
     let _held: Vec<UnixStream> = (0..3).map(|_| s.connect()).collect();
     std::thread::sleep(Duration::from_millis(100));
     let mut extra = s.connect();
-    let raw = read_frame(&mut extra, |_| {}).unwrap().unwrap();
+    let raw = read_frame(&mut extra).unwrap().unwrap();
     let Message::Error(e) = raw.message().unwrap() else { panic!() };
     assert_eq!(e.code(), Some(ErrorCode::Busy));
     assert!(e.message.contains("connections"), "{}", e.message);

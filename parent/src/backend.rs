@@ -266,7 +266,7 @@ impl Backend {
         stream.write_all(&header).map_err(|e| io_error(e.into()))?;
         stream.write_all(body).map_err(|e| io_error(e.into()))?;
         stream.flush().map_err(|e| io_error(e.into()))?;
-        let raw = match read_frame(stream, |_| {}) {
+        let raw = match read_frame(stream) {
             Ok(Some(raw)) => raw,
             Ok(None) => return Err(BackendError::ConnectionLost(io::ErrorKind::UnexpectedEof)),
             Err(e) => return Err(io_error(e)),
@@ -593,7 +593,7 @@ mod tests {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            let raw = match read_frame(&mut stream, |_| {}) {
+            let raw = match read_frame(&mut stream) {
                 Ok(Some(r)) => r,
                 Ok(None) => return,
                 Err(FrameError::Io(io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)) => continue,

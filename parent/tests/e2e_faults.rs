@@ -196,7 +196,7 @@ fn fake_stalled_server(path: &Path, answer_setup: bool, stop: Arc<AtomicBool>) -
                             let mut s = s;
                             s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
                             while !stop.load(Ordering::SeqCst) {
-                                let raw = match read_frame(&mut s, |_| {}) {
+                                let raw = match read_frame(&mut s) {
                                     Ok(Some(raw)) => raw,
                                     Ok(None) => return,
                                     Err(_) => continue,

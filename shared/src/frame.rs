@@ -513,16 +513,14 @@ impl RawFrame {
 }
 
 /// Reads one frame. `Ok(None)` is a clean end of stream (no byte of a new
-/// frame arrived); an end of stream anywhere inside a frame is an error.
-/// `before_body` runs once the header is valid, before the body is read (the
-/// server uses it to arm [`crate::limits::FRAME_BODY_TIMEOUT`]).
-pub fn read_frame<R: Read>(r: &mut R, before_body: impl FnOnce(&Header)) -> Result<Option<RawFrame>, FrameError> {
+/// frame arrived); an end of stream anywhere inside a frame is an error. The
+/// header is checked before a byte of the body is read or allocated.
+pub fn read_frame<R: Read>(r: &mut R) -> Result<Option<RawFrame>, FrameError> {
     let mut head = [0u8; HEADER_LEN];
     if read_full(r, &mut head)? == 0 {
         return Ok(None);
     }
     let header = Header::parse(&head)?;
-    before_body(&header);
     // The length was bounded by Header::parse: this allocation is at most MAX_FRAME_LEN.
     let mut body = vec![0u8; header.body_len as usize];
     if read_full(r, &mut body)? == 0 && !body.is_empty() {

@@ -144,13 +144,6 @@ impl Stream {
             Stream::Vsock(s) => s.shutdown(std::net::Shutdown::Write),
         }
     }
-
-    pub fn try_clone(&self) -> io::Result<Stream> {
-        match self {
-            Stream::Unix(s) => s.try_clone().map(Stream::Unix),
-            Stream::Vsock(s) => s.try_clone().map(Stream::Vsock),
-        }
-    }
 }
 
 impl Read for Stream {

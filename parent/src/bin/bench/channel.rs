@@ -67,7 +67,7 @@ fn framed(server: &Addr, n: usize, min_time: Duration) -> Result<(u64, Duration)
     let bytes = frame.encode().map_err(|e| format!("channel: {e}"))?;
     timed(min_time, || {
         s.write_all(&bytes).map_err(|e| format!("channel: send: {e}"))?;
-        match read_frame(&mut s, |_| {}).map_err(|e| format!("channel: reply: {e}"))?.map(|r| r.message()) {
+        match read_frame(&mut s).map_err(|e| format!("channel: reply: {e}"))?.map(|r| r.message()) {
             Some(Ok(Message::Error(e))) if e.code() == Some(ErrorCode::BadImage) => Ok(()),
             Some(Ok(Message::Error(e))) => Err(format!("channel: unexpected error reply {:?}: {}", e.code(), e.message)),
             other => Err(format!("channel: unexpected reply {other:?}")),

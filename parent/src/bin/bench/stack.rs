@@ -150,7 +150,7 @@ pub fn ping(addr: &Addr, timeout: Duration) -> bool {
     if write_frame(&mut s, &Frame::new(7, Message::Ping)).is_err() {
         return false;
     }
-    matches!(read_frame(&mut s, |_| {}), Ok(Some(raw)) if matches!(raw.message(), Ok(Message::Pong)))
+    matches!(read_frame(&mut s), Ok(Some(raw)) if matches!(raw.message(), Ok(Message::Pong)))
 }
 
 /// Waits until every `(process, address)` answers Ping, polling all of them
