@@ -23,7 +23,7 @@ import fetch  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(HERE))
 
-# member in the wheel -> (file name, SHA-256 of the file)
+# member in the wheel -> file name under testdata/ (the wheel itself is pinned by SHA-256)
 PHOTOS = {
     "skimage/data/chelsea.png": "chelsea.png",
     "skimage/data/coffee.png": "coffee.png",
