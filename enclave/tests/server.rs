@@ -343,14 +343,37 @@ fn busy_server_answers_busy_at_once() {
     let ok = answers.iter().filter(|m| matches!(m, Message::Result(_))).count();
     assert_eq!(busy + ok, 12, "every request is answered with a result or busy: {answers:?}");
     assert!(busy > 0 && ok > 0, "busy {busy}, ok {ok}");
-    // Connections beyond the limit: a busy frame, then closed.
-    let _held: Vec<UnixStream> = (0..3).map(|_| s.connect()).collect();
-    std::thread::sleep(Duration::from_millis(100));
+    // Connections beyond the limit: a busy frame, then closed. The clients'
+    // connection threads may still be winding down, so each held connection
+    // is retried until the server serves it (answers a ping): then `c` and
+    // the three held ones fill all four places, whatever the timing.
+    assert_eq!(call(&mut c, Message::Ping).unwrap(), Message::Pong);
+    let _held: Vec<UnixStream> = (0..3).map(|_| served_connection(&s)).collect();
     let mut extra = s.connect();
     let raw = read_frame(&mut extra).unwrap().unwrap();
     let Message::Error(e) = raw.message().unwrap() else { panic!() };
     assert_eq!(e.code(), Some(ErrorCode::Busy));
     assert!(e.message.contains("connections"), "{}", e.message);
+}
+
+/// A connection the server has taken on: connects until a ping gets a pong
+/// rather than a `busy` refusal (bounded, so a broken server fails the test).
+fn served_connection(s: &Server) -> UnixStream {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut c = s.connect();
+        // A refusal is an error frame with request id 0, so no `call` here.
+        let answer = write_frame(&mut c, &Frame::new(7, Message::Ping))
+            .and_then(|()| read_frame(&mut c))
+            .map(|raw| raw.map(|r| r.message()));
+        match answer {
+            Ok(Some(Ok(Message::Pong))) => return c,
+            other => {
+                assert!(Instant::now() < deadline, "no connection served within 30 s: {other:?}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
 }
 
 #[test]
