@@ -55,22 +55,8 @@ struct Case {
 const PUB: &str = "/predict-public/";
 const SEC: &str = "/predict-secure/";
 
-fn req(method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Vec<u8> {
-    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        r.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if let Some(b) = body {
-        r.push_str(&format!("Content-Length: {}\r\n", b.len()));
-    }
-    r.push_str("\r\n");
-    let mut bytes = r.into_bytes();
-    bytes.extend_from_slice(body.unwrap_or(b""));
-    bytes
-}
-
 fn json_body(path: &str, body: &[u8]) -> Vec<u8> {
-    req("POST", path, &[("Content-Type", "application/json")], Some(body))
+    request_bytes("POST", path, &[("Content-Type", "application/json")], Some(body))
 }
 
 fn images(path: &str, list: &[&[u8]]) -> Vec<u8> {
@@ -79,7 +65,7 @@ fn images(path: &str, list: &[&[u8]]) -> Vec<u8> {
 }
 
 fn raw_image(ct: &str, body: &[u8]) -> Vec<u8> {
-    req("POST", PUB, &[("Content-Type", ct)], Some(body))
+    request_bytes("POST", PUB, &[("Content-Type", ct)], Some(body))
 }
 
 fn chunked(path: &str, ct: &str, chunks: &[&[u8]], terminate: bool) -> Vec<u8> {
@@ -171,12 +157,12 @@ fn cases() -> Vec<Case> {
         case("batch of 65 images", images(PUB, &sixty_five), Json(413, "too_many_images")),
         // ---- media type, query ----
         case("Content-Type text/plain", raw_image("text/plain", b"hi"), Json(415, "unsupported_media_type")),
-        case("no Content-Type", req("POST", PUB, &[], Some(&cat)), Json(415, "unsupported_media_type")),
+        case("no Content-Type", request_bytes("POST", PUB, &[], Some(&cat)), Json(415, "unsupported_media_type")),
         case("multipart form", raw_image("multipart/form-data; boundary=x", b"--x--"), Json(415, "unsupported_media_type")),
-        case("top_k=0", req("POST", "/predict-public/?top_k=0", &[("Content-Type", "image/jpeg")], Some(&cat)), Json(400, "bad_top_k")),
-        case("top_k=abc", req("POST", "/predict-public/?top_k=abc", &[("Content-Type", "image/jpeg")], Some(&cat)), Json(400, "bad_top_k")),
+        case("top_k=0", request_bytes("POST", "/predict-public/?top_k=0", &[("Content-Type", "image/jpeg")], Some(&cat)), Json(400, "bad_top_k")),
+        case("top_k=abc", request_bytes("POST", "/predict-public/?top_k=abc", &[("Content-Type", "image/jpeg")], Some(&cat)), Json(400, "bad_top_k")),
         // ---- lengths ----
-        case("POST without Content-Length", req("POST", PUB, &[("Content-Type", "image/jpeg")], None), Json(411, "length_required")),
+        case("POST without Content-Length", request_bytes("POST", PUB, &[("Content-Type", "image/jpeg")], None), Json(411, "length_required")),
         case("Content-Length not a number", format!("POST {PUB} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: image/jpeg\r\nContent-Length: abc\r\n\r\n").into_bytes(), Json(411, "length_required")),
         case("Content-Length negative", format!("POST {PUB} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: image/jpeg\r\nContent-Length: -1\r\n\r\n").into_bytes(), Json(411, "length_required")),
         case("Content-Length shorter than the body", {
@@ -203,12 +189,12 @@ fn cases() -> Vec<Case> {
             r
         }, Ok),
         // ---- methods and paths ----
-        case("unknown method", req("BREW", PUB, &[], None), Json(405, "method_not_allowed")),
-        case("GET on a predict route", req("GET", SEC, &[], None), Json(405, "method_not_allowed")),
-        case("DELETE /health", req("DELETE", "/health", &[], None), Json(405, "method_not_allowed")),
-        case("unknown path", req("GET", "/admin", &[], None), Json(404, "not_found")),
-        case("path traversal", req("GET", "/../../etc/passwd", &[], None), Json(404, "not_found")),
-        case("100 KB path", req("GET", &format!("/{}", "a".repeat(100_000)), &[], None), Json(404, "not_found")),
+        case("unknown method", request_bytes("BREW", PUB, &[], None), Json(405, "method_not_allowed")),
+        case("GET on a predict route", request_bytes("GET", SEC, &[], None), Json(405, "method_not_allowed")),
+        case("DELETE /health", request_bytes("DELETE", "/health", &[], None), Json(405, "method_not_allowed")),
+        case("unknown path", request_bytes("GET", "/admin", &[], None), Json(404, "not_found")),
+        case("path traversal", request_bytes("GET", "/../../etc/passwd", &[], None), Json(404, "not_found")),
+        case("100 KB path", request_bytes("GET", &format!("/{}", "a".repeat(100_000)), &[], None), Json(404, "not_found")),
         // ---- headers ----
         case("1 MiB header line", huge_line.into_bytes(), Json(431, "headers_too_large")),
         case("10,000 headers", many_headers.into_bytes(), Json(431, "headers_too_large")),

@@ -183,7 +183,9 @@ fn parse_response(buf: &[u8]) -> Option<Resp> {
     Some(Resp { status, headers, body })
 }
 
-pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
+/// The bytes of one HTTP/1.1 request with `Connection: close`; a body gets
+/// its true Content-Length, `None` sends no body and no Content-Length.
+pub fn request_bytes(method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Vec<u8> {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -193,10 +195,12 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bo
     }
     req.push_str("\r\n");
     let mut bytes = req.into_bytes();
-    if let Some(b) = body {
-        bytes.extend_from_slice(b);
-    }
-    raw(port, &bytes)
+    bytes.extend_from_slice(body.unwrap_or_default());
+    bytes
+}
+
+pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
+    raw(port, &request_bytes(method, path, headers, body))
 }
 
 pub fn get(port: u16, path: &str) -> Resp {
