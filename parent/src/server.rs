@@ -300,11 +300,6 @@ pub fn handle(app: &App, mut rq: Request) {
     let start = Instant::now();
     let _in_flight = app.metrics.start();
     let method = method_name(rq.method());
-    if rq.body_length().is_some_and(|n| n > MAX_DRAINED_BODY) {
-        let r = Route::of_path(rq.url().split('?').next().unwrap_or(""));
-        abandon(app, rq, method, r);
-        return;
-    }
     let (r, query) = {
         let url = rq.url();
         let (path, query) = match url.split_once('?') {
@@ -313,6 +308,10 @@ pub fn handle(app: &App, mut rq: Request) {
         };
         (Route::of_path(path), query)
     };
+    if rq.body_length().is_some_and(|n| n > MAX_DRAINED_BODY) {
+        abandon(app, rq, method, r);
+        return;
+    }
     let mut body_read = false;
     let reply = route(app, &mut rq, r, query.as_deref(), start, &mut body_read);
     let (status, size) = (reply.status, reply.body.len());
