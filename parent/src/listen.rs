@@ -65,7 +65,7 @@ pub fn bind(addr: SocketAddr, io_timeout: Duration) -> io::Result<TcpListener> {
 }
 
 /// Sets `SO_RCVTIMEO` and `SO_SNDTIMEO` on a listening socket.
-pub fn set_timeouts(listener: &TcpListener, io_timeout: Duration) -> io::Result<()> {
+fn set_timeouts(listener: &TcpListener, io_timeout: Duration) -> io::Result<()> {
     let tv = TimeVal::new(
         i64::try_from(io_timeout.as_secs()).unwrap_or(i64::MAX),
         i64::from(io_timeout.subsec_micros()),
