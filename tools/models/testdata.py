@@ -6,9 +6,22 @@
   coffee.png           a cup of coffee
   rocket.jpg           a rocket launch (ImageNet has no 'rocket': missile/projectile/shuttle)
   motorcycle.png       a motorcycle (scikit-image's motorcycle_left; ImageNet: moped/scooter)
+  chelsea_study.jpg    chelsea in the format of the study's benchmark photo (see below)
   expected.txt         `file = class_id[,class_id...]`: the classes EfficientNet-Lite0 may give
 
-Needs Pillow only for chelsea.jpg (installed with the test requirements).
+The study's benchmark photo (a tabby/tiger cat from a Canon EOS 100D) is not ours to publish, so
+the tests and the bench use chelsea_study.jpg, made here to have its properties: 960x640 pixels,
+baseline JPEG, IJG quality 92 tables (the study photo's tables are exactly IJG quality 92), 4:2:0
+chroma subsampling, optimised Huffman tables, JFIF 300 dpi, and about its size (192,607 bytes
+against 194,824). Steps: chelsea (451x300) centre-cropped to 3:2 (450x300) and upscaled 2.133x
+with Pillow's Lanczos filter; then a fixed film grain (triangular, +-10 levels, the same on R, G
+and B, from an integer hash of the pixel index: no random generator whose stream could change),
+which gives the upscaled photo the sensor noise, and so the entropy-coded size and decode work,
+of a real camera photo at that size (without grain it is 110 KB); then Pillow's JPEG encoder
+(libjpeg-turbo, from the hash-pinned Pillow wheel). The result is checked against
+STUDY_STANDIN_SHA256: the same bytes on every machine, or `make testdata` fails.
+
+Needs Pillow (installed with the test requirements) for chelsea.jpg and chelsea_study.jpg.
 """
 
 import argparse
@@ -37,13 +50,54 @@ PHOTOS = {
 #   coffee    967 espresso [967], 968 cup, 504 coffee mug
 #   rocket    657 missile [657], 744 projectile, 812 space shuttle
 #   motorcycle 665 moped [665], 670 motor scooter
+#   chelsea_study  as chelsea, the three domestic cats lead: 285 Egyptian cat [285, 0.388],
+#                  282 tiger cat 0.359, 281 tabby 0.175 (the study's own photo: 282, 0.47)
 EXPECTED = [
     ("chelsea.png", [281, 282, 285]),
     ("chelsea.jpg", [281, 282, 285]),
     ("coffee.png", [967, 968, 504]),
     ("rocket.jpg", [657, 744, 812]),
     ("motorcycle.png", [665, 670]),
+    ("chelsea_study.jpg", [281, 282, 285]),
 ]
+
+STUDY_STANDIN = "chelsea_study.jpg"
+STUDY_STANDIN_SHA256 = "76a817ccf5f8f98a26e1fa57c3e097e1f9fa17fad17b2367e63ef385511367cb"
+STUDY_SIZE = (960, 640)
+STUDY_QUALITY = 92
+GRAIN = 10  # grain amplitude in levels; sets the file size (192,607 bytes)
+
+
+def _hash32(x):
+    """A 32-bit integer mix (Chris Wellons' lowbias32) on a uint32 array: exact everywhere."""
+    import numpy as np
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
+def study_standin(chelsea_png):
+    """chelsea.png's bytes -> the JPEG bytes of chelsea_study.jpg (see the module docstring)."""
+    import numpy as np
+    from PIL import Image
+    w, h = STUDY_SIZE
+    with Image.open(io.BytesIO(chelsea_png)) as im:
+        src = im.convert("RGB")
+    sw, sh = src.size  # 451x300: the centred 3:2 box is 450x300
+    bw = sh * w // h
+    box = ((sw - bw) / 2, 0, (sw + bw) / 2, sh)
+    big = np.asarray(src.resize((w, h), Image.LANCZOS, box=box), dtype=np.int16)
+    x = _hash32(np.arange(w * h, dtype=np.uint32))
+    lo, hi = x & np.uint32(0xFFFF), x >> np.uint32(16)
+    grain = ((lo % np.uint32(GRAIN + 1)).astype(np.int16)
+             + (hi % np.uint32(GRAIN + 1)).astype(np.int16) - GRAIN)
+    pixels = np.clip(big + grain.reshape(h, w, 1), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buf, "JPEG", quality=STUDY_QUALITY, subsampling="4:2:0",
+                                        optimize=True, progressive=False, dpi=(300, 300))
+    return buf.getvalue()
 
 
 def main(argv=None):
@@ -67,6 +121,17 @@ def main(argv=None):
         im.convert("RGB").save(buf, "JPEG", quality=90)
     with open(os.path.join(a.out, "chelsea.jpg"), "wb") as f:
         f.write(buf.getvalue())
+    with open(os.path.join(a.out, "chelsea.png"), "rb") as f:
+        study = study_standin(f.read())
+    got = fetch.sha256_bytes(study)
+    if got != STUDY_STANDIN_SHA256:
+        print(f"testdata: error: {STUDY_STANDIN} is not the expected photo:\n"
+              f"  expected sha256 {STUDY_STANDIN_SHA256}\n  got      sha256 {got} "
+              f"({len(study)} bytes)\nIs .venv's Pillow the pinned one "
+              f"(tools/models/requirements-test.txt)?", file=sys.stderr)
+        return 1
+    with open(os.path.join(a.out, STUDY_STANDIN), "wb") as f:
+        f.write(study)
     with open(os.path.join(a.out, "expected.txt"), "w", encoding="utf-8") as f:
         f.write("# Allowed top-1 classes per photo for efficientnet-lite0 (torchvision ImageNet "
                 "ids), written by tools/models/testdata.py\n")
