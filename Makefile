@@ -25,14 +25,39 @@ help: ## List the targets, one line each
 build: ## Build the enclave and parent binaries (release)
 	$(CARGO) build --release --locked --bin enclave --bin parent
 
-test: ## Run every test: models, Rust workspace (unit + end-to-end), model checks, Nitro fakes
+# `make test` runs all three suites even when one fails (cargo with --no-fail-fast: every test
+# binary), then prints one summary line per suite and a closing "N passed, M failed" line, and
+# fails if anything did. A suite that exits non-zero without reporting a failed test (a test
+# binary that crashed or did not build) counts as one failure.
+TEST_FEATURES := parent/bench,enclave/multithread-mm
+
+test: ## Run every test: models, Rust workspace (unit + end-to-end), model checks, Nitro fakes; ends "N passed, M failed"
 	$(MAKE) --no-print-directory model MODEL=tiny-test
 	$(MAKE) --no-print-directory model MODEL=efficientnet-lite0
 	$(MAKE) --no-print-directory testdata
-	$(CARGO) build --workspace --locked --bins --features parent/bench,enclave/multithread-mm
-	$(CARGO) test --workspace --locked --features parent/bench,enclave/multithread-mm
-	$(MAKE) --no-print-directory test-models
-	NITRO_E2E_BIN_DIR=target/debug $(MAKE) --no-print-directory test-nitro
+	$(CARGO) build --workspace --locked --bins --features $(TEST_FEATURES)
+	@logs=$$(mktemp -d); trap 'rm -rf "$$logs"' EXIT; \
+	run() { local name=$$1; shift; echo "+ $$*"; \
+	        local rc=0; "$$@" 2>&1 | tee "$$logs/$$name.log" || rc=$$?; echo $$rc > "$$logs/$$name.rc"; }; \
+	run rust $(CARGO) test --workspace --locked --no-fail-fast --features $(TEST_FEATURES); \
+	run models $(MAKE) --no-print-directory test-models; \
+	run nitro env NITRO_E2E_BIN_DIR=target/debug $(MAKE) --no-print-directory test-nitro; \
+	summary=""; total_p=0; total_f=0; \
+	for name in rust models nitro; do \
+	  rc=$$(cat "$$logs/$$name.rc"); \
+	  if [ $$name = rust ]; then \
+	    counts=$$(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' "$$logs/$$name.log" | \
+	              awk '{p += $$1; f += $$2} END {print p + 0, f + 0}'); \
+	  else \
+	    counts=$$(sed -nE 's/^([0-9]+) passed, ([0-9]+) failed.*/\1 \2/p' "$$logs/$$name.log" | tail -n 1); \
+	  fi; \
+	  read -r p f <<< "$${counts:-0 0}"; \
+	  if [ "$$rc" != 0 ] && [ "$$f" = 0 ]; then f=1; fi; \
+	  summary="$$summary$${summary:+; }$$name $$p passed, $$f failed"; \
+	  total_p=$$((total_p + p)); total_f=$$((total_f + f)); \
+	done; \
+	echo; echo "make test: $$summary"; echo "total: $$total_p passed, $$total_f failed"; \
+	[ "$$total_f" = 0 ]
 
 dev: build model testdata ## Run the local stack (secure + public model servers, parent) until Ctrl-C
 	scripts/dev.sh
