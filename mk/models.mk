@@ -4,7 +4,12 @@
 # (tools/models/requirements*.txt); downloads are cached in models/.cache/.
 # MODEL: efficientnet-lite0 (default) | resnet18 | resnet18-synthetic | tiny-test
 
-PYTHON3       ?= python3
+# Python >= 3.11 (the pinned wheels are for CPython 3.11/3.12): PYTHON3 if given, else the first
+# of PYTHON_CANDIDATES that is recent enough; scripts/nitro/python.sh picks it or says what to
+# install (Amazon Linux 2023's python3 is 3.9: `sudo dnf install -y python3.12`).
+PYTHON3           ?=
+PYTHON_CANDIDATES ?= python3.12 python3.11 python3
+PICK_PYTHON   := PYTHON3='$(PYTHON3)' PYTHON_CANDIDATES='$(PYTHON_CANDIDATES)' scripts/nitro/python.sh
 VENV          ?= .venv
 VENV_PY       := $(VENV)/bin/python
 MODELS_TOOLS  := tools/models
@@ -36,8 +41,15 @@ models-all: ## Prepare the offline models: efficientnet-lite0, resnet18-syntheti
 models-venv: $(VENV)/.models-build.stamp
 models-test-venv: $(VENV)/.models-test.stamp
 
+# A venv made by a Python older than 3.11 (say, by an earlier attempt with python3 3.9) is made
+# again with the one picked.
 $(VENV)/.models-build.stamp: $(MODELS_REQ)
-	@test -x $(VENV_PY) || $(PYTHON3) -m venv $(VENV)
+	@if ! $(PICK_PYTHON) --is-recent $(VENV_PY); then \
+	  py=$$($(PICK_PYTHON)); \
+	  if [ -e $(VENV_PY) ]; then echo "$(VENV) was made by a Python older than 3.11: making it again"; fi; \
+	  echo "$$py -m venv $(VENV) ($$($$py --version 2>&1))"; \
+	  $$py -m venv --clear $(VENV); \
+	fi
 	$(MODELS_PIP) -r $(MODELS_REQ)
 	@touch $@
 
