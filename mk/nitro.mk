@@ -3,6 +3,7 @@
 #
 #   make static             static, stripped, reproducible enclave binary -> build/static/enclave
 #   make eif                docker image (Dockerfile.enclave) -> nitro-cli build-enclave -> EIF + PCRs
+#   make preflight          check what a Nitro host needs (changes nothing); first step of eif/run
 #   make allocator          reserve enclave memory/CPUs (allocator.yaml + service restart)
 #   make run / stop / status   the whole appliance on a Nitro-enabled instance
 #
@@ -40,9 +41,13 @@ NITRO_ENV = MODEL='$(MODEL)' MODEL_DIR='$(MODEL_DIR)' EIF='$(EIF)' MEASUREMENTS=
   ENCLAVE_CID='$(ENCLAVE_CID)' ENCLAVE_CPUS='$(ENCLAVE_CPUS)' ENCLAVE_MEMORY_MIB='$(ENCLAVE_MEMORY_MIB)' \
   ALLOCATOR_YAML='$(ALLOCATOR_YAML)' MEMINFO='$(MEMINFO)' SECURE_ADDR='$(SECURE_ADDR)' \
   PING_TIMEOUT='$(PING_TIMEOUT)' LISTEN_IP='$(LISTEN_IP)' PORT='$(RUN_PORT)' DEBUG='$(DEBUG)' \
-  STATIC_BIN='$(STATIC_BIN)' IMAGE_BIN='$(IMAGE_BIN)' PARENT_BIN='$(BIN_DIR)/parent' CARGO='$(CARGO)'
+  STATIC_BIN='$(STATIC_BIN)' IMAGE_BIN='$(IMAGE_BIN)' PARENT_BIN='$(BIN_DIR)/parent' CARGO='$(CARGO)' \
+  PYTHON3='$(PYTHON3)' PYTHON_CANDIDATES='$(PYTHON_CANDIDATES)'
 
-.PHONY: static static-repro static-root-check eif allocator run stop status test-nitro
+.PHONY: static static-repro static-root-check preflight eif allocator run stop status test-nitro
+
+preflight: ## Check what a Nitro host needs (nitro-cli, allocator, ne group, docker, Python, disk, memory, port, CPUs)
+	$(NITRO_ENV) scripts/nitro/preflight.sh
 
 static: ## Build the enclave binary static, stripped and reproducible into build/static/enclave
 	$(NITRO_ENV) scripts/nitro/build-static.sh . $(STATIC_BIN)
@@ -53,13 +58,16 @@ static-repro: ## Build HEAD twice in two temp dirs and check the static binaries
 static-root-check: ## Serve MODEL with the static binary chrooted in an empty root (needs static, build)
 	$(NITRO_ENV) scripts/nitro/static-root-check.sh
 
-eif: $(EIF_DEPS) ## Build the enclave image and build/enclave.eif; save and print its PCRs
+# The preflight comes first, so that a missing Python or a small disk stops before the build.
+eif: ## Build the enclave image and build/enclave.eif; save and print its PCRs
+	$(NITRO_ENV) scripts/nitro/preflight.sh eif
+	$(if $(strip $(EIF_DEPS)),$(MAKE) --no-print-directory $(EIF_DEPS))
 	$(NITRO_ENV) scripts/nitro/eif.sh
 
 allocator: ## Reserve enclave memory (from EIF and model size) and CPUs; restart the allocator
 	$(NITRO_ENV) scripts/nitro/allocator.sh
 
-run: ## Start the enclave, the public model server and the parent front (port 80); DEBUG=1 for the console
+run: ## Check (preflight), then start the enclave, the public model server and the front (port 80); DEBUG=1 for the console
 	$(NITRO_ENV) scripts/nitro/run.sh
 
 stop: ## Stop the parent front, the public model server and the enclave

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Builds the enclave image and the EIF:
+#   docker pull RUST_IMAGE                  (so that its digest can be recorded)
 #   docker build -f Dockerfile.enclave ...  (static binary built in the pinned Rust image + model)
 #   nitro-cli build-enclave --docker-uri IMAGE --output-file EIF   (stdout = measurements JSON)
 # then saves the measurements next to the EIF and prints its size and PCRs.
@@ -22,6 +23,13 @@ done
 command -v "$DOCKER" >/dev/null || die "'$DOCKER' not found: install docker (see docs/DEPLOY.md)"
 command -v "$NITRO_CLI" >/dev/null || die "'$NITRO_CLI' not found: install aws-nitro-enclaves-cli (see docs/DEPLOY.md)"
 mkdir -p "$(dirname "$eif")" "$(dirname "$measurements")"
+
+# Pull the builder image first: under BuildKit (docker's default builder) a FROM image is not
+# kept as a local image, so without this `docker image inspect` below finds nothing to record.
+# Pulled, it is local, and the build uses it.
+say "docker pull $rust_image"
+"$DOCKER" pull "$rust_image" >/dev/null ||
+    say "warning: docker pull $rust_image failed; the build uses a local copy if there is one"
 
 build_args=(--build-arg "RUST_IMAGE=$rust_image" --build-arg "MODEL_DIR=$model_dir")
 say "docker build -f Dockerfile.enclave -t $image (model $model_dir)"
@@ -52,7 +60,12 @@ mv "$measurements.tmp" "$measurements"
 
 # Record which builder image the binary came from: pin it with RUST_IMAGE=...@sha256:...
 digest=$("$DOCKER" image inspect --format '{{index .RepoDigests 0}}' "$rust_image" 2>/dev/null || true)
-[ -z "$digest" ] || echo "$digest" >"$(dirname "$measurements")/builder-image.txt"
+if [ -n "$digest" ]; then
+    echo "$digest" >"$(dirname "$measurements")/builder-image.txt"
+else
+    rm -f "$(dirname "$measurements")/builder-image.txt"
+    say "warning: no digest for $rust_image (not pulled from a registry?): build/builder-image.txt not written"
+fi
 
 eif_bytes=$(stat -c %s "$eif")
 model_bytes=$(stat -c %s "$model_dir/model.onnx")

@@ -24,6 +24,17 @@ SYSTEMCTL=${SYSTEMCTL:-systemctl}
 DOCKER=${DOCKER:-docker}
 ALLOCATOR_SERVICE=nitro-enclaves-allocator.service
 
+# What the scripts read from the machine. The defaults are the real places; tests/nitro points
+# them at files of its own to model another machine (a 4-vCPU instance, no Nitro device, ...).
+CPU_SYSFS=${CPU_SYSFS:-/sys/devices/system/cpu}
+UNPRIVILEGED_PORT_FILE=${UNPRIVILEGED_PORT_FILE:-/proc/sys/net/ipv4/ip_unprivileged_port_start}
+NITRO_DEVICE=${NITRO_DEVICE:-/dev/nitro_enclaves}
+IMDS_URL=${IMDS_URL:-http://169.254.169.254}
+ALLOCATOR_YAML=${ALLOCATOR_YAML:-/etc/nitro_enclaves/allocator.yaml}
+MEMINFO=${MEMINFO:-/proc/meminfo}
+# The effective user comes from `id -u` / `id -nG` (never $EUID), so that tests/nitro, which
+# runs as root, can act as an ordinary user with a fake `id` first on PATH.
+
 die() {
     printf '%s: error: %s\n' "${0##*/}" "$*" >&2
     exit 1
@@ -72,9 +83,89 @@ enclave_memory_mib() {
     round_up $((floor + MODEL_RUNTIME_FACTOR * $(file_mib "$model") + RUNTIME_BASE_MIB)) "$MEMORY_ALIGN_MIB"
 }
 
+# The size of the public model server (on the parent instance): it loads the same model, so the
+# runtime share of the formula above. allocator.sh and preflight.sh check MemTotal against
+# enclave + PARENT_RESERVE_MIB + this.
+public_server_mib() {
+    echo $((MODEL_RUNTIME_FACTOR * $(file_mib "$1") + RUNTIME_BASE_MIB))
+}
+
+# memory_problem MEM MODEL_FILE: empty if MemTotal holds the enclave's MEM MiB plus what the
+# instance keeps (PARENT_RESERVE_MIB for the system, docker and the front, and the public
+# model server), else why not.
+memory_problem() {
+    local mem=$1 total_kib total public reserve=${PARENT_RESERVE_MIB:-1024}
+    total_kib=$(sed -n 's/^MemTotal:[[:space:]]*\([0-9]*\) kB/\1/p' "$MEMINFO" 2>/dev/null)
+    is_uint "${total_kib:-x}" || { echo "cannot read MemTotal from $MEMINFO"; return 0; }
+    total=$((total_kib / 1024))
+    public=$(public_server_mib "$2")
+    if [ "$total" -lt $((mem + reserve + public)) ]; then
+        echo "this instance has $total MiB of memory; the enclave needs $mem MiB and the parent keeps" \
+            "$((reserve + public)) MiB ($reserve MiB for the system + $public MiB for the public" \
+            "model server): use a larger instance type or set ENCLAVE_MEMORY_MIB / PARENT_RESERVE_MIB"
+    fi
+}
+
+is_root() {
+    [ "$(id -u)" = 0 ]
+}
+
+# Number of CPUs in a kernel CPU list ("0-3,8,10-11" -> 7).
+cpu_list_count() {
+    local n=0 part parts
+    IFS=, read -ra parts <<<"$1"
+    for part in "${parts[@]}"; do
+        if [[ $part =~ ^([0-9]+)-([0-9]+)$ ]]; then
+            n=$((n + BASH_REMATCH[2] - BASH_REMATCH[1] + 1))
+        elif [[ $part =~ ^[0-9]+$ ]]; then
+            n=$((n + 1))
+        fi
+    done
+    echo "$n"
+}
+
+# "PRESENT_CPUS THREADS_PER_CORE" of this machine (CPU 0's siblings give the threads per core;
+# present CPUs include those already offlined for enclaves); nothing if sysfs cannot tell.
+cpu_topology() {
+    local present siblings total tpc
+    present=$(cat "$CPU_SYSFS/present" 2>/dev/null) || return 0
+    siblings=$(cat "$CPU_SYSFS/cpu0/topology/thread_siblings_list" 2>/dev/null) || return 0
+    total=$(cpu_list_count "$present")
+    tpc=$(cpu_list_count "$siblings")
+    [ "$total" -ge 1 ] && [ "$tpc" -ge 1 ] || return 0
+    echo "$total $tpc"
+}
+
+# cpu_problem N: empty if N enclave CPUs suit this machine, else why not. The allocator gives
+# enclaves whole cores only (cpu_count must be a multiple of the threads per core) and never
+# CPU 0 or its siblings (nitro-enclaves-allocator; the driver checks the same).
+cpu_problem() {
+    local cpus=$1 topo total tpc max lower
+    topo=$(cpu_topology)
+    [ -n "$topo" ] || return 0
+    read -r total tpc <<<"$topo"
+    max=$((total - tpc))
+    if [ $((cpus % tpc)) -ne 0 ]; then
+        lower=$((cpus / tpc * tpc))
+        if [ "$lower" -gt 0 ]; then lower="$lower or $((lower + tpc))"; else lower=$tpc; fi
+        echo "ENCLAVE_CPUS=$cpus is not a multiple of $tpc, the threads per core of this instance:" \
+            "enclaves get whole cores, so use $lower"
+    elif [ "$cpus" -gt "$max" ]; then
+        if [ "$max" -lt "$tpc" ]; then
+            echo "this instance has $total CPUs and CPU 0's core ($tpc CPUs) stays with the instance:" \
+                "none is left for an enclave; use an instance type with at least $((2 * tpc)) vCPUs"
+        else
+            echo "ENCLAVE_CPUS=$cpus is too many: this instance has $total CPUs and CPU 0's core ($tpc CPUs)" \
+                "stays with the instance, so at most $max (or use a larger instance type)"
+        fi
+    fi
+}
+
 enclave_cpus() {
-    local cpus=${ENCLAVE_CPUS:-2}
+    local cpus=${ENCLAVE_CPUS:-2} problem
     is_uint "$cpus" && [ "$cpus" -ge 1 ] || die "ENCLAVE_CPUS must be a positive number, got '$cpus'"
+    problem=$(cpu_problem "$cpus")
+    [ -z "$problem" ] || die "$problem"
     echo "$cpus"
 }
 
@@ -82,6 +173,14 @@ enclave_cpus() {
 yaml_value() {
     [ -f "$1" ] || return 0
     sed -n "s/^$2:[[:space:]]*\"\\{0,1\\}\\([^\"#[:space:]]*\\).*/\\1/p" "$1" | tail -n 1
+}
+
+# allocator_reserves_enough MEM CPUS: allocator.yaml already reserves at least MEM MiB and CPUS.
+allocator_reserves_enough() {
+    local have_mem have_cpus
+    have_mem=$(yaml_value "$ALLOCATOR_YAML" memory_mib)
+    have_cpus=$(yaml_value "$ALLOCATOR_YAML" cpu_count)
+    is_uint "${have_mem:-x}" && is_uint "${have_cpus:-x}" && [ "$have_mem" -ge "$1" ] && [ "$have_cpus" -ge "$2" ]
 }
 
 # Reads `"Key": "value"` or `"Key": number` from nitro-cli's pretty-printed JSON (first match).
@@ -105,30 +204,63 @@ enclave_id_for_cid() {
                           if (c == cid) print id }'
 }
 
+# pid_alive FILE: the process whose pid FILE holds is alive and is still the one run.sh started.
+# run.sh records its arguments, one a line, in FILE's .cmdline sibling; they must end
+# /proc/PID/cmdline (after a reboot the pid may belong to another program, which must not be
+# signalled; a script's interpreter may come first). /proc shows other users' processes too, so
+# `make status` without sudo sees root's (where kill -0 fails with EPERM). A pid file without
+# .cmdline (older runs): alive if kill -0 succeeds or fails with EPERM.
 pid_alive() {
-    local pid
-    [ -f "$1" ] || return 1
-    pid=$(cat "$1")
-    is_uint "$pid" && kill -0 "$pid" 2>/dev/null
+    local file=$1 pid want have n err
+    [ -f "$file" ] || return 1
+    pid=$(head -n 1 "$file")
+    is_uint "$pid" || return 1
+    want=${file%.pid}.cmdline
+    if [ ! -f "$want" ]; then
+        err=$(kill -0 "$pid" 2>&1) && return 0
+        [[ $err == *"not permitted"* ]]
+        return
+    fi
+    [ -r "/proc/$pid/cmdline" ] || return 1
+    have=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    [ -n "$have" ] || return 1   # a zombie
+    n=$(wc -l <"$want")
+    [ "$(printf '%s\n' "$have" | tail -n "$n" | sed '1s|.*/||')" = "$(sed '1s|.*/||' "$want")" ]
 }
 
-# stop_pidfile FILE NAME: SIGTERM, wait up to 10 s, then SIGKILL; removes the file.
+# pid_stale FILE: FILE names a live process that is not ours (a reused pid).
+pid_stale() {
+    local pid
+    [ -f "$1" ] && [ -f "${1%.pid}.cmdline" ] || return 1
+    pid=$(head -n 1 "$1")
+    is_uint "$pid" && [ -d "/proc/$pid" ] && ! pid_alive "$1"
+}
+
+# stop_pidfile FILE NAME: SIGTERM, wait up to 10 s, then SIGKILL; removes the file. A stale pid
+# file (its pid now another program's) is removed without signalling anything.
 stop_pidfile() {
-    local file=$1 name=$2 pid i
+    local file=$1 name=$2 pid err
     if ! pid_alive "$file"; then
-        rm -f "$file"
+        if pid_stale "$file"; then
+            say "$name: pid $(head -n 1 "$file") in $file is now another program (a stale pid file): not signalled"
+        fi
+        rm -f "$file" "${file%.pid}.cmdline"
         return 0
     fi
-    pid=$(cat "$file")
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
+    pid=$(head -n 1 "$file")
+    if ! err=$(kill -TERM "$pid" 2>&1); then
+        if [[ $err == *"not permitted"* ]]; then
+            die "cannot stop the $name (pid $pid): it belongs to another user (root after 'sudo make run'): use 'sudo make stop'"
+        fi
+    fi
+    for _ in $(seq 1 100); do   # until it is gone and reaped
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if pid_alive "$file"; then
         say "$name (pid $pid) ignored SIGTERM for 10 s; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
     fi
     say "stopped $name (pid $pid)"
-    rm -f "$file"
+    rm -f "$file" "${file%.pid}.cmdline"
 }

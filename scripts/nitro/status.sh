@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Shows the enclaves (nitro-cli describe-enclaves), the background processes of `make run`,
-# and the parent front's /ready. Exits 0 only when /ready answers.
+# and the parent front's /ready. Exits 0 only when /ready answers. Needs no root: it reads
+# /proc, which shows root's processes too after `sudo make run` (lib.sh: pid_alive).
 # Env: RUN_DIR, PORT.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd -P)
@@ -15,7 +16,9 @@ echo "== processes ($run_dir)"
 for p in parent:"parent front" public:"public model server" console:"enclave console"; do
     file="$run_dir/${p%%:*}.pid"
     if pid_alive "$file"; then
-        echo "  ${p#*:}: running (pid $(cat "$file"))"
+        echo "  ${p#*:}: running (pid $(head -n 1 "$file"))"
+    elif pid_stale "$file"; then
+        echo "  ${p#*:}: not running (stale pid file: pid $(head -n 1 "$file") is now another program)"
     else
         echo "  ${p#*:}: not running"
     fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stops what `make run` started: the parent front, the public model server, the enclave
 # (nitro-cli terminate-enclave --enclave-id, the id from RUN_DIR or the enclave with our CID)
-# and the debug console copier. Safe to run when nothing runs.
+# and the debug console copier. Safe to run when nothing runs. Pid files whose pid now belongs
+# to another program (after a reboot) are removed without signalling it (lib.sh: pid_alive).
 # Env: RUN_DIR, ENCLAVE_CID.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd -P)
@@ -14,7 +15,12 @@ stop_pidfile "$run_dir/parent.pid" "parent front"
 stop_pidfile "$run_dir/public.pid" "public model server"
 rm -f "$run_dir/public.sock"
 
-described=$("$NITRO_CLI" describe-enclaves) || die "'$NITRO_CLI describe-enclaves' failed"
+if ! described=$("$NITRO_CLI" describe-enclaves); then
+    stop_pidfile "$run_dir/console.pid" "enclave console"
+    die "'$NITRO_CLI describe-enclaves' failed (above; 'Failed connections' means an enclave process" \
+        "did not answer), so the enclave was not stopped: 'sudo $NITRO_CLI terminate-enclave --all'" \
+        "stops every enclave on this instance"
+fi
 running=$(enclave_ids <<<"$described")
 id=
 if [ -f "$run_dir/enclave-id" ]; then

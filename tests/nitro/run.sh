@@ -15,8 +15,11 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/test-nitro.XXXXXX")
 export FAKE_LOG=$tmp/calls.log FAKE_STATE=$tmp/state
 export PATH="$repo/tests/nitro/fakes:$PATH"
 export FAKE_IMAGE_ENCLAVE=$repo/tests/nitro/fake-bin/enclave
-unset FAKE_BUILD_FAIL FAKE_FOREIGN_ENCLAVE FAKE_ENCLAVE_CMD FAKE_DOCKER_FAIL FAKE_SYSTEMCTL_FAIL FAKE_EIF_BYTES
-unset ENCLAVE_MEMORY_MIB ENCLAVE_CPUS DEBUG PORT
+fake_knobs="FAKE_BUILD_FAIL FAKE_FOREIGN_ENCLAVE FAKE_ENCLAVE_CMD FAKE_DOCKER_FAIL FAKE_SYSTEMCTL_FAIL
+  FAKE_ALLOCATOR_STATE FAKE_E29_ONCE FAKE_ENCLAVE_EXITS FAKE_DESCRIBE_FAIL FAKE_UID FAKE_GROUPS
+  FAKE_DF_AVAIL_KIB"
+unset $fake_knobs FAKE_EIF_BYTES
+unset ENCLAVE_MEMORY_MIB ENCLAVE_CPUS DEBUG PORT PYTHON3 PYTHON_CANDIDATES BUILD_DISK_MIB DOCKER_DISK_MIB
 
 passed=0 failed=0 skipped=0
 fake_bin=$repo/tests/nitro/fake-bin
@@ -32,6 +35,21 @@ truncate -s 19000000 "$model/model.onnx"
 echo "tabby cat" >"$model/labels.txt"
 echo "name = fake" >"$model/manifest.txt"
 printf 'MemTotal:       16000000 kB\nMemFree:        15000000 kB\n' >"$tmp/meminfo"
+# The machine the scripts see (lib.sh reads these paths): a c6i.2xlarge-like instance with
+# 8 vCPUs, 2 threads per core, the Nitro device, the usual unprivileged-port limit, and no
+# instance metadata service (a closed local port: nothing here reaches 169.254.169.254).
+cpu_tree() { # cpu_tree DIR PRESENT SIBLINGS_OF_CPU0
+    mkdir -p "$1/cpu0/topology"
+    echo "$2" >"$1/present"
+    echo "$3" >"$1/cpu0/topology/thread_siblings_list"
+}
+cpu_tree "$tmp/cpu" 0-7 0,4
+export CPU_SYSFS=$tmp/cpu
+: >"$tmp/nitro_enclaves"
+export NITRO_DEVICE=$tmp/nitro_enclaves
+echo 1024 >"$tmp/unprivileged_port_start"
+export UNPRIVILEGED_PORT_FILE=$tmp/unprivileged_port_start
+export IMDS_URL=http://127.0.0.1:1
 eif=$tmp/build/enclave.eif
 yaml=$tmp/etc/allocator.yaml
 id=i-0fa4e0000000000-enc0000000000000010   # the fake's id for CID 16
@@ -63,7 +81,8 @@ reset() {
     mk stop >/dev/null 2>&1 || true
     rm -rf "$FAKE_STATE" "$tmp/run" "$tmp/build" "$tmp/secure.sock" "$yaml" "$yaml".bak.*
     : >"$FAKE_LOG"
-    unset FAKE_BUILD_FAIL FAKE_FOREIGN_ENCLAVE FAKE_ENCLAVE_CMD FAKE_DOCKER_FAIL FAKE_SYSTEMCTL_FAIL
+    unset $fake_knobs
+    export CPU_SYSFS=$tmp/cpu
     bin=$fake_bin
 }
 
@@ -113,20 +132,27 @@ calls_are() {
     }
 }
 output_has() { grep -qF -- "$1" "$tmp/out" || { echo "    output lacks: $1" >&2; return 1; }; }
+output_lacks() { ! grep -qF -- "$1" "$tmp/out" || { echo "    output has: $1" >&2; return 1; }; }
 file_has() { grep -qF -- "$2" "$1" 2>/dev/null || { echo "    $1 lacks: $2" >&2; return 1; }; }
 no_file() { [ ! -e "$1" ] || { echo "    $1 exists" >&2; return 1; }; }
+pid_file_alive() { [ -f "$1" ] && kill -0 "$(head -n 1 "$1")" 2>/dev/null || { echo "    no live process in $1" >&2; return 1; }; }
 
+docker_pull="docker pull rust:1.95.0-bookworm"
 docker_build="docker build -f Dockerfile.enclave --build-arg RUST_IMAGE=rust:1.95.0-bookworm --build-arg MODEL_DIR=$model -t nitro-ml-enclave:tiny-test ."
 build_enclave="nitro-cli build-enclave --docker-uri nitro-ml-enclave:tiny-test --output-file $eif"
 run_enclave="nitro-cli run-enclave --eif-path $eif --memory $want_mem --cpu-count 2 --enclave-cid 16"
 restart="systemctl restart nitro-enclaves-allocator.service"
 describe="nitro-cli describe-enclaves"
+is_active="systemctl is-active nitro-enclaves-allocator.service"
+# What preflight.sh asks before make eif and make run (it only reads).
+pre_eif=("nitro-cli --version" "docker info --format {{.ServerVersion}} {{.DockerRootDir}}")
+pre_run=("nitro-cli --version" "$is_active")
 
 # ---------------------------------------------------------------------------------------------
 begin
 mk help; rc=$?
 expect "help succeeds" status_is 0 "$rc"
-for t in static static-repro static-root-check eif allocator run stop status test-nitro; do
+for t in static static-repro static-root-check preflight eif allocator run stop status test-nitro; do
     expect "help lists $t" grep -qE "^  $t +[A-Z]" "$tmp/out"
 done
 ok "make help lists every Nitro target with a description"
@@ -157,7 +183,8 @@ ok "make run listens on port 80 unless PORT is given"
 begin
 mk eif; rc=$?
 expect "eif succeeds" status_is 0 "$rc"
-expect "docker build, binary copied out, build-enclave, digest lookup, in order" calls_are "$docker_build" \
+expect "preflight, pull, docker build, binary copied out, build-enclave, digest lookup, in order" \
+    calls_are "${pre_eif[@]}" "$docker_pull" "$docker_build" \
     "docker create nitro-ml-enclave:tiny-test" \
     "docker cp fa4ec0n7a1ne0000000000000000000000000000000000000000000000000000:/enclave $tmp/build/image-enclave" \
     "docker rm fa4ec0n7a1ne0000000000000000000000000000000000000000000000000000" \
@@ -172,21 +199,33 @@ expect "prints PCR0" output_has "PCR0 (image): $(python3 -c 'import json,sys; pr
 expect "prints the size" output_has "EIF size:     30000000 bytes (29 MiB; model.onnx is 19000000 bytes)"
 expect "prints the memory run will use" output_has "Enclave memory 'make run' will use: $want_mem MiB (at least 115 MiB = 4 x EIF)"
 expect "records the builder image digest" file_has "$tmp/build/builder-image.txt" "rust@sha256:"
-ok "make eif: docker build then nitro-cli build-enclave; measurements saved and printed"
+expect "preflight first" test "$(head -n 1 "$tmp/out")" = "preflight (make eif):"
+expect "preflight checked the disk" output_has "  ok    disk        50.0 GiB free on / (the build with its docker images needs 6.0 GiB)"
+expect "preflight: Python not needed" output_has "  ok    python      not needed: $model is already prepared"
+ok "make eif: preflight, docker pull (digest recorded), docker build, nitro-cli build-enclave; PCRs saved and printed"
+
+begin
+export FAKE_DOCKER_FAIL=build
+mk eif; rc=$?
+expect "eif fails" status_is 2 "$rc"
+expect "preflight, pull, docker build" calls_are "${pre_eif[@]}" "$docker_pull" "$docker_build"
+expect "says docker build failed" output_has "error: docker build failed (is the docker daemon running"
+ok "make eif fails clearly when docker build fails, before nitro-cli"
 
 begin
 export FAKE_DOCKER_FAIL=1
-mk eif; rc=$?
+mk eif EIF_DEPS=no-such-target; rc=$?
 expect "eif fails" status_is 2 "$rc"
-expect "only docker build ran" calls_are "$docker_build"
-expect "says docker build failed" output_has "error: docker build failed (is the docker daemon running"
-ok "make eif fails clearly when docker build fails, before nitro-cli"
+expect "only preflight's questions" calls_are "${pre_eif[@]}"
+expect "says what to do" output_has "  FAIL  docker      the daemon does not answer (ERROR: Cannot connect to the Docker daemon"
+expect "stopped before the build (EIF_DEPS)" output_lacks "no-such-target"
+ok "make eif without a Docker daemon stops at the preflight, before building anything"
 
 begin
 export FAKE_BUILD_FAIL=1
 mk eif; rc=$?
 expect "eif fails" status_is 2 "$rc"
-expect "docker build, copy, then build-enclave" calls_are "$docker_build" \
+expect "docker build, copy, then build-enclave" calls_are "${pre_eif[@]}" "$docker_pull" "$docker_build" \
     "docker create nitro-ml-enclave:tiny-test" \
     "docker cp fa4ec0n7a1ne0000000000000000000000000000000000000000000000000000:/enclave $tmp/build/image-enclave" \
     "docker rm fa4ec0n7a1ne0000000000000000000000000000000000000000000000000000" "$build_enclave"
@@ -200,7 +239,7 @@ mv "$model/labels.txt" "$tmp/labels.txt"
 mk eif; rc=$?
 mv "$tmp/labels.txt" "$model/labels.txt"
 expect "eif fails" status_is 2 "$rc"
-expect "nothing called" calls_are ""
+expect "only preflight's questions" calls_are "${pre_eif[@]}"
 expect "names the missing file" output_has "model file missing: $model/labels.txt"
 ok "make eif refuses an incomplete model directory"
 
@@ -258,14 +297,48 @@ ok "make allocator refuses on an instance with too little memory"
 begin
 make_eif_file
 printf -- '---\nmemory_mib: 256\ncpu_count: 2\n' >"$yaml"
+export FAKE_SYSTEMCTL_FAIL=first
+mk allocator; rc=$?
+expect "allocator fails" status_is 2 "$rc"
+expect "describe, restart, restart with the old file, is-active" calls_are "$describe" "$restart" "$restart" "$is_active"
+expect "says the restart failed" output_has "'systemctl restart nitro-enclaves-allocator.service' failed for memory_mib: $want_mem, cpu_count: 2;"
+expect "says the old reservation is back" output_has "$yaml was put back and the old reservation (256 MiB, 2 CPUs) is active again"
+expect "shows systemctl's message" output_has "Job for nitro-enclaves-allocator.service failed"
+expect "yaml restored" file_has "$yaml" "memory_mib: 256"
+ok "make allocator: refused restart puts the old allocator.yaml back, restarts with it, checks it is active"
+
+begin
+make_eif_file
+printf -- '---\nmemory_mib: 256\ncpu_count: 2\n' >"$yaml"
 export FAKE_SYSTEMCTL_FAIL=1
 mk allocator; rc=$?
 expect "allocator fails" status_is 2 "$rc"
-expect "describe, restart" calls_are "$describe" "$restart"
-expect "says the restart failed" output_has "'systemctl restart nitro-enclaves-allocator.service' failed, so $yaml was put back"
-expect "shows systemctl's message" output_has "Job for nitro-enclaves-allocator.service failed"
+expect "describe, restart, restart with the old file" calls_are "$describe" "$restart" "$restart"
+expect "says nothing is reserved" output_has "restarting with it failed too: NO memory or CPUs are reserved for enclaves now"
 expect "yaml restored" file_has "$yaml" "memory_mib: 256"
-ok "make allocator: refused restart puts the old allocator.yaml back and says so"
+ok "make allocator: when the restart with the old file fails too, says that nothing is reserved"
+
+begin
+make_eif_file
+printf -- '---\nmemory_mib: 256\ncpu_count: 2\n' >"$yaml"
+FAKE_UID=1000 mk allocator; rc=$?
+expect "allocator fails" status_is 2 "$rc"
+expect "nothing called" calls_are ""
+expect "says it needs root" output_has "which needs root: use 'sudo make run' (or 'sudo make allocator')"
+expect "yaml untouched" test "$(cat "$yaml")" = "$(printf -- '---\nmemory_mib: 256\ncpu_count: 2')"
+ok "make allocator as an ordinary user stops before touching anything (no raw 'Permission denied')"
+
+begin
+make_eif_file
+mk allocator ENCLAVE_CPUS=3; rc=$?
+expect "allocator fails" status_is 2 "$rc"
+expect "nothing called" calls_are ""
+expect "explains the CPU rule" output_has "ENCLAVE_CPUS=3 is not a multiple of 2, the threads per core of this instance: enclaves get whole cores, so use 2 or 4"
+cpu_tree "$tmp/cpu4" 0-3 0-1
+CPU_SYSFS=$tmp/cpu4 mk allocator ENCLAVE_CPUS=4; rc=$?
+expect "allocator fails on 4 vCPUs" status_is 2 "$rc"
+expect "explains CPU 0's core" output_has "ENCLAVE_CPUS=4 is too many: this instance has 4 CPUs and CPU 0's core (2 CPUs) stays with the instance, so at most 2"
+ok "make allocator checks ENCLAVE_CPUS against the threads per core and CPU 0's core"
 
 begin
 mk allocator; rc=$?
@@ -295,8 +368,13 @@ make_eif_file
 export FAKE_ENCLAVE_CMD="exec $fake_bin/enclave --listen unix:$tmp/secure.sock --model $model"
 mk run; rc=$?
 expect "run succeeds" status_is 0 "$rc"
-expect "allocator, run-enclave, in order" calls_are "$describe" "$restart" "$run_enclave"
+expect "preflight, describe, allocator, run-enclave, in order" \
+    calls_are "${pre_run[@]}" "$describe" "$describe" "$restart" "$run_enclave"
+expect "preflight first" test "$(head -n 1 "$tmp/out")" = "preflight (make run):"
+expect "preflight: CPUs" output_has "  ok    CPUs        ENCLAVE_CPUS=2 of 8 (2 threads per core; CPU 0's core stays with the instance)"
 expect "prints the URLs" output_has "POST http://"
+expect "labels the private address" output_has "  private address: http://"
+expect "no public address off EC2" output_lacks "public address:"
 expect "prints readiness" output_has '"ready": true'
 expect "enclave id recorded" file_has "$tmp/run/enclave-id" "$id"
 expect "pid files" test -s "$tmp/run/parent.pid" -a -s "$tmp/run/public.pid"
@@ -333,7 +411,7 @@ printf -- '---\nmemory_mib: 1024\ncpu_count: 2\n' >"$yaml"
 export FAKE_ENCLAVE_CMD="exec $fake_bin/enclave --listen unix:$tmp/secure.sock --model $model"
 mk run; rc=$?
 expect "run succeeds" status_is 0 "$rc"
-expect "no allocator restart when it reserves enough" calls_are "$run_enclave"
+expect "no allocator restart when it reserves enough" calls_are "${pre_run[@]}" "$describe" "$run_enclave"
 expect "says so" output_has "allocator already reserves 1024 MiB and 2 CPUs (need $want_mem MiB, 2 CPUs): unchanged"
 ok "make run leaves a sufficient allocator reservation alone"
 
@@ -342,7 +420,7 @@ make_eif_file
 printf -- '---\nmemory_mib: 1024\ncpu_count: 2\n' >"$yaml"
 mk run; rc=$?
 expect "run fails" status_is 2 "$rc"
-expect "run-enclave, then terminate" calls_are "$run_enclave" "$describe" "nitro-cli terminate-enclave --enclave-id $id"
+expect "run-enclave, then terminate" calls_are "${pre_run[@]}" "$describe" "$run_enclave" "$describe" "nitro-cli terminate-enclave --enclave-id $id"
 expect "says it never answered" output_has "the enclave's model server did not answer at unix:$tmp/secure.sock within 3s"
 expect "hints DEBUG=1" output_has "Rerun with 'make run DEBUG=1'"
 expect "no processes recorded" test -z "$(ls "$tmp/run/"*.pid 2>/dev/null)"
@@ -353,22 +431,40 @@ make_eif_file
 printf -- '---\nmemory_mib: 1024\ncpu_count: 2\n' >"$yaml"
 mk run DEBUG=1; rc=$?
 expect "run fails" status_is 2 "$rc"
-expect "run-enclave --debug-mode, then console" calls_are "$run_enclave --debug-mode" "nitro-cli console --enclave-id $id"
+expect "run-enclave --debug-mode --attach-console, then describe" \
+    calls_are "${pre_run[@]}" "$describe" "$run_enclave --debug-mode --attach-console" "$describe"
 expect "shows the console" output_has "fake: the model server never started"
 expect "says the enclave is left running" output_has "Debug mode: enclave $id is left running"
 expect "enclave still there" test -f "$FAKE_STATE/enclave"
+expect "console still copied" pid_file_alive "$tmp/run/console.pid"
 : >"$FAKE_LOG"
 mk stop; rc=$?
 expect "stop succeeds" status_is 0 "$rc"
 expect "stop terminates it" calls_are "$describe" "nitro-cli terminate-enclave --enclave-id $id"
-ok "make run DEBUG=1: --debug-mode, console shown on failure, enclave kept for make stop"
+expect "console copier gone" no_file "$tmp/run/console.pid"
+ok "make run DEBUG=1: --debug-mode --attach-console, console shown on failure, enclave kept for make stop"
+
+begin
+make_eif_file
+printf -- '---\nmemory_mib: 1024\ncpu_count: 2\n' >"$yaml"
+export FAKE_ENCLAVE_EXITS=1
+mk run DEBUG=1; rc=$?
+expect "run fails" status_is 2 "$rc"
+expect "attach-console, then describe finds it gone" \
+    calls_are "${pre_run[@]}" "$describe" "$run_enclave --debug-mode --attach-console" "$describe" "$describe"
+expect "shows the console from boot" output_has "[    0.000000] Linux version 4.14.256"
+expect "shows the crash" output_has "fake: the model server never started"
+expect "says it exited" output_has "and enclave $id has exited: its console above"
+expect "does not claim it is left running" output_lacks "left running"
+expect "console.log kept" file_has "$tmp/run/console.log" "reboot: Restarting system"
+ok "make run DEBUG=1 with a server that crashes at boot: its console is kept and shown; not 'left running'"
 
 begin
 make_eif_file
 export FAKE_FOREIGN_ENCLAVE=1
 mk run; rc=$?
 expect "run fails" status_is 2 "$rc"
-expect "no run-enclave" calls_are "$describe"
+expect "no run-enclave" calls_are "${pre_run[@]}" "$describe" "$describe"
 expect "explains" output_has "an enclave is running"
 ok "make run needing the allocator refuses while another enclave runs"
 
@@ -390,7 +486,7 @@ if [ -x "$real_bin/enclave" ] && [ -x "$real_bin/parent" ] && [ -f "$real_model/
     export FAKE_ENCLAVE_CMD="exec $bin/enclave --listen unix:$tmp/secure.sock --model $real_model"
     mk run MODEL_DIR="$real_model" PING_TIMEOUT=60; rc=$?
     expect "run succeeds" status_is 0 "$rc"
-    expect "run-enclave" calls_are "$run_enclave"
+    expect "run-enclave" calls_are "${pre_run[@]}" "$describe" "$run_enclave"
     ready=$(curl -fsS --max-time 5 "http://127.0.0.1:$port/ready" 2>&1)
     expect "/ready answers JSON" python3 -c 'import json,sys; json.loads(sys.argv[1])' "$ready"
     mk status MODEL_DIR="$real_model"
