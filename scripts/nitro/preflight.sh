@@ -22,9 +22,9 @@ build_disk_mib=${BUILD_DISK_MIB:-2048}
 docker_disk_mib=${DOCKER_DISK_MIB:-4096}
 
 failures=0
-ok() { printf '  ok    %-11s %s\n' "$1" "$2"; }
+ok() { printf '  ok    %-11s %s\n' "$1" "${*:2}"; }
 bad() {
-    printf '  FAIL  %-11s %s\n' "$1" "$2"
+    printf '  FAIL  %-11s %s\n' "$1" "${*:2}"
     failures=$((failures + 1))
 }
 

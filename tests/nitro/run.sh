@@ -476,6 +476,220 @@ expect "says nothing runs" output_has "no enclave with CID 16 is running"
 ok "make stop with nothing running is a no-op"
 
 # ---------------------------------------------------------------------------------------------
+# Issue 17: what would stop or confuse a first run on a real instance.
+
+# Fake interpreters: NAME VERSION -> $tmp/py/NAME, answering the version probe and `-m venv DIR`
+# (which makes DIR/bin/python, a fake of the same version whose `-m pip install` succeeds).
+fake_python() {
+    mkdir -p "$tmp/py"
+    cat >"$tmp/py/$1" <<EOF
+#!/usr/bin/env bash
+[ "\$1" != -m ] || echo "\$(basename "\$0") \$*" >>"$FAKE_LOG"
+case "\$1" in
+-c) echo "$2" ;;
+--version) echo "Python $2.0" ;;
+-m) if [ "\$2" = venv ]; then mkdir -p "\${!#}/bin" && cp "\$0" "\${!#}/bin/python"; fi ;;
+esac
+EOF
+    chmod +x "$tmp/py/$1"
+}
+begin
+rm -rf "$tmp/py" "$tmp/venv"
+fake_python python3 3.9
+cands="$tmp/py/python3.12 $tmp/py/python3.11 $tmp/py/python3"
+mk models-venv VENV="$tmp/venv" PYTHON_CANDIDATES="$cands"; rc=$?
+expect "models-venv fails" status_is 2 "$rc"
+expect "says what is needed" output_has "'make model' needs Python 3.11 or newer"
+expect "says what it found" output_has "Found: $tmp/py/python3.12: not installed; $tmp/py/python3.11: not installed; $tmp/py/python3: 3.9."
+expect "says what to install" output_has "'sudo dnf install -y python3.12' (Amazon Linux 2023)"
+expect "no venv made" no_file "$tmp/venv"
+FAKE_DF_AVAIL_KIB= mk preflight PYTHON_CANDIDATES="$cands" MODEL_DIR="$tmp/no-model"
+expect "preflight says so too" output_has "  FAIL  python      'make model' needs Python 3.11 or newer; found: $tmp/py/python3.12: not installed;"
+fake_python python3.12 3.12
+: >"$FAKE_LOG"
+mk models-venv VENV="$tmp/venv" PYTHON_CANDIDATES="$cands"; rc=$?
+expect "models-venv succeeds" status_is 0 "$rc"
+expect "the venv is made by python3.12" file_has "$FAKE_LOG" "python3.12 -m venv --clear $tmp/venv"
+expect "pip runs in the venv" file_has "$FAKE_LOG" "python -m pip install --quiet"
+rm -rf "$tmp/venv"
+mkdir -p "$tmp/venv/bin" && cp "$tmp/py/python3" "$tmp/venv/bin/python"   # an earlier attempt's venv, 3.9
+: >"$FAKE_LOG"
+mk models-venv VENV="$tmp/venv" PYTHON_CANDIDATES="$cands"; rc=$?
+expect "models-venv succeeds" status_is 0 "$rc"
+expect "says the old venv is made again" output_has "$tmp/venv was made by a Python older than 3.11: making it again"
+expect "made again by python3.12" file_has "$FAKE_LOG" "python3.12 -m venv --clear $tmp/venv"
+ok "make model: picks the first Python >= 3.11 or says which package to install; remakes a 3.9 venv (item 1)"
+
+begin
+export FAKE_DF_AVAIL_KIB=4718592   # 4.5 GiB: a fresh 8 GiB root volume after the packages
+mk eif EIF_DEPS=no-such-target; rc=$?
+expect "eif fails" status_is 2 "$rc"
+expect "only preflight's questions" calls_are "${pre_eif[@]}"
+expect "says how much it needs" output_has "  FAIL  disk        4.5 GiB free on /, the build with its docker images needs 6.0 GiB: grow the volume (a root volume of 20 GiB or more, docs/DEPLOY.md)"
+expect "stopped before the build" output_lacks "no-such-target"
+ok "make eif on a small disk stops first and says how much it needs (item 2)"
+
+begin
+make_eif_file
+printf -- '---\nmemory_mib: 1024\ncpu_count: 2\n' >"$yaml"
+export FAKE_UID=1000 FAKE_GROUPS="ec2-user ne"
+port=80 mk run; rc=$?
+expect "run fails" status_is 2 "$rc"
+expect "only preflight's questions" calls_are "${pre_run[@]}"
+expect "says what to do" output_has "  FAIL  port        80 is below 1024 (net.ipv4.ip_unprivileged_port_start), which needs root: use 'sudo make run' or 'make run PORT=8080'"
+expect "nothing started" test -z "$(ls "$tmp/run/"*.pid 2>/dev/null)"
+rm -f "$yaml"
+: >"$FAKE_LOG"
+mk run; rc=$?
+expect "run fails" status_is 2 "$rc"
+expect "only preflight's questions" calls_are "${pre_run[@]}"
+expect "says the allocator needs root" output_has "  FAIL  allocator   reserves ? MiB, ? CPUs (needs $want_mem MiB, 2 CPUs): 'make run' must rewrite $yaml and restart nitro-enclaves-allocator.service, which needs root: use 'sudo make run'"
+expect "no yaml written" no_file "$yaml"
+export FAKE_GROUPS=ec2-user
+printf -- '---\nmemory_mib: 1024\ncpu_count: 2\n' >"$yaml"
+: >"$FAKE_LOG"
+mk run; rc=$?
+expect "run fails" status_is 2 "$rc"
+expect "says root or ne" output_has "  FAIL  user        ec2-user is neither root nor in the 'ne' group: use 'sudo make run', or 'sudo usermod -aG ne ec2-user' and log in again"
+export FAKE_GROUPS="ec2-user ne" FAKE_ENCLAVE_CMD="exec $fake_bin/enclave --listen unix:$tmp/secure.sock --model $model"
+: >"$FAKE_LOG"
+mk run; rc=$?
+expect "run as ne-group user on a high port with the allocator ready succeeds" status_is 0 "$rc"
+expect "the usual calls" calls_are "${pre_run[@]}" "$describe" "$run_enclave"
+expect "preflight: user" output_has "  ok    user        ec2-user, in the 'ne' group"
+ok "make run without root: port below ip_unprivileged_port_start or an allocator change stop at once with 'sudo make run' (item 3)"
+
+if [ "$EUID" = 0 ] && command -v setpriv >/dev/null; then
+    begin
+    make_eif_file
+    printf -- '---\nmemory_mib: 1024\ncpu_count: 2\n' >"$yaml"
+    export FAKE_ENCLAVE_CMD="exec $fake_bin/enclave --listen unix:$tmp/secure.sock --model $model"
+    mk run; rc=$?
+    expect "run (as root) succeeds" status_is 0 "$rc"
+    chmod 0755 "$tmp" && chmod 0666 "$FAKE_LOG"
+    as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+    as_nobody make --no-print-directory -s -C "$repo" status RUN_DIR="$tmp/run" PORT="$port" >"$tmp/out" 2>&1; rc=$?
+    expect "status as nobody succeeds" status_is 0 "$rc"
+    expect "sees root's front" output_has "parent front: running (pid $(cat "$tmp/run/parent.pid"))"
+    expect "sees root's public server" output_has "public model server: running"
+    as_nobody make --no-print-directory -s -C "$repo" stop RUN_DIR="$tmp/run" >"$tmp/out" 2>&1; rc=$?
+    expect "stop as nobody fails" status_is 2 "$rc"
+    expect "says use sudo" output_has "belongs to another user (root after 'sudo make run'): use 'sudo make stop'"
+    expect "front still running" pid_file_alive "$tmp/run/parent.pid"
+    chmod 0700 "$tmp"
+    ok "make status without sudo after sudo make run sees the processes (EPERM is alive); make stop says sudo (item 4)"
+else
+    skip "make status as another user (needs root and setpriv)"
+fi
+
+begin
+make_eif_file
+printf -- '---\nmemory_mib: 1024\ncpu_count: 2\n' >"$yaml"
+export FAKE_E29_ONCE=1 FAKE_ENCLAVE_CMD="exec $fake_bin/enclave --listen unix:$tmp/secure.sock --model $model"
+mk run; rc=$?
+expect "run succeeds" status_is 0 "$rc"
+expect "run-enclave twice" calls_are "${pre_run[@]}" "$describe" "$run_enclave" "$run_enclave"
+expect "shows the E29" output_has "[ E29 ] Ioctl failure."
+expect "says it retries" output_has "run-enclave failed with E29 (an ioctl failure), which right after an enclave stopped is usually transient (aws-nitro-enclaves-cli#433): trying once more in 2 s"
+expect "enclave id recorded" file_has "$tmp/run/enclave-id" "$id"
+ok "make run: run-enclave failing with E29 is retried once after 2 s, and says so (item 10)"
+
+begin
+make_eif_file
+printf -- '---\nmemory_mib: 1024\ncpu_count: 2\n' >"$yaml"
+export FAKE_ENCLAVE_CMD="exec $fake_bin/enclave --listen unix:$tmp/secure.sock --model $model"
+setsid "$fake_bin/imds" "$tmp/imds.port" </dev/null >/dev/null 2>&1 &
+imds_pid=$!
+for _ in $(seq 1 50); do [ -s "$tmp/imds.port" ] && break; sleep 0.1; done
+IMDS_URL=http://127.0.0.1:$(cat "$tmp/imds.port") mk run; rc=$?
+kill "$imds_pid" 2>/dev/null; wait "$imds_pid" 2>/dev/null
+expect "run succeeds" status_is 0 "$rc"
+expect "private address labelled" output_has "  private address: http://"
+expect "public address from IMDSv2" output_has "  public address:  http://203.0.113.7:$port/   (from outside once the instance's security group allows inbound TCP $port from your clients)"
+ok "make run prints the private and, from the instance metadata (IMDSv2), the public address with the security-group rule (item 8)"
+
+begin
+make_eif_file
+printf -- '---\nmemory_mib: 1024\ncpu_count: 2\n' >"$yaml"
+mk run ENCLAVE_CPUS=3; rc=$?
+expect "run fails" status_is 2 "$rc"
+expect "only preflight's questions" calls_are "${pre_run[@]}"
+expect "explains" output_has "  FAIL  CPUs        ENCLAVE_CPUS=3 is not a multiple of 2, the threads per core of this instance"
+cpu_tree "$tmp/cpu2" 0-1 0-1
+: >"$FAKE_LOG"
+CPU_SYSFS=$tmp/cpu2 mk run; rc=$?
+expect "run fails on a 2-vCPU instance" status_is 2 "$rc"
+expect "says none is left" output_has "this instance has 2 CPUs and CPU 0's core (2 CPUs) stays with the instance: none is left for an enclave; use an instance type with at least 4 vCPUs"
+ok "make run checks ENCLAVE_CPUS against the threads per core and CPU 0's core before starting (item 9)"
+
+begin
+make_eif_file
+printf -- '---\nmemory_mib: 1024\ncpu_count: 2\n' >"$yaml"
+mk preflight; rc=$?
+expect "preflight succeeds" status_is 0 "$rc"
+expect "asks only read-only questions" calls_are "nitro-cli --version" "$is_active" "docker info --format {{.ServerVersion}} {{.DockerRootDir}}"
+for line in "  ok    nitro-cli   Nitro CLI 1.4.2" "  ok    device      $tmp/nitro_enclaves present" "  ok    user        root" \
+    "  ok    CPUs        ENCLAVE_CPUS=2 of 8" "  ok    memory      15625 MiB: enclave $want_mem MiB + instance 1024 MiB + public model server 313 MiB" \
+    "  ok    allocator   nitro-enclaves-allocator.service active; reserves 1024 MiB, 2 CPUs (needs $want_mem MiB, 2 CPUs)" \
+    "  ok    port        $port free" "  ok    docker      server 25.0.8, data in /var/lib/docker" \
+    "  ok    python      not needed" "  ok    disk        50.0 GiB free on /" "preflight: all checks passed"; do
+    expect "line: $line" output_has "$line"
+done
+rm "$tmp/nitro_enclaves"
+export FAKE_ALLOCATOR_STATE=failed FAKE_UID=1000 FAKE_GROUPS=ec2-user FAKE_DF_AVAIL_KIB=1048576
+: >"$FAKE_LOG"
+port=80 mk preflight MODEL_DIR="$tmp/no-model" PYTHON_CANDIDATES="$tmp/py/python3"; rc=$?
+: >"$tmp/nitro_enclaves"
+expect "preflight fails" status_is 2 "$rc"
+expect "still only read-only questions" calls_are "nitro-cli --version" "$is_active" "docker info --format {{.ServerVersion}} {{.DockerRootDir}}"
+for line in "  FAIL  device      $tmp/nitro_enclaves missing: launch the instance with enclaves enabled" \
+    "  FAIL  user        ec2-user is neither root nor in the 'ne' group" \
+    "  FAIL  allocator   nitro-enclaves-allocator.service is failed, so nothing is reserved for enclaves: 'sudo systemctl enable --now nitro-enclaves-allocator.service'" \
+    "  FAIL  port        80 is below 1024" "  FAIL  python      'make model' needs Python 3.11 or newer; found: $tmp/py/python3: 3.9." \
+    "  FAIL  disk        1.0 GiB free on /" "preflight: 6 check(s) failed (FAIL above); nothing was changed"; do
+    expect "line: $line" output_has "$line"
+done
+expect "yaml untouched" test "$(cat "$yaml")" = "$(printf -- '---\nmemory_mib: 1024\ncpu_count: 2')"
+ok "make preflight: one line per check, ok or what to do; changes nothing"
+
+begin
+make_eif_file
+mk run ENCLAVE_CID=0; rc=$?
+expect "run fails" status_is 2 "$rc"
+expect "nothing called" calls_are ""
+expect "explains the CID range" output_has "ENCLAVE_CID must be a number from 4 to 4294967294 (1-3 are reserved, 3 is this instance; 0, 'any free CID', cannot be used since the front must know it), got '0'"
+printf -- '---\nmemory_mib: 1024\ncpu_count: 2\n' >"$yaml"
+export FAKE_FOREIGN_ENCLAVE=1
+mk run ENCLAVE_CID=99 SECURE_ADDR="unix:$tmp/secure.sock"; rc=$?
+expect "run fails" status_is 2 "$rc"
+expect "no run-enclave" calls_are "${pre_run[@]}" "$describe"
+expect "says the CID is in use" output_has "CID 99 is already used by enclave i-0f0e1d2c3b4a59687-enc0000000000000099, which this 'make run' did not start"
+ok "make run: a clear message for a CID outside 4..2^32-2 and for a CID another enclave uses"
+
+begin
+export FAKE_DESCRIBE_FAIL=1
+mk stop; rc=$?
+expect "stop fails" status_is 2 "$rc"
+expect "hints terminate --all" output_has "so the enclave was not stopped: 'sudo nitro-cli terminate-enclave --all' stops every enclave on this instance"
+ok "make stop when describe-enclaves fails says how to stop the enclave anyway"
+
+begin
+mkdir -p "$tmp/run"
+sleep 60 &
+other_pid=$!
+echo "$other_pid" >"$tmp/run/parent.pid"
+printf '%s\n' "$fake_bin/parent" --listen "0.0.0.0:$port" >"$tmp/run/parent.cmdline"
+mk status
+expect "status: not running, stale" output_has "parent front: not running (stale pid file: pid $other_pid is now another program)"
+mk stop; rc=$?
+expect "stop succeeds" status_is 0 "$rc"
+expect "says stale" output_has "parent front: pid $other_pid in $tmp/run/parent.pid is now another program (a stale pid file): not signalled"
+expect "the other program lives" kill -0 "$other_pid"
+expect "pid file removed" no_file "$tmp/run/parent.pid"
+kill "$other_pid" 2>/dev/null; wait "$other_pid" 2>/dev/null
+ok "a stale pid file (its pid reused after a reboot) is recognised by /proc/PID/cmdline and nothing is signalled"
+
+# ---------------------------------------------------------------------------------------------
 real_model=$repo/models/tiny-test
 real_bin=${NITRO_E2E_BIN_DIR:-$repo/target/release}
 if [ -x "$real_bin/enclave" ] && [ -x "$real_bin/parent" ] && [ -f "$real_model/model.onnx" ]; then
