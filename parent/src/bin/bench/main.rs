@@ -47,7 +47,8 @@ suite options:
                          (default: engine,start,channel,memory,local,mixed)
   --out DIR              results directory (default bench/results/<UTC time>)
   --bin DIR              where enclave and parent are (default target/release)
-  --image PATH           photo sent (default ../shared/testdata/study_cat.jpeg)
+  --image PATH           photo sent (default testdata/chelsea_study.jpg, `make testdata`'s
+                         stand-in for the study's photo; give the study's own photo here)
   --port N               parent port (default 18080)
   --trials T             trials per point (overrides the profile)
   --threads LIST         client threads of the local sweep (overrides the profile)
@@ -131,9 +132,11 @@ impl Flags {
     }
 }
 
-/// The study's photo, found relative to the repository root.
+/// The stand-in for the study's photo that `make testdata` writes (same format: 960x640,
+/// JPEG quality 92, 4:2:0, about its size; see tools/models/testdata.py), relative to the
+/// repository root. The study's own photo, for whoever has it: `--image PATH`.
 pub fn default_image() -> PathBuf {
-    PathBuf::from("../shared/testdata/study_cat.jpeg")
+    PathBuf::from("testdata/chelsea_study.jpg")
 }
 
 pub fn read_image(path: &str) -> Result<Vec<u8>, String> {
