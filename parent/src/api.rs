@@ -9,12 +9,17 @@
 //! `error` message the client reads.
 //!
 //! Why it is built this way: everything here is a pure function of bytes, so
-//! every malformed input is a unit test asserting the exact variant. The model
+//! every malformed input is a unit test asserting the exact variant. A JSON
+//! body is walked once by a hand-written serde visitor ([`Walk`]) that
+//! borrows the base64 strings from the body and builds nothing else, so a
+//! body costs its own size plus its decoded images, whatever it contains
+//! (issue 16: a 50 MiB body padded with `[0,0,...]` used to become an 852 MiB
+//! `serde_json::Value`). The model
 //! server never sees JSON or base64; it gets decoded image bytes only.
 //!
 //! What it refuses (always with a status, never a panic):
-//! - a body that is not JSON, JSON without an `images` array, an entry that
-//!   is not a string, base64 outside the standard alphabet (padding may be
+//! - a body that is not JSON, JSON without an `images` array, a field other
+//!   than `images`, an entry that is not a string, base64 outside the standard alphabet (padding may be
 //!   omitted; URL-safe `-`/`_`, whitespace or line breaks are refused);
 //! - an empty batch, or more than [`MAX_IMAGES`] images (413);
 //! - bytes that are not an image (400) or an image in a format other than
@@ -24,11 +29,13 @@
 //! Error messages never quote the request's content (no base64, no bytes), so
 //! they are safe to show; they are never logged anyway.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Value};
 use shared::frame::{ErrorCode, InferReply, InferRequest, ModelInfo};
 use shared::limits::{HTTP_BODY_GRACE, HTTP_BODY_MIN_RATE, MAX_HTTP_HEADERS, MAX_HTTP_HEADER_BYTES, MAX_IMAGES, MAX_TOP_K};
@@ -67,6 +74,8 @@ pub enum ApiError {
     BadTopK,
     BadJson(String),
     MissingImages,
+    /// A field other than `images` in the JSON body.
+    UnknownField,
     ImagesNotArray,
     ImageNotString(usize),
     BadBase64 { index: usize, reason: String },
@@ -101,6 +110,7 @@ impl fmt::Display for ApiError {
             ApiError::BadTopK => write!(f, "top_k must be a whole number from 1 to {MAX_TOP_K}"),
             ApiError::BadJson(why) => write!(f, "body is not valid JSON: {why}"),
             ApiError::MissingImages => write!(f, "JSON body has no \"images\" field"),
+            ApiError::UnknownField => write!(f, "JSON body has a field other than \"images\" (the only one accepted)"),
             ApiError::ImagesNotArray => write!(f, "\"images\" must be an array of base64 strings"),
             ApiError::ImageNotString(i) => write!(f, "images[{i}] is not a string"),
             ApiError::BadBase64 { index, reason } => write!(f, "images[{index}] is not valid base64: {reason}"),
@@ -131,6 +141,7 @@ impl ApiError {
             | ApiError::BadTopK
             | ApiError::BadJson(_)
             | ApiError::MissingImages
+            | ApiError::UnknownField
             | ApiError::ImagesNotArray
             | ApiError::ImageNotString(_)
             | ApiError::BadBase64 { .. }
@@ -169,6 +180,7 @@ impl ApiError {
             ApiError::BadTopK => "bad_top_k",
             ApiError::BadJson(_) => "bad_json",
             ApiError::MissingImages => "missing_images",
+            ApiError::UnknownField => "unknown_field",
             ApiError::ImagesNotArray => "images_not_array",
             ApiError::ImageNotString(_) => "image_not_string",
             ApiError::BadBase64 { .. } => "bad_base64",
@@ -308,21 +320,244 @@ pub fn parse_request(content_type: Option<&str>, body: &[u8], query: Option<&str
     decode_body(kind, body, top_k)
 }
 
+/// What one pass over a JSON body found, before any base64 is decoded.
+///
+/// The body is walked once with serde_json's streaming deserializer and
+/// nothing is built from it but this: the image strings are borrowed from the
+/// body (base64 has no JSON escapes; an escaped string is the one case that
+/// is copied), at most [`MAX_IMAGES`] of them are kept (the rest are only
+/// counted), and every other value is skipped without being built
+/// ([`IgnoredAny`]). A problem with the shape is noted and the walk goes on,
+/// so that a syntax error anywhere still wins (400 `bad_json`), as it did when
+/// the whole body was parsed into a `serde_json::Value` first; the checks
+/// that follow keep that old order.
+#[derive(Default)]
+struct Walk<'a> {
+    /// The body is a JSON object.
+    object: bool,
+    /// `images` appeared: `Some(true)` if its value was an array.
+    images: Option<bool>,
+    /// `images` appeared more than once.
+    duplicate: bool,
+    /// Some other field appeared.
+    unknown_field: bool,
+    /// Entries of the `images` array, all counted.
+    count: usize,
+    /// The first of them that is not a string.
+    not_string: Option<usize>,
+    /// The first [`MAX_IMAGES`] strings.
+    strings: Vec<Cow<'a, str>>,
+}
+
+/// Accepts every JSON value a visitor can be given and checks its syntax
+/// without building anything, returning `$ret`; the listed methods aside.
+macro_rules! skip_other_values {
+    ($ret:expr; $($method:ident),*) => {
+        $(skip_other_values!(@one $method, $ret);)*
+    };
+    (@one seq, $ret:expr) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok($ret)
+        }
+    };
+    (@one map, $ret:expr) => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok($ret)
+        }
+    };
+    (@one str, $ret:expr) => {
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($ret)
+        }
+    };
+    (@one scalars, $ret:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($ret)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($ret)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($ret)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($ret)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($ret)
+        }
+    };
+}
+
+/// The whole body: an object, or anything else (then `images` is missing).
+struct TopLevel<'w, 'a>(&'w mut Walk<'a>);
+
+impl<'de, 'w> Visitor<'de> for TopLevel<'w, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let walk = self.0;
+        walk.object = true;
+        while let Some(is_images) = map.next_key_seed(FieldName)? {
+            if !is_images {
+                walk.unknown_field = true;
+                map.next_value::<IgnoredAny>()?;
+            } else if walk.images.is_some() {
+                walk.duplicate = true;
+                map.next_value::<IgnoredAny>()?;
+            } else {
+                let is_array = map.next_value_seed(Images(&mut *walk))?;
+                walk.images = Some(is_array);
+            }
+        }
+        Ok(())
+    }
+
+    skip_other_values!((); seq, str, scalars);
+}
+
+impl<'de, 'w> DeserializeSeed<'de> for TopLevel<'w, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// A field name: `true` if it is `images` (escaped or not), without keeping it.
+struct FieldName;
+
+impl<'de> Visitor<'de> for FieldName {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<bool, E> {
+        Ok(name == "images")
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for FieldName {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+/// The value of `images`: `true` if it is an array (whose entries go into the walk).
+struct Images<'w, 'a>(&'w mut Walk<'a>);
+
+impl<'de, 'w> Visitor<'de> for Images<'w, 'de> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of base64 strings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        let walk = self.0;
+        loop {
+            if walk.strings.len() < MAX_IMAGES && walk.not_string.is_none() {
+                match seq.next_element_seed(Entry)? {
+                    None => break,
+                    Some(Some(s)) => walk.strings.push(s),
+                    Some(None) => walk.not_string = Some(walk.count),
+                }
+            } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                // Past the limit (or past a bad entry), entries are only counted.
+                break;
+            }
+            walk.count += 1;
+        }
+        Ok(true)
+    }
+
+    skip_other_values!(false; map, str, scalars);
+}
+
+impl<'de, 'w> DeserializeSeed<'de> for Images<'w, 'de> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// One entry of `images`: its string, borrowed from the body when it has no
+/// escapes (base64 never has), or `None` if it is not a string.
+struct Entry;
+
+impl<'de> Visitor<'de> for Entry {
+    type Value = Option<Cow<'de, str>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a base64 string")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Borrowed(s)))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        // An escaped string: serde_json unescaped it into a scratch buffer.
+        Ok(Some(Cow::Owned(s.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(s)))
+    }
+
+    skip_other_values!(None; seq, map, scalars);
+}
+
+impl<'de> DeserializeSeed<'de> for Entry {
+    type Value = Option<Cow<'de, str>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
 fn decode_json_images(body: &[u8]) -> Result<Vec<Vec<u8>>, ApiError> {
-    // serde_json bounds nesting (128 levels), so hostile JSON cannot overflow the stack.
-    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::BadJson(json_error(&e)))?;
-    let obj = value.as_object().ok_or(ApiError::MissingImages)?;
-    let list = obj.get("images").ok_or(ApiError::MissingImages)?.as_array().ok_or(ApiError::ImagesNotArray)?;
-    if list.is_empty() {
+    // serde_json bounds nesting (128 levels) for skipped values too, so
+    // hostile JSON cannot overflow the stack.
+    let mut walk = Walk::default();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    TopLevel(&mut walk).deserialize(&mut de).and_then(|()| de.end()).map_err(|e| ApiError::BadJson(json_error(&e)))?;
+    let Walk { object, images, duplicate, unknown_field, count, not_string, strings } = walk;
+    let Some(is_array) = images.filter(|_| object) else {
+        return Err(ApiError::MissingImages);
+    };
+    if duplicate {
+        return Err(ApiError::BadJson("the \"images\" field appears more than once".into()));
+    }
+    if unknown_field {
+        return Err(ApiError::UnknownField);
+    }
+    if !is_array {
+        return Err(ApiError::ImagesNotArray);
+    }
+    if count == 0 {
         return Err(ApiError::EmptyBatch);
     }
-    if list.len() > MAX_IMAGES {
-        return Err(ApiError::TooManyImages(list.len()));
+    if count > MAX_IMAGES {
+        return Err(ApiError::TooManyImages(count));
     }
-    let mut images = Vec::with_capacity(list.len());
-    for (index, entry) in list.iter().enumerate() {
-        let text = entry.as_str().ok_or(ApiError::ImageNotString(index))?;
-        let bytes = B64.decode(text).map_err(|e| ApiError::BadBase64 { index, reason: base64_error(&e) })?;
+    if let Some(index) = not_string {
+        return Err(ApiError::ImageNotString(index));
+    }
+    let mut images = Vec::with_capacity(strings.len());
+    for (index, text) in strings.iter().enumerate() {
+        let bytes = B64.decode(text.as_bytes()).map_err(|e| ApiError::BadBase64 { index, reason: base64_error(&e) })?;
         check_image(index, &bytes)?;
         images.push(bytes);
     }
@@ -473,6 +708,61 @@ mod tests {
         // Deep nesting is refused by serde_json's recursion limit, not the stack.
         let deep = "[".repeat(100_000);
         assert!(matches!(decode_body(BodyKind::Json, deep.as_bytes(), 5), Err(ApiError::BadJson(_))));
+    }
+
+    #[test]
+    fn fields_other_than_images_are_refused() {
+        assert_eq!(json_req(json!({ "images": [b64(JPEG)], "pad": [0, 0, 0] })), Err(ApiError::UnknownField));
+        assert_eq!(json_req(json!({ "pad": 1, "images": [b64(JPEG)] })), Err(ApiError::UnknownField));
+        // A missing `images` is still the first thing said.
+        assert_eq!(json_req(json!({ "imgs": [b64(JPEG)] })), Err(ApiError::MissingImages));
+        let twice = format!("{{\"images\": [\"{0}\"], \"images\": [\"{0}\"]}}", b64(JPEG));
+        assert!(matches!(decode_body(BodyKind::Json, twice.as_bytes(), 5), Err(ApiError::BadJson(_))));
+        let e = ApiError::UnknownField;
+        assert_eq!((e.status(), e.code()), (400, "unknown_field"));
+    }
+
+    #[test]
+    fn a_syntax_error_anywhere_wins_over_the_shape() {
+        // The walk goes on past a problem of shape, so a broken document is
+        // bad_json wherever the break is, as when it was parsed whole first.
+        let bad = |s: &str| matches!(decode_body(BodyKind::Json, s.as_bytes(), 5), Err(ApiError::BadJson(_)));
+        assert!(bad("{\"images\": [\"abc\""));
+        assert!(bad("{\"images\": [null"));
+        assert!(bad("{\"pad\": [0, 0,"));
+        assert!(bad("[1, 2"));
+        assert!(bad("null x"));
+        assert!(bad(&format!("{{\"images\": [1, {}", "[".repeat(1000))));
+        assert!(bad(&format!("{{\"pad\": {}", "[".repeat(1000))));
+        assert!(bad("{\"images\": [\"/9j/\"]} trailing"));
+    }
+
+    #[test]
+    fn escaped_strings_and_field_names_are_unescaped() {
+        // "/9j/4AEC" with its slashes escaped, and the field name spelled with an escape.
+        let body = br#"{"imag\u0065s": ["\/9j\/4AEC"]}"#;
+        let r = decode_body(BodyKind::Json, body, 5).unwrap();
+        assert_eq!(r.images, vec![vec![0xFF, 0xD8, 0xFF, 0xE0, 0x01, 0x02]]);
+        // An escape that leaves a character outside the alphabet is still bad base64.
+        assert!(matches!(
+            decode_body(BodyKind::Json, br#"{"images": ["\n/9j/4AEC"]}"#, 5),
+            Err(ApiError::BadBase64 { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn images_past_the_limit_are_counted_not_kept() {
+        let many = format!("{{\"images\": [{}]}}", vec!["\"/9j/4AEC\""; 1000].join(","));
+        assert_eq!(decode_body(BodyKind::Json, many.as_bytes(), 5), Err(ApiError::TooManyImages(1000)));
+        // Too many wins over an entry that is not a string, as before.
+        let mixed = format!("{{\"images\": [1, {}]}}", vec!["\"/9j/4AEC\""; MAX_IMAGES].join(","));
+        assert_eq!(decode_body(BodyKind::Json, mixed.as_bytes(), 5), Err(ApiError::TooManyImages(MAX_IMAGES + 1)));
+        let exactly: Vec<String> = (0..MAX_IMAGES).map(|_| b64(JPEG)).collect();
+        assert_eq!(json_req(json!({ "images": exactly })).map(|r| r.images.len()), Ok(MAX_IMAGES));
+        // The first entry that is not a string is the one named.
+        assert_eq!(json_req(json!({ "images": [b64(JPEG), {"a": 1}, 3] })), Err(ApiError::ImageNotString(1)));
+        assert_eq!(json_req(json!({ "images": {"a": [1]} })), Err(ApiError::ImagesNotArray));
+        assert_eq!(json_req(json!({ "images": null })), Err(ApiError::ImagesNotArray));
     }
 
     #[test]
