@@ -40,8 +40,6 @@ enum Expect {
     Closed,
     /// No response and no close within two seconds: abandoned on purpose.
     Abandoned,
-    /// No response and no close within two seconds: a known tiny_http defect.
-    KnownHang,
 }
 
 struct Case {
@@ -203,11 +201,9 @@ fn cases() -> Vec<Case> {
         // ---- not HTTP (tiny_http's own answers) ----
         case("garbage request line", b"HELLO\r\n\r\n".to_vec(), Bare(400)),
         case("header line without a colon", b"GET /health HTTP/1.1\r\nno colon here\r\n\r\n".to_vec(), Bare(400)),
-        // tiny_http 0.12 writes its 505 on a second reply writer that waits for
-        // the first, which the unanswered request still holds: the connection
-        // thread deadlocks (THREAT_MODEL.md, "Known defects"). Pinned here so
-        // a fix (or a replacement of tiny_http) shows up as a failure to update.
-        case("HTTP/2.0 request line", b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n".to_vec(), KnownHang),
+        // tiny_http 0.12 deadlocked here (D3 in THREAT_MODEL.md); our patch
+        // answers 505 and closes.
+        case("HTTP/2.0 request line", b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n".to_vec(), Bare(505)),
         case("Expect: something else", b"POST /predict-public/ HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 0\r\n\r\n".to_vec(), Bare(417)),
         case("non-ASCII header", b"GET /health HTTP/1.1\r\nX-A: \xc3\xa9\r\n\r\n".to_vec(), Closed),
         case("TLS ClientHello on the HTTP port", vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03], Closed),
@@ -306,7 +302,6 @@ fn check(got: &Got, expect: Expect) -> Result<String, String> {
         (Got::Resp(r), Expect::Bare(status)) if r.status == status => Ok(format!("{status} (tiny_http)")),
         (Got::Closed, Expect::Closed) => Ok("closed".into()),
         (Got::Silent, Expect::Abandoned) => Ok("abandoned".into()),
-        (Got::Silent, Expect::KnownHang) => Ok("hang (known tiny_http defect)".into()),
         (got, want) => Err(format!("expected {want:?}, got {got:?}")),
     }
 }
@@ -342,7 +337,7 @@ fn every_hostile_request_gets_its_specific_answer_and_everything_survives() {
     let t = Instant::now();
     for round in 0..2 {
         for case in &cases {
-            let wait = if matches!(case.expect, Expect::Abandoned | Expect::KnownHang) { Duration::from_secs(2) } else { Duration::from_secs(30) };
+            let wait = if matches!(case.expect, Expect::Abandoned) { Duration::from_secs(2) } else { Duration::from_secs(30) };
             let got = exchange(port, case, wait);
             match check(&got, case.expect) {
                 Ok(outcome) => {

@@ -2,10 +2,13 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::common::{HTTPVersion, Method};
 use crate::util::RefinedTcpStream;
@@ -34,7 +37,22 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // set by a request whose body was not read to its end, or whose framing
+    // is ambiguous: the connection is closed after its response
+    close: Arc<AtomicBool>,
 }
+
+/// After the last response on a connection that is closed with request bytes
+/// still unread, tiny-http goes on reading and discarding them for at most
+/// this long ("lingering close"): closing a socket with unread input makes
+/// the kernel reset the connection, and a reset can destroy the response
+/// before the client reads it.
+const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// ...and at most this many bytes, through a fixed buffer, whatever the
+/// request declared.
+const LINGER_MAX_BYTES: usize = 1024 * 1024;
 
 /// Error that can happen when reading a request.
 #[derive(Debug)]
@@ -65,6 +83,47 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            close: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Waits until the previous request is done with the connection; if it
+    /// asked for the connection to be closed (its body was not read to its
+    /// end, or its framing was ambiguous), closes it and returns true.
+    fn close_if_asked(&mut self) -> bool {
+        self.next_header_source.wait_turn();
+        if !self.close.load(Ordering::Acquire) {
+            return false;
+        }
+        self.no_more_requests = true;
+        self.linger();
+        true
+    }
+
+    /// Flushes every response, shuts down the write side (the client sees
+    /// the end of the last response), then reads and discards what the client
+    /// still sends, bounded by `LINGER_TIMEOUT` and `LINGER_MAX_BYTES`.
+    fn linger(&mut self) {
+        // Waits for the responses before it, then flushes them all.
+        let mut writer = self.sink.next().unwrap();
+        writer.flush().ok();
+        drop(writer);
+
+        let reader = self.next_header_source.wait_turn();
+        reader.get_mut().shutdown_write().ok();
+        let deadline = Instant::now() + LINGER_TIMEOUT;
+        let mut discarded = reader.buffer().len();
+        reader.consume(discarded);
+        let mut buf = [0u8; 8192];
+        while discarded < LINGER_MAX_BYTES {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || reader.get_ref().set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => discarded += n,
+            }
         }
     }
 
@@ -154,6 +213,7 @@ impl ClientConnection {
             data_source,
             writer,
         )
+        .map(|rq| rq.with_close_signal(self.close.clone()))
         .map_err(|e| {
             use crate::request;
             match e {
@@ -180,10 +240,18 @@ impl Iterator for ClientConnection {
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
+            self.close_if_asked();
             return None;
         }
 
         loop {
+            // the previous request's body was not read to its end, or its
+            // framing was ambiguous: what follows cannot be trusted to be a
+            // request
+            if self.close_if_asked() {
+                return None;
+            }
+
             let rq = match self.read() {
                 Err(ReadError::WrongRequestLine) => {
                     let writer = self.sink.next().unwrap();
@@ -227,15 +295,20 @@ impl Iterator for ClientConnection {
 
             // checking HTTP version
             if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
+                // Written through the request's own writer: a new writer
+                // would wait for the request's, which is only released when
+                // the request is dropped, after this write (a deadlock).
+                let mut writer = rq.into_writer();
                 let response = Response::from_string(
                     "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
                 )
-                .with_status_code(StatusCode(505));
+                .with_status_code(StatusCode(505))
+                .with_connection_close();
                 response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                    .raw_print(&mut writer, HTTPVersion(1, 1), &[], false, None)
                     .ok();
-                continue;
+                writer.flush().ok();
+                return None; // the client speaks another protocol: closing
             }
 
             // updating the status of the connection

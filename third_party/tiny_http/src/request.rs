@@ -3,9 +3,10 @@ use std::io::{self, Cursor, ErrorKind, Read, Write};
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
@@ -49,7 +50,15 @@ use chunked_transfer::Decoder;
 /// If you want to build fake requests to test your server, use [`TestRequest`](crate::test::TestRequest).
 pub struct Request {
     // where to read the body from
-    data_reader: Option<Box<dyn Read + Send + 'static>>,
+    data_reader: Option<Body>,
+
+    // true if the connection must be closed after this request whatever is
+    // read of its body: its framing is ambiguous, or it is chunked
+    close_after: bool,
+
+    // set when the connection must be closed after this request's response
+    // (shared with the `ClientConnection` it came from)
+    close_signal: Option<Arc<AtomicBool>>,
 
     // if this writer is empty, then the request has been answered
     response_writer: Option<Box<dyn Write + Send + 'static>>,
@@ -74,6 +83,41 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+}
+
+/// The body reader of a request, which knows whether the whole body has been
+/// taken from the connection (so that the next request starts right after it).
+struct Body {
+    reader: Box<dyn Read + Send + 'static>,
+    at_end: bool,
+}
+
+impl Body {
+    fn new<R: Read + Send + 'static>(reader: R, at_end: bool) -> Body {
+        Body {
+            reader: Box::new(reader),
+            at_end,
+        }
+    }
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.reader.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.at_end = true;
+        }
+        Ok(n)
+    }
+}
+
+/// A Content-Length value (OWS already trimmed): one or more digits, nothing
+/// else (RFC 9112, section 6.3: no sign, no exponent, no list).
+fn parse_content_length(value: &str) -> Option<usize> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
 }
 
 struct NotifyOnDrop<R> {
@@ -146,17 +190,34 @@ where
         .find(|h: &&Header| h.field.equiv("Transfer-Encoding"))
         .map(|h| h.value.clone());
 
-    // finding the content-length header
-    let content_length = if transfer_encoding.is_some() {
-        // if transfer-encoding is specified, the Content-Length
-        // header must be ignored (RFC2616 #4.4)
-        None
+    // finding the content-length header (RFC 9112, section 6.3)
+    let mut content_lengths = headers
+        .iter()
+        .filter(|h: &&Header| h.field.equiv("Content-Length"));
+    let (content_length, ambiguous_length) = if transfer_encoding.is_some() {
+        // if transfer-encoding is specified, the Content-Length header must
+        // be ignored; a message with both may be an attempt at request
+        // smuggling, and the connection is closed after it
+        (None, content_lengths.next().is_some())
     } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
+        match (content_lengths.next(), content_lengths.next()) {
+            (None, _) => (None, false),
+            (Some(h), None) => match parse_content_length(h.value.as_str()) {
+                Some(n) => (Some(n), false),
+                // `+12`, `1e3`, `-1`, `12, 12`: where the body ends is unknown
+                None => (None, true),
+            },
+            // two or more, even equal: where the body ends is ambiguous
+            (Some(_), Some(_)) => (None, true),
+        }
     };
+
+    // The body must be read to its end before the next request on the same
+    // connection can be read; when it is not, or when its end cannot be
+    // known for sure, the connection is closed after the response.
+    // tiny-http always closes after a chunked body: the chunked decoder
+    // ignores trailers and takes an early end of stream for the end.
+    let close_after = ambiguous_length || transfer_encoding.is_some();
 
     // true if the client sent a `Expect: 100-continue` header
     let expects_continue = {
@@ -187,10 +248,16 @@ where
     // content-length headers
     let reader = if connection_upgrade {
         // if we have a `Connection: upgrade`, always keeping the whole reader
-        Box::new(source_data) as Box<dyn Read + Send + 'static>
+        Body::new(source_data, false)
+    } else if ambiguous_length && transfer_encoding.is_none() {
+        // no way to know where the body ends: none is read, and the
+        // connection is closed after the response. The source is kept
+        // (reading nothing) until the request is dropped, so that the
+        // connection does not read on in the meantime.
+        Body::new(source_data.take(0), false)
     } else if let Some(content_length) = content_length {
         if content_length == 0 {
-            Box::new(io::empty()) as Box<dyn Read + Send + 'static>
+            Body::new(io::empty(), true)
         } else if content_length <= 1024 && !expects_continue {
             // if the content-length is small enough, we just read everything into a buffer
 
@@ -210,24 +277,26 @@ where
                 offset += read;
             }
 
-            Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
+            Body::new(Cursor::new(buffer), true)
         } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
-            Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
+            let data_reader = EqualReader::new(source_data, content_length);
+            Body::new(FusedReader::new(data_reader), false)
         }
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
         // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
+        Body::new(FusedReader::new(Decoder::new(source_data)), false)
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
         // assuming that we have no data
         // TODO: could also be multipart/byteranges
-        Box::new(io::empty()) as Box<dyn Read + Send + 'static>
+        Body::new(io::empty(), true)
     };
 
     Ok(Request {
         data_reader: Some(reader),
+        close_after,
+        close_signal: None,
         response_writer: Some(Box::new(writer) as Box<dyn Write + Send + 'static>),
         remote_addr,
         secure,
@@ -376,6 +445,22 @@ impl Request {
         self.data_reader.as_mut().unwrap()
     }
 
+    /// True if the connection stays open after this request: its framing
+    /// is unambiguous, it is not chunked, and its whole body has been read
+    /// (by the handler, or by tiny-http when it was small). Otherwise the
+    /// response carries `Connection: close` and the connection is closed
+    /// after it, so that no unread byte of this request can be parsed as
+    /// the next request.
+    fn body_fully_read(&self) -> bool {
+        !self.close_after && self.data_reader.as_ref().map_or(false, |b| b.at_end)
+    }
+
+    fn signal_close(&self) {
+        if let Some(close) = &self.close_signal {
+            close.store(true, Ordering::Release);
+        }
+    }
+
     /// Turns the `Request` into a writer.
     ///
     /// The writer has a raw access to the stream to the user.
@@ -424,7 +509,7 @@ impl Request {
 
         let mut reader = None;
         mem::swap(&mut self.data_reader, &mut reader);
-        reader.unwrap()
+        Box::new(reader.unwrap())
     }
 
     /// Sends a response to this request.
@@ -447,6 +532,13 @@ impl Request {
         let mut writer = self.extract_writer_impl();
 
         let do_not_send_body = self.method == Method::Head;
+
+        let response = if self.body_fully_read() {
+            response
+        } else {
+            self.signal_close();
+            response.with_connection_close()
+        };
 
         Self::ignore_client_closing_errors(response.raw_print(
             writer.by_ref(),
@@ -473,6 +565,11 @@ impl Request {
         self.notify_when_responded = Some(sender);
         self
     }
+
+    pub(crate) fn with_close_signal(mut self, close: Arc<AtomicBool>) -> Self {
+        self.close_signal = Some(close);
+        self
+    }
 }
 
 impl fmt::Debug for Request {
@@ -494,6 +591,10 @@ impl Drop for Request {
                 sender.send(()).unwrap();
             }
         }
+        // Before the body reader is dropped, which lets the connection read on.
+        if !self.body_fully_read() {
+            self.signal_close();
+        }
     }
 }
 
@@ -505,7 +606,74 @@ impl<T> ReadWrite for T where T: Read + Write {}
 
 #[cfg(test)]
 mod tests {
-    use super::Request;
+    use super::{new_request, parse_content_length, Request};
+    use crate::{HTTPVersion, Header, Method};
+    use std::io::{Cursor, Read};
+
+    fn request(headers: &[&str], body: &[u8]) -> Request {
+        let headers = headers.iter().map(|h| h.parse::<Header>().unwrap()).collect();
+        new_request(
+            false,
+            Method::Post,
+            "/".to_owned(),
+            HTTPVersion(1, 1),
+            headers,
+            None,
+            Cursor::new(body.to_vec()),
+            Vec::new(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn content_length_is_digits_only() {
+        assert_eq!(parse_content_length("0"), Some(0));
+        assert_eq!(parse_content_length("1234"), Some(1234));
+        for bad in ["", "+3", "-1", "1e3", "3,3", "0x10", "1 2", "99999999999999999999999"] {
+            assert_eq!(parse_content_length(bad), None, "{:?}", bad);
+        }
+    }
+
+    #[test]
+    fn a_body_read_to_its_end_keeps_the_connection() {
+        // Small: read in advance.
+        assert!(request(&["Content-Length: 3"], b"abc").body_fully_read());
+        assert!(request(&[], b"").body_fully_read());
+        // Large: complete once the application read all of it.
+        let big = vec![7u8; 5000];
+        let mut rq = request(&["Content-Length: 5000"], &big);
+        assert!(!rq.body_fully_read());
+        let mut buf = [0u8; 4000];
+        rq.as_reader().read_exact(&mut buf).unwrap();
+        assert!(!rq.body_fully_read());
+        let mut rest = Vec::new();
+        rq.as_reader().read_to_end(&mut rest).unwrap();
+        assert_eq!(rest.len(), 1000);
+        assert!(rq.body_fully_read());
+    }
+
+    #[test]
+    fn chunked_and_ambiguous_framing_close_the_connection() {
+        let mut rq = request(&["Transfer-Encoding: chunked"], b"3\r\nabc\r\n0\r\n\r\n");
+        let mut body = String::new();
+        rq.as_reader().read_to_string(&mut body).unwrap();
+        assert_eq!(body, "abc");
+        assert!(!rq.body_fully_read());
+        for headers in [
+            &["Content-Length: 3", "Content-Length: 3"][..],
+            &["Content-Length: +3"][..],
+            &["Content-Length: 1e3"][..],
+        ] {
+            let mut rq = request(headers, b"abcGET / HTTP/1.1\r\n\r\n");
+            assert_eq!(rq.body_length(), None, "{:?}", headers);
+            let mut body = Vec::new();
+            rq.as_reader().read_to_end(&mut body).unwrap();
+            assert!(body.is_empty(), "{:?}", headers);
+            assert!(!rq.body_fully_read(), "{:?}", headers);
+        }
+        let rq = request(&["Content-Length: 5", "Transfer-Encoding: chunked"], b"0\r\n\r\n");
+        assert!(!rq.body_fully_read());
+    }
 
     #[test]
     fn must_be_send() {

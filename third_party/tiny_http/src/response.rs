@@ -322,6 +322,15 @@ where
         }
     }
 
+    /// Adds `Connection: close`, which `add_header` refuses to add: the
+    /// server is about to close the connection after this response.
+    pub(crate) fn with_connection_close(mut self) -> Self {
+        self.headers.retain(|h| !h.field.equiv("Connection"));
+        self.headers
+            .push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap());
+        self
+    }
+
     /// Prints the HTTP response to a writer.
     ///
     /// This function is the one used to send the response to the client's socket.
