@@ -6,12 +6,23 @@
 //! crop `input_size` square, scale to [0,1], subtract `mean` and divide by
 //! `std` per channel.
 //!
-//! What it refuses, before any pixel is decoded:
+//! Why it is built this way: an image's cost must not depend on its shape.
+//! Resizing the whole image and then cropping (what torchvision does) makes a
+//! 1 x 12000 image, 103 bytes as a PNG, into 256 x 3,072,000 pixels (2.3 GB)
+//! before the crop throws all but 224 x 224 of them away. So [`resample`]
+//! computes only the crop's pixels, straight from the source: the same
+//! separable filter, weights and rounding as the `image` crate's `resize`
+//! (a test checks it equals `resize` then `crop` to the last bit), over the
+//! window of source pixels that the crop maps onto, one output row at a time.
+//! Its cost is the crop plus one row of the window, whatever the aspect ratio.
+//!
+//! What it refuses, from the header, before any pixel is decoded:
 //! - formats other than JPEG and PNG (only those codecs are compiled in);
-//! - images wider or taller than [`MAX_IMAGE_SIDE`], or whose decoded buffer
-//!   would exceed [`MAX_DECODE_ALLOC`] (the decoder reads the header, checks
-//!   these [`Limits`], and only then allocates: a 60000x60000 PNG costs
-//!   nothing but its header).
+//! - images wider or taller than [`MAX_IMAGE_SIDE`];
+//! - images whose estimated working memory ([`memory_estimate`]: decoded
+//!   pixels, their RGB copy, the decoder's own buffers) is over
+//!   [`IMAGE_MEMORY_BUDGET`]; the PNG decoder's side allocations (an ICC
+//!   profile, text chunks) are capped at [`DECODER_SIDE_ALLOC`] inside it.
 //!
 //! Every failure is a [`PreprocessError`] whose text is shown to the client.
 
@@ -19,10 +30,9 @@ use std::fmt;
 use std::io::Cursor;
 use std::str::FromStr;
 
-use image::imageops::{self, FilterType};
-use image::{ImageError, ImageFormat, ImageReader, Limits};
+use image::{ColorType, DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage};
 use shared::frame::ErrorCode;
-use shared::limits::{MAX_DECODE_ALLOC, MAX_IMAGE_SIDE};
+use shared::limits::{DECODER_SIDE_ALLOC, IMAGE_MEMORY_BUDGET, MAX_IMAGE_SIDE};
 use tract_onnx::prelude::{tract_ndarray, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +54,24 @@ impl FromStr for Interpolation {
 }
 
 impl Interpolation {
-    fn filter(self) -> FilterType {
+    /// The filter's support radius, in source pixels at scale 1.
+    fn support(self) -> f32 {
         match self {
-            Interpolation::Bilinear => FilterType::Triangle,
-            Interpolation::Bicubic => FilterType::CatmullRom,
+            Interpolation::Bilinear => 1.0,
+            Interpolation::Bicubic => 2.0,
+        }
+    }
+
+    /// The filter's weight at distance `x`: the triangle, or the Catmull-Rom
+    /// cubic (Mitchell-Netravali with B = 0, C = 0.5), written term by term
+    /// as the `image` crate evaluates them so that results match its own.
+    fn kernel(self, x: f32) -> f32 {
+        let a = x.abs();
+        match self {
+            Interpolation::Bilinear if a < 1.0 => 1.0 - a,
+            Interpolation::Bicubic if a < 1.0 => (9.0 * a.powi(3) + -15.0 * a.powi(2) + 6.0) / 6.0,
+            Interpolation::Bicubic if a < 2.0 => (-3.0 * a.powi(3) + 15.0 * a.powi(2) + -24.0 * a + 12.0) / 6.0,
+            _ => 0.0,
         }
     }
 }
@@ -67,7 +91,7 @@ pub enum PreprocessError {
     UnsupportedFormat(String),
     /// Not decodable: corrupt, truncated, or not an image at all.
     BadImage(String),
-    /// Width x height over the limits, or too large a decoded buffer.
+    /// Width x height over the limits, or too much memory to prepare.
     TooLarge(String),
     /// A zero-sized image.
     Empty,
@@ -90,8 +114,9 @@ impl fmt::Display for PreprocessError {
             PreprocessError::BadImage(why) => write!(f, "not a decodable JPEG or PNG image: {why}"),
             PreprocessError::TooLarge(why) => write!(
                 f,
-                "image too large: {why} (limits: {MAX_IMAGE_SIDE} pixels per side, {} MiB decoded)",
-                MAX_DECODE_ALLOC >> 20
+                "image too large: {why} (limits: {MAX_IMAGE_SIDE} pixels per side, {} MiB to decode and prepare \
+                 one image: about 16 megapixels for a baseline JPEG, 5 for a progressive one)",
+                IMAGE_MEMORY_BUDGET >> 20
             ),
             PreprocessError::Empty => write!(f, "image has zero width or height"),
         }
@@ -116,13 +141,67 @@ fn ends_with_jpeg_eoi(bytes: &[u8]) -> bool {
     bytes[..end].ends_with(&[0xff, 0xd9])
 }
 
+/// Limits handed to the decoder: the side limit, and [`DECODER_SIDE_ALLOC`]
+/// for what the PNG decoder allocates beside the pixels (the pixel buffer
+/// itself is bounded by [`memory_estimate`] before it is allocated).
 fn decode_limits() -> Limits {
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    limits.max_alloc = Some(DECODER_SIDE_ALLOC);
     limits
 }
+
+/// Whether a JPEG's frame header (SOF marker) says progressive. A
+/// progressive JPEG keeps every DCT coefficient of the whole image while it
+/// decodes, a baseline one a few rows: their memory differs threefold.
+/// Anything unclear counts as progressive, the costlier case.
+fn jpeg_is_progressive(bytes: &[u8]) -> bool {
+    let mut at = 2; // after the start-of-image marker
+    while let (Some(&0xff), Some(&marker)) = (bytes.get(at), bytes.get(at + 1)) {
+        match marker {
+            0xff => at += 1, // fill byte before a marker
+            0x01 | 0xd0..=0xd7 => at += 2, // markers without a length
+            0xc4 | 0xc8 | 0xcc => {} // huffman, reserved, arithmetic tables: a segment
+            0xc0..=0xcf => return matches!(marker, 0xc2 | 0xc6 | 0xca | 0xce),
+            _ => {}
+        }
+        if matches!(marker, 0xff | 0x01 | 0xd0..=0xd7) {
+            continue;
+        }
+        let Some(&[hi, lo]) = bytes.get(at + 2..at + 4) else { return true };
+        at += 2 + usize::from(u16::from_be_bytes([hi, lo]));
+    }
+    true
+}
+
+/// Bytes needed to turn an image of this header into the model's input, at
+/// most: the decoded pixels, their RGB copy (unless they are RGB already),
+/// and the decoder's own buffers. Measured on image 0.25 / zune-jpeg 0.5 at
+/// 12 MP (VmHWM growth per pixel): baseline JPEG 3.6-3.9 bytes for RGB and
+/// 1.5 for grey, progressive 6.6 (4:2:0) to 9.9 (4:4:4) for RGB and 3.5 for
+/// grey, PNG its pixels (3 bytes for RGB) plus side allocations. The
+/// estimate rounds each case up: a JPEG's decoder buffers count 1 byte a
+/// pixel when baseline and 10 (colour) or 4 (grey) when progressive. The
+/// resampler's row and the output add [`RESAMPLE_RESERVE`].
+pub fn memory_estimate(format: ImageFormat, color: ColorType, width: u32, height: u32, progressive: bool) -> u64 {
+    let pixels = u64::from(width) * u64::from(height);
+    let decoded = pixels * u64::from(color.bytes_per_pixel());
+    let rgb_copy = if color == ColorType::Rgb8 { 0 } else { pixels * 3 };
+    let decoder = match (format, progressive, color.has_color()) {
+        (ImageFormat::Jpeg, false, _) => pixels,
+        (ImageFormat::Jpeg, true, true) => pixels * 10,
+        (ImageFormat::Jpeg, true, false) => pixels * 4,
+        _ => DECODER_SIDE_ALLOC,
+    };
+    decoded + rgb_copy + decoder + RESAMPLE_RESERVE
+}
+
+/// What [`resample`] and the output tensor take at most: one f32 RGB row of
+/// the source window (12 x 12000 bytes), the crop, and the tensor
+/// (4096 x 4096 x 3 floats would be 192 MiB, but model inputs are 224-600
+/// pixels: 600 x 600 x 3 x 4 = 4.1 MiB).
+const RESAMPLE_RESERVE: u64 = 5 * 1024 * 1024;
 
 impl Preprocess {
     /// Decodes `bytes` and returns the model input, shape [1, 3, input_size, input_size].
@@ -137,34 +216,114 @@ impl Preprocess {
         }
         let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
         reader.limits(decode_limits());
-        let img = reader.decode().map_err(classify_error)?;
-        if img.width() == 0 || img.height() == 0 {
+        // Reads the header only (and, for PNG, the chunks before the pixels).
+        let decoder = reader.into_decoder().map_err(classify_error)?;
+        let (width, height) = decoder.dimensions();
+        if width == 0 || height == 0 {
             return Err(PreprocessError::Empty);
         }
-        let rgb = img.into_rgb8();
-
-        // Resize the short side to `resize`, keeping the aspect ratio the way
-        // torchvision does (the long side is truncated, not rounded).
-        let (w, h) = (u64::from(rgb.width()), u64::from(rgb.height()));
-        let r = u64::from(self.resize);
-        let (nw, nh) = if w <= h { (r, (r * h / w).max(r)) } else { ((r * w / h).max(r), r) };
-        // nw, nh <= resize * MAX_IMAGE_SIDE: comfortably within u32.
-        let (nw, nh) = (nw as u32, nh as u32);
-        let resized = imageops::resize(&rgb, nw, nh, self.interpolation.filter());
-
-        // Centre crop, offsets rounded as torchvision's CenterCrop does.
-        let s = self.input_size;
-        let left = ((f64::from(nw - s)) / 2.0).round() as u32;
-        let top = ((f64::from(nh - s)) / 2.0).round() as u32;
-        let crop = imageops::crop_imm(&resized, left, top, s, s).to_image();
+        let color = decoder.color_type();
+        let progressive = format == ImageFormat::Jpeg && jpeg_is_progressive(bytes);
+        let need = memory_estimate(format, color, width, height, progressive);
+        if need > IMAGE_MEMORY_BUDGET {
+            let kind = if progressive { "progressive " } else { "" };
+            return Err(PreprocessError::TooLarge(format!(
+                "a {width}x{height} {kind}{color:?} {format:?} needs about {} MiB",
+                need.div_ceil(1 << 20)
+            )));
+        }
+        let rgb = DynamicImage::from_decoder(decoder).map_err(classify_error)?.into_rgb8();
+        let crop = self.resample(&rgb)?;
 
         let (mean, std) = (self.mean, self.std);
-        let side = s as usize;
+        let side = self.input_size as usize;
         let array = tract_ndarray::Array4::from_shape_fn((1, 3, side, side), |(_, c, y, x)| {
-            // x, y < s and c < 3 by the array's shape.
-            let v = f32::from(crop.get_pixel(x as u32, y as u32)[c]) / 255.0;
+            // x, y < side and c < 3 by the array's shape; crop holds side x side RGB pixels.
+            let v = f32::from(crop[(y * side + x) * 3 + c]) / 255.0;
             (v - mean[c]) / std[c]
         });
         Ok(array.into())
     }
+
+    /// The centre `input_size` square of `img` resized so that its short side
+    /// is `resize` (torchvision's `Resize` then `CenterCrop`), as RGB bytes,
+    /// row by row. Only the crop's pixels are computed (see the module
+    /// documentation); the result equals the `image` crate's `resize` of the
+    /// whole image followed by `crop_imm`.
+    pub fn resample(&self, img: &RgbImage) -> Result<Vec<u8>, PreprocessError> {
+        let (w, h) = img.dimensions();
+        let (r, s) = (u64::from(self.resize), self.input_size);
+        // The long side is truncated, not rounded, as torchvision does.
+        let (nw, nh) = if w <= h {
+            (r, (r * u64::from(h) / u64::from(w)).max(r))
+        } else {
+            ((r * u64::from(w) / u64::from(h)).max(r), r)
+        };
+        let too_large = || PreprocessError::TooLarge(format!("{w}x{h} resized to a short side of {r}"));
+        let nw = u32::try_from(nw).map_err(|_| too_large())?;
+        let nh = u32::try_from(nh).map_err(|_| too_large())?;
+        // Centre crop offsets, rounded as torchvision's CenterCrop does.
+        let offset = |n: u32| n.checked_sub(s).map(|d| (f64::from(d) / 2.0).round() as u32).ok_or_else(too_large);
+        let cols = self.taps(w, nw, offset(nw)?, s);
+        let rows = self.taps(h, nh, offset(nh)?, s);
+
+        // The source columns the crop reads: [first, end).
+        let first = cols.iter().map(|t| t.first).min().unwrap_or(0);
+        let end = cols.iter().map(|t| t.first + t.weights.len()).max().unwrap_or(0);
+        let src = img.as_raw();
+        let stride = w as usize * 3;
+        let mut row = vec![0f32; (end - first) * 3];
+        let mut out = Vec::with_capacity(s as usize * s as usize * 3);
+        for t in &rows {
+            // Vertical pass over the window's columns, taps in order.
+            row.iter_mut().for_each(|v| *v = 0.0);
+            for (k, &wt) in t.weights.iter().enumerate() {
+                let line = &src[(t.first + k) * stride + first * 3..(t.first + k) * stride + end * 3];
+                for (acc, &p) in row.iter_mut().zip(line) {
+                    *acc += f32::from(p) * wt;
+                }
+            }
+            // Horizontal pass, rounded to bytes.
+            for c in &cols {
+                let mut px = [0f32; 3];
+                for (k, &wt) in c.weights.iter().enumerate() {
+                    let at = (c.first - first + k) * 3;
+                    for (ch, v) in px.iter_mut().enumerate() {
+                        *v += row[at + ch] * wt;
+                    }
+                }
+                out.extend(px.map(|v| v.clamp(0.0, 255.0).round() as u8));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Filter taps along one axis: for each of the `count` output pixels
+    /// from `start` on, in an axis resized from `src` to `dst` pixels, the
+    /// first source pixel it reads and the normalised weights from there.
+    fn taps(&self, src: u32, dst: u32, start: u32, count: u32) -> Vec<Taps> {
+        let ratio = src as f32 / dst as f32;
+        let scale = ratio.max(1.0);
+        let support = self.interpolation.support() * scale;
+        (start..start + count)
+            .map(|out| {
+                // The source position of the output pixel's centre.
+                let centre = (out as f32 + 0.5) * ratio;
+                let left = ((centre - support).floor() as i64).clamp(0, i64::from(src) - 1);
+                let right = ((centre + support).ceil() as i64).clamp(left + 1, i64::from(src));
+                let mut weights: Vec<f32> =
+                    (left..right).map(|i| self.interpolation.kernel((i as f32 - (centre - 0.5)) / scale)).collect();
+                let sum: f32 = weights.iter().sum();
+                weights.iter_mut().for_each(|w| *w /= sum);
+                // 0 <= left < src by the clamp.
+                Taps { first: left as usize, weights }
+            })
+            .collect()
+    }
+}
+
+/// One output pixel's filter taps along one axis (see [`Preprocess::taps`]).
+struct Taps {
+    first: usize,
+    weights: Vec<f32>,
 }

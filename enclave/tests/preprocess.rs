@@ -70,3 +70,76 @@ fn garbage_truncated_and_foreign_formats() {
     padded.extend_from_slice(&[0; 64]);
     assert!(pre().prepare(&padded).is_ok());
 }
+
+/// The crop as the `image` crate computes it: resize the whole image so its
+/// short side is `resize` (torchvision's rule), then take the centre crop.
+fn resize_then_crop(img: &RgbImage, p: &Preprocess) -> Vec<u8> {
+    use image::imageops::{crop_imm, resize, FilterType};
+    let (w, h) = (u64::from(img.width()), u64::from(img.height()));
+    let r = u64::from(p.resize);
+    let (nw, nh) = if w <= h { (r, (r * h / w).max(r)) } else { ((r * w / h).max(r), r) };
+    let filter = match p.interpolation {
+        Interpolation::Bilinear => FilterType::Triangle,
+        Interpolation::Bicubic => FilterType::CatmullRom,
+    };
+    let resized = resize(img, nw as u32, nh as u32, filter);
+    let s = p.input_size;
+    let left = ((nw as u32 - s) as f64 / 2.0).round() as u32;
+    let top = ((nh as u32 - s) as f64 / 2.0).round() as u32;
+    crop_imm(&resized, left, top, s, s).to_image().into_raw()
+}
+
+#[test]
+fn the_crop_equals_resizing_the_whole_image_then_cropping_to_the_bit() {
+    // Shapes: square, landscape, portrait, thin both ways, smaller than the
+    // crop (upscaled), odd sizes; both filters; the deployed 256 -> 224 too.
+    let shapes = [(64, 64), (300, 200), (200, 300), (1, 300), (300, 1), (7, 5), (1000, 37), (333, 999)];
+    for interpolation in [Interpolation::Bilinear, Interpolation::Bicubic] {
+        for (resize, input_size) in [(36, 32), (256, 224), (40, 40)] {
+            let p = Preprocess { resize, input_size, interpolation, ..pre() };
+            for (i, &(w, h)) in shapes.iter().enumerate() {
+                let img = images::photo(w, h, i as u32);
+                let ours = p.resample(&img).unwrap();
+                let theirs = resize_then_crop(&img, &p);
+                assert_eq!(ours.len(), theirs.len());
+                let differ = ours.iter().zip(&theirs).filter(|(a, b)| a != b).count();
+                assert_eq!(differ, 0, "{w}x{h}, {interpolation:?}, {resize}->{input_size}: {differ} bytes differ");
+            }
+        }
+    }
+}
+
+#[test]
+fn thin_images_cost_what_their_crop_costs() {
+    // 1 x 12000 resized to a short side of 256 would be 256 x 3,072,000
+    // pixels (2.3 GB) before the crop; the resampler computes the crop only.
+    let p = Preprocess { resize: 256, input_size: 224, ..pre() };
+    for (w, h) in [(1, 12_000), (12_000, 1), (2, 12_000)] {
+        let t = p.prepare(&images::grey_png(w, h, false)).unwrap();
+        assert_eq!(t.shape(), &[1, 3, 224, 224]);
+    }
+}
+
+#[test]
+fn images_over_the_memory_budget_are_refused_from_the_header() {
+    use shared::limits::IMAGE_MEMORY_BUDGET;
+    let p = pre();
+    // A 140 KB all-black 12000 x 12000 grey PNG: 576 MB to decode and convert.
+    let e = p.prepare(&images::grey_png(12_000, 12_000, false)).unwrap_err();
+    assert!(matches!(&e, PreprocessError::TooLarge(m) if m.contains("12000x12000 L8 Png")), "{e:?}");
+    assert!(e.to_string().contains(&format!("{} MiB", IMAGE_MEMORY_BUDGET >> 20)), "{e}");
+    // The estimate counts what decoding really takes; an image just inside is decoded.
+    let need = enclave::preprocess::memory_estimate(image::ImageFormat::Png, image::ColorType::L16, 3300, 3300, false);
+    assert!(need <= IMAGE_MEMORY_BUDGET);
+    assert!(p.prepare(&images::grey_png(3300, 3300, true)).is_ok());
+    let e = p.prepare(&images::grey_png(3700, 3700, true)).unwrap_err();
+    assert!(matches!(&e, PreprocessError::TooLarge(m) if m.contains("3700x3700 L16 Png")), "{e:?}");
+}
+
+#[test]
+fn an_icc_profile_bomb_is_cut_short_and_the_image_served() {
+    // The profile would inflate to 400 MiB; the decoder stops at its side
+    // allowance, drops the profile, and decodes the 8 x 8 pixels.
+    let t = pre().prepare(&images::png_iccp_bomb(400 << 20)).unwrap();
+    assert_eq!(t.shape(), &[1, 3, 32, 32]);
+}

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use shared::limits::{
-    BACKEND_DEADLINE, BACKEND_POOL_SIZE, HTTP_IO_TIMEOUT, HTTP_THREADS, MAX_BACKEND_DEADLINE, MAX_CONNECTIONS,
+    BACKEND_DEADLINE, BACKEND_POOL_SIZE, HTTP_IO_TIMEOUT, HTTP_THREADS, MAX_BACKEND_DEADLINE,
     MAX_HTTP_BODY, MAX_HTTP_IO_TIMEOUT, MAX_HTTP_THREADS,
 };
 use shared::transport::{Addr, AddrError};
@@ -37,7 +37,7 @@ options:
   --threads N          HTTP handler threads (default 16, 1..=256)
   --max-body BYTES     largest request body (default 52428800 = 50 MiB, the maximum)
   --deadline-ms MS     deadline of one backend round trip (default 30000, 1..=600000)
-  --pool N             connections kept open to each backend (default 8, 1..=64)
+  --pool N             connections kept open to each backend (default and most 8)
   --io-timeout-ms MS   HTTP read/write idle timeout per connection (default 10000, 1000..=300000)
   -h, --help           print this help
 
@@ -177,7 +177,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
                 let max = u64::try_from(MAX_HTTP_IO_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
                 cfg.io_timeout = Duration::from_millis(number("--io-timeout-ms", &value("--io-timeout-ms")?, 1000, max)?);
             }
-            "--pool" => cfg.pool = to_usize(number("--pool", &value("--pool")?, 1, MAX_CONNECTIONS as u64)?),
+            // No more than the model servers' frame budget is sized for.
+            "--pool" => cfg.pool = to_usize(number("--pool", &value("--pool")?, 1, BACKEND_POOL_SIZE as u64)?),
             other if other.starts_with('-') => return Err(CliError::UnknownFlag(other.to_string())),
             other => return Err(CliError::UnexpectedArgument(other.to_string())),
         }
@@ -257,12 +258,12 @@ mod tests {
             Err(CliError::OutOfRange { flag: "--threads", value: "0".into(), min: 1, max: 256 })
         );
         assert_eq!(
-            p(&["--max-body", "52428801"]),
-            Err(CliError::OutOfRange { flag: "--max-body", value: "52428801".into(), min: 1, max: 52428800 })
+            p(&["--max-body", "16777217"]),
+            Err(CliError::OutOfRange { flag: "--max-body", value: "16777217".into(), min: 1, max: 16777216 })
         );
         assert_eq!(
             p(&["--pool", "x"]),
-            Err(CliError::OutOfRange { flag: "--pool", value: "x".into(), min: 1, max: 64 })
+            Err(CliError::OutOfRange { flag: "--pool", value: "x".into(), min: 1, max: 8 })
         );
         assert_eq!(
             p(&["--io-timeout-ms", "999"]),

@@ -56,6 +56,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::ops::Range;
 
 use crate::limits::{MAX_FRAME_LEN, MAX_IMAGES, MAX_LABELS, MAX_SEED_LEN, MAX_STRING_LEN, MAX_TOP_K};
 
@@ -516,17 +517,30 @@ impl RawFrame {
 /// frame arrived); an end of stream anywhere inside a frame is an error. The
 /// header is checked before a byte of the body is read or allocated.
 pub fn read_frame<R: Read>(r: &mut R) -> Result<Option<RawFrame>, FrameError> {
+    let Some(header) = read_header(r)? else { return Ok(None) };
+    let body = read_body(r, &header)?;
+    Ok(Some(RawFrame { header, body }))
+}
+
+/// Reads and checks one header; `Ok(None)` is a clean end of stream. A server
+/// that budgets memory reserves `body_len` between this and [`read_body`].
+pub fn read_header<R: Read>(r: &mut R) -> Result<Option<Header>, FrameError> {
     let mut head = [0u8; HEADER_LEN];
     if read_full(r, &mut head)? == 0 {
         return Ok(None);
     }
-    let header = Header::parse(&head)?;
+    Header::parse(&head).map(Some)
+}
+
+/// Reads the body that `header` announced; an end of stream before its last
+/// byte is an error.
+pub fn read_body<R: Read>(r: &mut R, header: &Header) -> Result<Vec<u8>, FrameError> {
     // The length was bounded by Header::parse: this allocation is at most MAX_FRAME_LEN.
     let mut body = vec![0u8; header.body_len as usize];
     if read_full(r, &mut body)? == 0 && !body.is_empty() {
         return Err(FrameError::Truncated { needed: body.len(), available: 0 });
     }
-    Ok(Some(RawFrame { header, body }))
+    Ok(body)
 }
 
 /// Fills `buf` completely. Returns 0 if the stream ended before its first
@@ -601,6 +615,24 @@ fn decode_info(r: &mut Reader<'_>) -> Result<ModelInfo, FrameError> {
 }
 
 fn decode_infer(r: &mut Reader<'_>) -> Result<InferRequest, FrameError> {
+    let body = r.buf;
+    let (top_k, ranges) = decode_infer_ranges(r)?;
+    let images = ranges.into_iter().map(|range| body[range].to_vec()).collect();
+    Ok(InferRequest { top_k, images })
+}
+
+/// Decodes an `Infer` body without copying its images: `top_k` and, for each
+/// image, where its bytes lie in `body`. The whole body must be consumed.
+/// The model server hands these ranges of one shared body to its workers.
+pub fn decode_infer_body(body: &[u8]) -> Result<(u16, Vec<Range<usize>>), FrameError> {
+    let mut r = Reader::new(body);
+    let out = decode_infer_ranges(&mut r)?;
+    r.finish()?;
+    Ok(out)
+}
+
+fn decode_infer_ranges(r: &mut Reader<'_>) -> Result<(u16, Vec<Range<usize>>), FrameError> {
+    let total = r.remaining();
     let top_k = r.u16()?;
     check_top_k(usize::from(top_k))?;
     let count = usize::from(r.u16()?);
@@ -608,9 +640,11 @@ fn decode_infer(r: &mut Reader<'_>) -> Result<InferRequest, FrameError> {
     let mut images = Vec::with_capacity(count);
     for _ in 0..count {
         let len = r.u32()? as usize;
-        images.push(r.take(len)?.to_vec());
+        let start = total - r.remaining();
+        r.take(len)?;
+        images.push(start..start + len);
     }
-    Ok(InferRequest { top_k, images })
+    Ok((top_k, images))
 }
 
 fn decode_result(r: &mut Reader<'_>) -> Result<InferReply, FrameError> {

@@ -1,14 +1,29 @@
 //! Fuzz harness bodies. The same functions run under stable `cargo test`
 //! (over a seed corpus and generated cases) and under cargo-fuzz (`fuzz/`).
 
-use crate::frame::Frame;
+use crate::frame::{decode_infer_body, Frame, Kind, Message, HEADER_LEN};
 
 /// Decoding arbitrary bytes never panics, and whatever decodes re-encodes to
-/// exactly the same bytes (the encoding is canonical).
+/// exactly the same bytes (the encoding is canonical). The model server's
+/// own `Infer` decoder, which returns ranges into the body instead of
+/// copies, accepts and refuses exactly what the general decoder does, and
+/// its ranges hold the same images.
 pub fn frame_round_trip(data: &[u8]) {
     if let Ok(frame) = Frame::decode(data) {
         let again = frame.encode().expect("a decoded frame must re-encode");
         assert_eq!(again, data, "re-encoding a decoded frame changed its bytes");
+    }
+    if data.len() >= HEADER_LEN && data[3] == Kind::Infer as u8 {
+        let body = &data[HEADER_LEN..];
+        match (Message::decode(Kind::Infer as u8, body), decode_infer_body(body)) {
+            (Ok(Message::Infer(req)), Ok((top_k, ranges))) => {
+                assert_eq!(req.top_k, top_k);
+                let images: Vec<Vec<u8>> = ranges.into_iter().map(|r| body[r].to_vec()).collect();
+                assert_eq!(req.images, images, "the range decoder found other images");
+            }
+            (Err(general), Err(ranges)) => assert_eq!(general, ranges),
+            (general, ranges) => panic!("the Infer decoders disagree: {general:?} against {ranges:?}"),
+        }
     }
 }
 

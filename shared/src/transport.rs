@@ -14,14 +14,16 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{recv, MsgFlags};
 use vsock::{VsockListener, VsockStream, VMADDR_CID_ANY};
 
 /// Longest Unix socket path the kernel accepts (`sun_path` is 108 bytes, NUL included).
@@ -189,6 +191,18 @@ pub fn wait_readable(fd: &impl AsFd, timeout: Duration) -> io::Result<bool> {
         Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(false),
         Ok(_) => Ok(true),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether the peer of `fd` has hung up, without taking anything from it:
+/// a non-blocking peek that finds the end of the stream (or an error) says
+/// so; pending data or nothing yet means the peer is still there.
+pub fn peer_hung_up(fd: &impl AsFd) -> bool {
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    match recv(fd.as_fd().as_raw_fd(), &mut [0u8; 1], flags) {
+        Ok(0) => true,
+        Ok(_) | Err(Errno::EAGAIN | Errno::EINTR) => false,
+        Err(_) => true,
     }
 }
 
