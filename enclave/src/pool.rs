@@ -14,10 +14,17 @@
 //!   replaced and the server keeps serving.
 //! - Every job is answered exactly once, whatever happens, so a connection
 //!   waiting for its replies can never hang on a lost job.
+//! - A request's images are ranges of its one frame body, shared by its jobs
+//!   (no copies); the body, and the memory it holds, is freed when the last
+//!   job is done with it.
+//! - A request can be cancelled (its connection is gone, or one of its
+//!   images failed and the request has failed with it): its jobs still in the
+//!   queue are then taken out and answered at once without being run.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -44,11 +51,26 @@ pub struct Classified {
 /// The answer for one image, tagged with its place in the request.
 pub type ImageOutcome = (usize, Result<ImageResult, ErrorReply>);
 
+/// The bytes a request's images lie in (a frame body, and whatever memory
+/// reservation comes with it), shared by the request's jobs.
+pub type Body = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// One request's work: its images as ranges of `body`.
+pub struct Batch {
+    pub body: Body,
+    pub images: Vec<Range<usize>>,
+    pub top_k: usize,
+    /// Set by the submitter to drop the request's jobs still queued.
+    pub cancel: Arc<AtomicBool>,
+}
+
 struct Job {
-    image: Vec<u8>,
+    body: Body,
+    image: Range<usize>,
     index: usize,
     top_k: usize,
     arrived: Instant,
+    cancel: Arc<AtomicBool>,
     reply: Sender<ImageOutcome>,
 }
 
@@ -108,22 +130,39 @@ impl Pool {
 
     /// Queues every image of one request, or none of them. The outcomes
     /// arrive on the returned channel, one per image, in any order.
-    pub fn submit(&self, images: Vec<Vec<u8>>, top_k: usize) -> Result<Receiver<ImageOutcome>, SubmitError> {
+    pub fn submit(&self, batch: Batch) -> Result<Receiver<ImageOutcome>, SubmitError> {
         let (tx, rx) = channel();
         let arrived = Instant::now();
         let mut q = lock(&self.shared.queue);
         if q.closed {
             return Err(SubmitError::Closed);
         }
-        if q.jobs.len() + images.len() > self.shared.capacity {
+        if q.jobs.len() + batch.images.len() > self.shared.capacity {
             return Err(SubmitError::Busy { queued: q.jobs.len(), capacity: self.shared.capacity });
         }
+        let Batch { body, images, top_k, cancel } = batch;
         for (index, image) in images.into_iter().enumerate() {
-            q.jobs.push_back(Job { image, index, top_k, arrived, reply: tx.clone() });
+            let (body, cancel, reply) = (Arc::clone(&body), Arc::clone(&cancel), tx.clone());
+            q.jobs.push_back(Job { body, image, index, top_k, arrived, cancel, reply });
         }
         drop(q);
         self.shared.ready.notify_all();
         Ok(rx)
+    }
+
+    /// Cancels a request: sets its flag, so that a worker about to take one
+    /// of its jobs skips it, and takes its jobs still queued out of the queue
+    /// at once, answering each as cancelled. Returns how many were taken.
+    pub fn cancel(&self, cancel: &Arc<AtomicBool>) -> usize {
+        cancel.store(true, Ordering::SeqCst);
+        let mut q = lock(&self.shared.queue);
+        let (taken, kept): (VecDeque<Job>, VecDeque<Job>) = q.jobs.drain(..).partition(|j| Arc::ptr_eq(&j.cancel, cancel));
+        q.jobs = kept;
+        drop(q);
+        for job in &taken {
+            let _ = job.reply.send((job.index, Err(cancelled())));
+        }
+        taken.len()
     }
 
     /// How many worker panics were caught since start.
@@ -156,7 +195,12 @@ fn work<E: Engine>(n: usize, engine: &E, mut state: E::State, shared: &Shared) {
             }
         };
         let queue_us = micros(job.arrived.elapsed().as_micros());
-        let outcome = catch_unwind(AssertUnwindSafe(|| engine.classify(&mut state, &job.image, job.top_k)));
+        let image = (*job.body).as_ref().get(job.image.clone());
+        let outcome = match image {
+            _ if job.cancel.load(Ordering::SeqCst) => Ok(Err(cancelled())),
+            Some(image) => catch_unwind(AssertUnwindSafe(|| engine.classify(&mut state, image, job.top_k))),
+            None => Ok(Err(ErrorReply::new(ErrorCode::Internal, "image range outside its request body"))),
+        };
         let result = match outcome {
             Ok(Ok(c)) => Ok(ImageResult {
                 timings: StageTimings { queue_us, decode_us: c.decode_us, infer_us: c.infer_us },
@@ -175,7 +219,12 @@ fn work<E: Engine>(n: usize, engine: &E, mut state: E::State, shared: &Shared) {
         };
         // The receiver is gone only if its connection died; nothing to do then.
         let _ = job.reply.send((job.index, result));
+        // Dropping the job here releases its share of the request's body.
     }
+}
+
+fn cancelled() -> ErrorReply {
+    ErrorReply::new(ErrorCode::Internal, "not run: the request was cancelled")
 }
 
 /// Saturating conversion of a duration in microseconds to the wire's u32.
@@ -226,10 +275,21 @@ mod tests {
         Arc::new(Fake { states_built: AtomicU64::new(0) })
     }
 
+    /// A batch whose images are the given byte strings, laid end to end in one body.
+    fn batch(images: Vec<Vec<u8>>) -> Batch {
+        let mut body = Vec::new();
+        let mut ranges = Vec::new();
+        for image in images {
+            ranges.push(body.len()..body.len() + image.len());
+            body.extend(image);
+        }
+        Batch { body: Arc::new(body), images: ranges, top_k: 1, cancel: Arc::new(AtomicBool::new(false)) }
+    }
+
     #[test]
     fn answers_every_image_in_request_order() {
         let pool = Pool::start(fake(), 2, 8).unwrap();
-        let rx = pool.submit(vec![vec![7], vec![9], vec![3]], 1).unwrap();
+        let rx = pool.submit(batch(vec![vec![7], vec![9], vec![3]])).unwrap();
         let got = collect(rx, 3);
         let ids: Vec<u32> = got.iter().map(|r| r.as_ref().unwrap().top[0].class_id).collect();
         assert_eq!(ids, vec![7, 9, 3]);
@@ -240,14 +300,14 @@ mod tests {
     fn a_panicking_worker_is_reported_and_replaced() {
         let engine = fake();
         let pool = Pool::start(Arc::clone(&engine), 1, 8).unwrap();
-        let got = collect(pool.submit(vec![b"panic".to_vec(), vec![5]], 1).unwrap(), 2);
+        let got = collect(pool.submit(batch(vec![b"panic".to_vec(), vec![5]])).unwrap(), 2);
         let err = got[0].as_ref().unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::Internal));
         // The same single worker serves the next image, on a fresh state.
         assert_eq!(got[1].as_ref().unwrap().top[0].class_id, 5);
         assert_eq!(pool.panics(), 1);
         assert_eq!(engine.states_built.load(Ordering::SeqCst), 2);
-        let again = collect(pool.submit(vec![vec![6]], 1).unwrap(), 1);
+        let again = collect(pool.submit(batch(vec![vec![6]])).unwrap(), 1);
         assert_eq!(again[0].as_ref().unwrap().top[0].class_id, 6);
         pool.shutdown();
     }
@@ -255,7 +315,7 @@ mod tests {
     #[test]
     fn errors_are_per_image() {
         let pool = Pool::start(fake(), 1, 8).unwrap();
-        let got = collect(pool.submit(vec![b"fail".to_vec(), vec![1]], 1).unwrap(), 2);
+        let got = collect(pool.submit(batch(vec![b"fail".to_vec(), vec![1]])).unwrap(), 2);
         assert_eq!(got[0].as_ref().unwrap_err().code(), Some(ErrorCode::BadImage));
         assert!(got[1].is_ok());
         pool.shutdown();
@@ -264,19 +324,52 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_the_whole_request_at_once() {
         let pool = Pool::start(fake(), 1, 2).unwrap();
-        let slow = pool.submit(vec![b"slow".to_vec()], 1).unwrap();
+        let slow = pool.submit(batch(vec![b"slow".to_vec()])).unwrap();
         std::thread::sleep(Duration::from_millis(50)); // the worker takes it
-        let held = pool.submit(vec![b"slow".to_vec(), b"slow".to_vec()], 1).unwrap();
-        assert_eq!(pool.submit(vec![vec![1]], 1).unwrap_err(), SubmitError::Busy { queued: 2, capacity: 2 });
+        let held = pool.submit(batch(vec![b"slow".to_vec(), b"slow".to_vec()])).unwrap();
+        assert_eq!(pool.submit(batch(vec![vec![1]])).unwrap_err(), SubmitError::Busy { queued: 2, capacity: 2 });
         collect(slow, 1);
         collect(held, 2);
         pool.shutdown();
     }
 
     #[test]
+    fn a_cancelled_request_is_answered_without_running_its_queued_images() {
+        let pool = Pool::start(fake(), 1, 8).unwrap();
+        let slow = batch(vec![b"slow".to_vec(), b"slow".to_vec(), b"slow".to_vec(), b"slow".to_vec()]);
+        let cancel = Arc::clone(&slow.cancel);
+        let rx = pool.submit(slow).unwrap();
+        std::thread::sleep(Duration::from_millis(50)); // the worker takes the first
+        assert_eq!(pool.cancel(&cancel), 3, "the three queued jobs are taken out");
+        assert_eq!(lock(&pool.shared.queue).jobs.len(), 0);
+        let got = collect(rx, 4);
+        assert!(got[0].is_ok(), "the image already running finishes");
+        // The engine answers Ok for "slow": an error means it was never called.
+        for r in &got[1..] {
+            assert_eq!(r.as_ref().unwrap_err().message, "not run: the request was cancelled");
+        }
+        // Another request's jobs are untouched.
+        let other = batch(vec![vec![3]]);
+        assert_eq!(pool.cancel(&cancel), 0);
+        assert_eq!(collect(pool.submit(other).unwrap(), 1)[0].as_ref().unwrap().top[0].class_id, 3);
+        pool.shutdown();
+    }
+
+    #[test]
+    fn the_body_is_released_when_the_last_job_is_done() {
+        let pool = Pool::start(fake(), 1, 8).unwrap();
+        let b = batch(vec![vec![1], vec![2]]);
+        let body = Arc::clone(&b.body);
+        collect(pool.submit(b).unwrap(), 2);
+        std::thread::sleep(Duration::from_millis(20)); // the worker drops its last job
+        assert_eq!(Arc::strong_count(&body), 1);
+        pool.shutdown();
+    }
+
+    #[test]
     fn shutdown_finishes_queued_work_then_refuses() {
         let pool = Pool::start(fake(), 1, 8).unwrap();
-        let rx = pool.submit(vec![b"slow".to_vec(), vec![4]], 1).unwrap();
+        let rx = pool.submit(batch(vec![b"slow".to_vec(), vec![4]])).unwrap();
         let shared = Arc::clone(&pool.shared);
         pool.shutdown();
         assert_eq!(collect(rx, 2).len(), 2);

@@ -5,32 +5,48 @@
 //! handles one request at a time (read a frame, answer it, read the next).
 //! Inference itself runs on the [`Pool`].
 //!
+//! Memory: a frame's body is allocated only after its length has been
+//! reserved from the server-wide [`FrameBudget`] ([`FRAME_MEMORY_BUDGET`]
+//! bytes for all connections together); the reservation is given back when
+//! the body is freed, after the last of its images has been processed. The
+//! images are handed to the workers as ranges of that one body, never copied.
+//!
 //! The hostile-input policy, per connection:
 //! - header-level error (bad magic, version, oversized length) or a stream
 //!   that ends or stalls mid-frame: answer one `malformed` frame if the
 //!   peer still listens, then close this connection;
+//! - a frame whose length does not fit in what is left of the frame budget:
+//!   answer `busy`, then close (its body is never read into memory);
 //! - body-level error (unknown kind, bad counts, trailing bytes, zero or too
 //!   many images): answer an error frame and keep the connection;
 //! - a frame must arrive whole within [`FRAME_BODY_TIMEOUT`] of its first
-//!   byte, and a reply must be taken within the same time, or the connection
-//!   is closed. An idle connection costs one parked thread and nothing else.
+//!   byte (one deadline for the whole frame, however the peer paces its
+//!   bytes), and a reply must be taken within the same time, or the
+//!   connection is closed. An idle connection costs one parked thread.
+//! - after a `malformed` or `busy` answer, what the peer still sends is read
+//!   and dropped for at most [`DRAIN_MAX_BYTES`] and [`DRAIN_TIMEOUT`];
+//! - a request whose connection hangs up, or one of whose images fails, is
+//!   cancelled: its images still queued are not run.
 //!
 //! Nothing from a request (image bytes, results) is ever logged.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shared::frame::{
-    read_frame, truncate_utf8, write_frame, ErrorCode, ErrorReply, Frame, FrameError, ImageResult, InferReply, InferRequest, Message,
+    decode_infer_body, read_body, read_header, truncate_utf8, write_frame, ErrorCode, ErrorReply, Frame, FrameError,
+    Header, ImageResult, InferReply, Kind, Message,
 };
-use shared::limits::{FRAME_BODY_TIMEOUT, MAX_STRING_LEN, SHUTDOWN_GRACE};
-use shared::transport::{wait_readable, Listener, Stream};
+use shared::limits::{DRAIN_MAX_BYTES, DRAIN_TIMEOUT, FRAME_BODY_TIMEOUT, FRAME_MEMORY_BUDGET, MAX_STRING_LEN, SHUTDOWN_GRACE};
+use shared::transport::{peer_hung_up, wait_readable, Listener, Stream};
 
-use crate::pool::{Pool, SubmitError};
+use crate::pool::{Batch, Pool, SubmitError};
 
-/// How often blocked threads look at the shutdown flag.
+/// How often blocked threads look at the shutdown flag, and a connection
+/// waiting for its images looks whether its peer is still there.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 pub struct Server {
@@ -49,6 +65,93 @@ struct Ctx {
     info: Frame,
     shutdown: Arc<AtomicBool>,
     on_seed: fn(&[u8]) -> std::io::Result<()>,
+    budget: Arc<FrameBudget>,
+}
+
+/// Bytes of frame bodies the server may hold at once, over all connections.
+pub struct FrameBudget {
+    left: Mutex<u64>,
+    total: u64,
+}
+
+/// A reservation from a [`FrameBudget`], given back when dropped.
+pub struct Grant {
+    budget: Arc<FrameBudget>,
+    bytes: u64,
+}
+
+impl FrameBudget {
+    pub fn new(total: u64) -> Arc<FrameBudget> {
+        Arc::new(FrameBudget { left: Mutex::new(total), total })
+    }
+
+    /// Reserves `bytes`, or returns how many are left if they do not fit.
+    pub fn reserve(self: &Arc<Self>, bytes: u64) -> Result<Grant, u64> {
+        let mut left = self.left.lock().unwrap_or_else(|p| p.into_inner());
+        match left.checked_sub(bytes) {
+            Some(rest) => {
+                *left = rest;
+                Ok(Grant { budget: Arc::clone(self), bytes })
+            }
+            None => Err(*left),
+        }
+    }
+}
+
+impl Drop for Grant {
+    fn drop(&mut self) {
+        let mut left = self.budget.left.lock().unwrap_or_else(|p| p.into_inner());
+        *left = left.saturating_add(self.bytes).min(self.budget.total);
+    }
+}
+
+/// A frame body and its reservation: the memory is given back to the budget
+/// when the last holder (the connection, or a worker with one of its images)
+/// drops it.
+struct HeldBody {
+    bytes: Vec<u8>,
+    _grant: Grant,
+}
+
+impl AsRef<[u8]> for HeldBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Counts a connection for as long as it lives, panics included.
+struct Active(Arc<AtomicUsize>);
+
+impl Active {
+    fn enter(count: &Arc<AtomicUsize>) -> Active {
+        count.fetch_add(1, Ordering::SeqCst);
+        Active(Arc::clone(count))
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Reads from a stream until a fixed instant: before each read the socket's
+/// timeout is set to the time that is left, so the whole frame, not each
+/// read, is bounded.
+struct Deadline<'a> {
+    stream: &'a mut Stream,
+    until: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
 }
 
 impl Server {
@@ -56,7 +159,8 @@ impl Server {
     /// lets open requests finish (at most [`SHUTDOWN_GRACE`]) and returns.
     pub fn run(self) {
         let Server { listener, pool, info, max_connections, shutdown, on_seed } = self;
-        let ctx = Arc::new(Ctx { pool, info, shutdown, on_seed });
+        let budget = FrameBudget::new(FRAME_MEMORY_BUDGET);
+        let ctx = Arc::new(Ctx { pool, info, shutdown, on_seed, budget });
         let active = Arc::new(AtomicUsize::new(0));
         while !ctx.shutdown.load(Ordering::SeqCst) {
             let mut stream = match listener.accept_timeout(POLL_INTERVAL) {
@@ -72,14 +176,13 @@ impl Server {
                 refuse(&mut stream, ErrorCode::Busy, "too many connections; retry later");
                 continue;
             }
-            active.fetch_add(1, Ordering::SeqCst);
-            let (ctx, active2) = (Arc::clone(&ctx), Arc::clone(&active));
+            let (ctx, counted) = (Arc::clone(&ctx), Active::enter(&active));
             let spawned = std::thread::Builder::new().name("conn".into()).spawn(move || {
+                let _counted = counted;
                 serve_connection(stream, &ctx);
-                active2.fetch_sub(1, Ordering::SeqCst);
             });
+            // If the thread did not start, the closure and its count were dropped.
             if let Err(e) = spawned {
-                active.fetch_sub(1, Ordering::SeqCst);
                 eprintln!("cannot start a connection thread: {e}");
             }
         }
@@ -99,9 +202,6 @@ impl Server {
     }
 }
 
-/// Most bytes read and thrown away after a malformed frame (see [`drain`]).
-const DRAIN_MAX: u64 = 1 << 20;
-
 /// Best-effort error frame to a connection we will not serve; the peer then
 /// reads end of stream. Runs on the accept loop for the connection limit, so
 /// it never waits on the peer (a fresh socket takes a small frame at once).
@@ -111,19 +211,44 @@ fn refuse(stream: &mut Stream, code: ErrorCode, message: &str) {
     let _ = stream.shutdown_write();
 }
 
-/// Reads and drops what the peer still sends (bounded in bytes and time),
-/// so that closing the socket does not reset it: a reset with unread input
-/// would destroy the error frame before the peer reads it. Runs on the
-/// connection's own thread only.
+/// Reads and drops what the peer still sends (at most [`DRAIN_MAX_BYTES`],
+/// for at most [`DRAIN_TIMEOUT`]), so that closing the socket does not reset
+/// it: a reset with unread input would destroy the error frame before the
+/// peer reads it. Runs on the connection's own thread only.
 fn drain(mut stream: Stream) {
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let _ = std::io::copy(&mut (&mut stream).take(DRAIN_MAX), &mut std::io::sink());
+    let until = Instant::now() + DRAIN_TIMEOUT;
+    let mut reader = Deadline { stream: &mut stream, until }.take(DRAIN_MAX_BYTES);
+    let _ = io::copy(&mut reader, &mut io::sink());
+}
+
+/// Reads one frame's header and body within [`FRAME_BODY_TIMEOUT`] of its
+/// first byte, reserving the body's length from the budget first. `Ok(None)`
+/// is a clean end of stream; `Err` carries the answer to give before closing
+/// (none when the peer is gone or stalled).
+fn read_request(stream: &mut Stream, budget: &Arc<FrameBudget>) -> Result<Option<(Header, HeldBody)>, Option<ErrorReply>> {
+    let until = Instant::now() + FRAME_BODY_TIMEOUT;
+    let mut r = Deadline { stream, until };
+    let fail = |e: FrameError| match e {
+        FrameError::Io(_) => None, // stalled or broken peer: nobody to answer
+        e => Some(ErrorReply::new(ErrorCode::Malformed, e.to_string())),
+    };
+    let Some(header) = read_header(&mut r).map_err(fail)? else { return Ok(None) };
+    let grant = budget.reserve(u64::from(header.body_len)).map_err(|left| {
+        Some(ErrorReply::new(
+            ErrorCode::Busy,
+            format!(
+                "a frame of {} bytes does not fit in the {left} bytes left of the model server's \
+                 {FRAME_MEMORY_BUDGET}-byte frame budget; retry later",
+                header.body_len
+            ),
+        ))
+    })?;
+    let bytes = read_body(&mut r, &header).map_err(fail)?;
+    Ok(Some((header, HeldBody { bytes, _grant: grant })))
 }
 
 fn serve_connection(mut stream: Stream, ctx: &Ctx) {
-    if stream.set_read_timeout(Some(FRAME_BODY_TIMEOUT)).is_err()
-        || stream.set_write_timeout(Some(FRAME_BODY_TIMEOUT)).is_err()
-    {
+    if stream.set_write_timeout(Some(FRAME_BODY_TIMEOUT)).is_err() {
         return;
     }
     loop {
@@ -135,20 +260,25 @@ fn serve_connection(mut stream: Stream, ctx: &Ctx) {
             Ok(false) => continue,
             Err(_) => return,
         }
-        let raw = match read_frame(&mut stream) {
-            Ok(Some(raw)) => raw,
-            Ok(None) => return, // the peer closed cleanly
-            // Stalled or broken peer: nobody to answer.
-            Err(FrameError::Io(_)) => return,
-            Err(e) => {
-                refuse(&mut stream, ErrorCode::Malformed, &e.to_string());
+        let (header, body) = match read_request(&mut stream, &ctx.budget) {
+            Ok(Some(request)) => request,
+            Ok(None) | Err(None) => return,
+            Err(Some(answer)) => {
+                refuse(&mut stream, answer.code().unwrap_or(ErrorCode::Malformed), &answer.message);
                 return drain(stream);
             }
         };
-        let id = raw.header.request_id;
-        let reply = match raw.message() {
-            Ok(msg) => answer(msg, ctx),
-            Err(e) => Message::Error(ErrorReply::new(ErrorCode::Malformed, e.to_string())),
+        let id = header.request_id;
+        let reply = if header.kind == Kind::Infer as u8 {
+            match infer(Arc::new(body), ctx, &stream) {
+                Some(reply) => reply,
+                None => return, // the peer hung up: nobody to answer
+            }
+        } else {
+            match Message::decode(header.kind, &body.bytes) {
+                Ok(msg) => answer(msg, ctx),
+                Err(e) => Message::Error(ErrorReply::new(ErrorCode::Malformed, e.to_string())),
+            }
         };
         // A reply that cannot be encoded (it would break a limit) becomes an
         // internal error, so the client always gets an answer.
@@ -172,32 +302,47 @@ fn answer(msg: Message, ctx: &Ctx) -> Message {
             Ok(()) => Message::Pong,
             Err(e) => err(ErrorCode::Internal, &format!("cannot mix the seed: {e}")),
         },
-        Message::Infer(req) => infer(req, ctx),
+        // Infer frames are answered by `infer`, from their undecoded body.
         other => err(ErrorCode::UnexpectedKind, &format!("{:?} is a reply, not a request", other.kind())),
     }
 }
 
-fn infer(req: InferRequest, ctx: &Ctx) -> Message {
+/// Runs one inference request. `None` when its connection hung up before
+/// the answer was ready (the request is then cancelled).
+fn infer(body: Arc<HeldBody>, ctx: &Ctx, stream: &Stream) -> Option<Message> {
+    let error = |code, m: String| Some(Message::Error(ErrorReply::new(code, m)));
     if ctx.shutdown.load(Ordering::SeqCst) {
-        return Message::Error(ErrorReply::new(ErrorCode::ShuttingDown, "the model server is shutting down"));
+        return error(ErrorCode::ShuttingDown, "the model server is shutting down".into());
     }
-    let n = req.images.len();
-    let rx = match ctx.pool.submit(req.images, usize::from(req.top_k)) {
+    let (top_k, images) = match decode_infer_body(&body.bytes) {
+        Ok(decoded) => decoded,
+        Err(e) => return error(ErrorCode::Malformed, e.to_string()),
+    };
+    let n = images.len();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let batch = Batch { body, images, top_k: usize::from(top_k), cancel: Arc::clone(&cancel) };
+    let rx = match ctx.pool.submit(batch) {
         Ok(rx) => rx,
         Err(SubmitError::Busy { queued, capacity }) => {
-            return Message::Error(ErrorReply::new(
-                ErrorCode::Busy,
-                format!("queue full ({queued} of {capacity} images waiting); retry later"),
-            ))
+            return error(ErrorCode::Busy, format!("queue full ({queued} of {capacity} images waiting); retry later"))
         }
-        Err(SubmitError::Closed) => {
-            return Message::Error(ErrorReply::new(ErrorCode::ShuttingDown, "the model server is shutting down"))
-        }
+        Err(SubmitError::Closed) => return error(ErrorCode::ShuttingDown, "the model server is shutting down".into()),
     };
     let mut slots: Vec<Option<ImageResult>> = vec![None; n];
     let mut first_error: Option<(usize, ErrorReply)> = None;
     // The pool answers every job exactly once; the loop ends when all did.
-    for (index, outcome) in rx.iter().take(n) {
+    let mut answered = 0;
+    while answered < n {
+        let (index, outcome) = match rx.recv_timeout(POLL_INTERVAL) {
+            Ok(got) => got,
+            Err(RecvTimeoutError::Timeout) if peer_hung_up(stream) => {
+                ctx.pool.cancel(&cancel);
+                return None;
+            }
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        answered += 1;
         match outcome {
             Ok(r) => {
                 if let Some(slot) = slots.get_mut(index) {
@@ -205,6 +350,8 @@ fn infer(req: InferRequest, ctx: &Ctx) -> Message {
                 }
             }
             Err(e) => {
+                // The request has failed: its images still queued need not run.
+                ctx.pool.cancel(&cancel);
                 if first_error.as_ref().is_none_or(|(i, _)| index < *i) {
                     first_error = Some((index, e));
                 }
@@ -214,10 +361,10 @@ fn infer(req: InferRequest, ctx: &Ctx) -> Message {
     if let Some((index, e)) = first_error {
         let mut message = format!("image {index}: {}", e.message);
         truncate_utf8(&mut message, MAX_STRING_LEN);
-        return Message::Error(ErrorReply { code_raw: e.code_raw, message });
+        return Some(Message::Error(ErrorReply { code_raw: e.code_raw, message }));
     }
     match slots.into_iter().collect::<Option<Vec<_>>>() {
-        Some(images) => Message::Result(InferReply { images }),
-        None => Message::Error(ErrorReply::new(ErrorCode::Internal, "a worker result went missing")),
+        Some(images) => Some(Message::Result(InferReply { images })),
+        None => error(ErrorCode::Internal, "a worker result went missing".into()),
     }
 }
