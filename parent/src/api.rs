@@ -70,6 +70,8 @@ pub enum ApiError {
     BodyTimeout,
     /// More than [`MAX_HTTP_HEADERS`] header lines or [`MAX_HTTP_HEADER_BYTES`] bytes of headers.
     HeadersTooLarge,
+    /// The body's framing is ambiguous (RFC 9112, section 6.3): why, in fixed words.
+    BadFraming(&'static str),
     UnsupportedMediaType,
     BadTopK,
     BadJson(String),
@@ -99,6 +101,7 @@ impl fmt::Display for ApiError {
                 "the request body arrived too slowly (under {HTTP_BODY_MIN_RATE} bytes/s after {} s)",
                 HTTP_BODY_GRACE.as_secs()
             ),
+            ApiError::BadFraming(why) => write!(f, "the request's body framing is ambiguous: {why}"),
             ApiError::HeadersTooLarge => write!(
                 f,
                 "request headers over the limit of {MAX_HTTP_HEADERS} lines or {MAX_HTTP_HEADER_BYTES} bytes"
@@ -138,6 +141,7 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } | ApiError::TooManyImages(_) => 413,
             ApiError::UnsupportedMediaType | ApiError::UnsupportedImageFormat { .. } => 415,
             ApiError::BodyRead
+            | ApiError::BadFraming(_)
             | ApiError::BadTopK
             | ApiError::BadJson(_)
             | ApiError::MissingImages
@@ -176,6 +180,7 @@ impl ApiError {
             ApiError::BodyRead => "body_read_failed",
             ApiError::BodyTimeout => "body_timeout",
             ApiError::HeadersTooLarge => "headers_too_large",
+            ApiError::BadFraming(_) => "bad_framing",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::BadTopK => "bad_top_k",
             ApiError::BadJson(_) => "bad_json",
@@ -783,6 +788,8 @@ mod tests {
         assert_eq!((ApiError::BodyTimeout.status(), ApiError::BodyTimeout.code()), (408, "body_timeout"));
         assert_eq!((ApiError::HeadersTooLarge.status(), ApiError::HeadersTooLarge.code()), (431, "headers_too_large"));
         assert_eq!((ApiError::BodyRead.status(), ApiError::BodyRead.code()), (400, "body_read_failed"));
+        let framing = ApiError::BadFraming("x");
+        assert_eq!((framing.status(), framing.code()), (400, "bad_framing"));
         assert_eq!(ApiError::BodyTimeout.retry_after(), None);
     }
 

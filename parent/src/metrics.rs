@@ -87,8 +87,6 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(Route, u16), u64>>,
     latency: [Histogram; Route::ALL.len()],
     in_flight: AtomicI64,
-    /// Requests left unanswered on purpose (see `server::abandon`).
-    abandoned: AtomicU64,
     /// Times tiny_http's accept loop stopped and was started again.
     accept_restarts: AtomicU64,
 }
@@ -114,7 +112,6 @@ impl Metrics {
             requests: Mutex::new(BTreeMap::new()),
             latency: std::array::from_fn(|_| Histogram::new()),
             in_flight: AtomicI64::new(0),
-            abandoned: AtomicU64::new(0),
             accept_restarts: AtomicU64::new(0),
         }
     }
@@ -133,11 +130,6 @@ impl Metrics {
             *map.entry((route, status)).or_insert(0) += 1;
         }
         self.latency[route.index()].observe(elapsed);
-    }
-
-    /// Counts a request left unanswered on purpose; returns the new total.
-    pub fn abandon(&self) -> u64 {
-        self.abandoned.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Counts a restart of the accept loop.
@@ -182,9 +174,6 @@ impl Metrics {
         out.push_str("# HELP parent_http_requests_in_flight HTTP requests being handled now.\n");
         out.push_str("# TYPE parent_http_requests_in_flight gauge\n");
         let _ = writeln!(out, "parent_http_requests_in_flight {}", self.in_flight.load(Ordering::Relaxed));
-        out.push_str("# HELP parent_http_requests_abandoned_total Requests declaring a body too large to refuse safely, left unanswered.\n");
-        out.push_str("# TYPE parent_http_requests_abandoned_total counter\n");
-        let _ = writeln!(out, "parent_http_requests_abandoned_total {}", self.abandoned.load(Ordering::Relaxed));
         out.push_str("# HELP parent_http_accept_restarts_total Times the HTTP accept loop stopped and was restarted.\n");
         out.push_str("# TYPE parent_http_accept_restarts_total counter\n");
         let _ = writeln!(out, "parent_http_accept_restarts_total {}", self.accept_restarts.load(Ordering::Relaxed));

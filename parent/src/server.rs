@@ -31,17 +31,20 @@
 //!   a handler thread for seconds, not forever.
 //! - More than [`MAX_HTTP_HEADERS`] header lines or [`MAX_HTTP_HEADER_BYTES`]
 //!   bytes of headers: 431, before anything else is looked at.
-//! - A request declaring a body over [`MAX_DRAINED_BODY`] is *abandoned*:
-//!   counted, logged without content, and never answered or dropped.
-//!   Dropping a tiny_http request with unread body bytes makes tiny_http
-//!   allocate all of them at once, and for an absurd length that aborts the
-//!   process; a leaked request costs one connection instead (THREAT_MODEL.md
-//!   weighs the two). Any smaller over-limit body gets its 413 as before.
-//! - A reply to a request whose body was not read to the end (refused
-//!   early, 413, 408) is written from a thread of its own, because tiny_http
-//!   drains the unread rest when the request is dropped, at the client's
-//!   pace: see `respond_aside`. So a slow client holds a handler thread for
-//!   at most [`HTTP_BODY_GRACE`] plus one idle timeout.
+//! - Ambiguous framing (RFC 9112, section 6.3): two or more Content-Length
+//!   headers (even equal), a Content-Length that is not just digits (`+12`,
+//!   `1e3`, `-1`), Content-Length together with Transfer-Encoding, or a
+//!   Transfer-Encoding other than `chunked`: 400 `bad_framing`, before the
+//!   route is looked at.
+//! - A request whose body is not read to its end (refused early, 413, 415,
+//!   408, and every chunked one) is answered with `Connection: close` and
+//!   its connection is closed after the reply: the unread bytes are never
+//!   parsed as a next request (request smuggling). That is done by our patch
+//!   of tiny_http (third_party/tiny_http/PATCHES.md), which also never drains
+//!   an unread body on the thread that drops the request: the connection's
+//!   own tiny_http thread discards a bounded amount after the reply, so a
+//!   handler thread is free as soon as the reply is written, and a declared
+//!   length of a terabyte is an ordinary 413.
 //! - The handler threads take requests from a [`Front`]: when tiny_http's
 //!   accept loop stops (it does at its first `accept` error), the first
 //!   thread to see the error starts a new `tiny_http::Server` on a clone of
@@ -57,10 +60,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use shared::limits::{
-    HTTP_BODY_GRACE, HTTP_BODY_MIN_RATE, MAX_DRAINED_BODY, MAX_HTTP_HEADERS, MAX_HTTP_HEADER_BYTES,
-    READY_CHECK_INTERVAL,
-};
+use shared::limits::{HTTP_BODY_GRACE, HTTP_BODY_MIN_RATE, MAX_HTTP_HEADERS, MAX_HTTP_HEADER_BYTES, READY_CHECK_INTERVAL};
 use tiny_http::{Header, Method, Request, Response};
 
 use crate::api::{body_kind, parse_request, render_result, top_k_from_query, ApiError, Timings};
@@ -127,7 +127,8 @@ fn method_name(m: &Method) -> &'static str {
 /// the socket's idle timeout or falls under [`HTTP_BODY_MIN_RATE`] after
 /// [`HTTP_BODY_GRACE`], 400 when the client ends it early.
 fn read_body(rq: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
-    let chunked = header(rq, "Transfer-Encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    // check_framing allowed no Transfer-Encoding but `chunked`.
+    let chunked = header(rq, "Transfer-Encoding").is_some();
     let declared = rq.body_length();
     match declared {
         Some(n) if n > max => return Err(ApiError::BodyTooLarge { limit: max }),
@@ -170,14 +171,12 @@ fn predict(
     rq: &mut Request,
     query: Option<&str>,
     start: Instant,
-    body_read: &mut bool,
 ) -> Result<Reply, ApiError> {
     // Query and media type first: a request refused for either is not read.
     top_k_from_query(query)?;
     let content_type = header(rq, "Content-Type").map(str::to_string);
     body_kind(content_type.as_deref())?;
     let body = read_body(rq, app.max_body)?;
-    *body_read = true;
     let req = parse_request(content_type.as_deref(), &body, query)?;
     drop(body);
     let parse = start.elapsed();
@@ -221,11 +220,37 @@ fn check_headers(rq: &Request) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Routes and answers one request; `body_read` is set once its whole body was read.
-fn route(app: &App, rq: &mut Request, route: Route, query: Option<&str>, start: Instant, body_read: &mut bool) -> Reply {
+/// 400 when the request's body framing is ambiguous (RFC 9112, section
+/// 6.3): more than one Content-Length, one that is not a plain number, one
+/// beside Transfer-Encoding, or a Transfer-Encoding other than `chunked`.
+/// tiny_http (patched) already closes such a connection after the reply and
+/// reads no body it cannot delimit; this gives the client its JSON answer.
+fn check_framing(rq: &Request) -> Result<(), ApiError> {
+    let named = |name: &'static str| rq.headers().iter().filter(move |h| h.field.equiv(name)).map(|h| h.value.as_str().trim());
+    let lengths: Vec<&str> = named("Content-Length").collect();
+    let encodings: Vec<&str> = named("Transfer-Encoding").collect();
+    if lengths.len() > 1 {
+        return Err(ApiError::BadFraming("more than one Content-Length header"));
+    }
+    if let Some(v) = lengths.first() {
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.parse::<u64>().is_err() {
+            return Err(ApiError::BadFraming("Content-Length must be a number of bytes, digits only"));
+        }
+        if !encodings.is_empty() {
+            return Err(ApiError::BadFraming("Content-Length and Transfer-Encoding together"));
+        }
+    }
+    if encodings.len() > 1 || encodings.first().is_some_and(|v| !v.eq_ignore_ascii_case("chunked")) {
+        return Err(ApiError::BadFraming("the only Transfer-Encoding accepted is chunked"));
+    }
+    Ok(())
+}
+
+/// Routes and answers one request.
+fn route(app: &App, rq: &mut Request, route: Route, query: Option<&str>, start: Instant) -> Reply {
     const GET: &str = "GET, HEAD";
     let is_get = matches!(rq.method(), Method::Get | Method::Head);
-    if let Err(e) = check_headers(rq) {
+    if let Err(e) = check_headers(rq).and_then(|()| check_framing(rq)) {
         return Reply::error(&e);
     }
     let result = match route {
@@ -236,7 +261,7 @@ fn route(app: &App, rq: &mut Request, route: Route, query: Option<&str>, start: 
                 // Each route holds exactly its own backend: the secure route
                 // can never be answered by the public one (fail closed).
                 let backend = if route == Route::PredictSecure { &app.secure } else { &app.public };
-                predict(app, backend, rq, query, start, body_read)
+                predict(app, backend, rq, query, start)
             }
         }
         Route::Health if is_get => Ok(Reply::json(200, &json!({ "status": "ok" }))),
@@ -252,49 +277,6 @@ fn route(app: &App, rq: &mut Request, route: Route, query: Option<&str>, start: 
     result.unwrap_or_else(|e| Reply::error(&e))
 }
 
-/// Bodies up to this many bytes tiny_http reads into memory before the
-/// request reaches a handler (tiny_http 0.12, `request.rs`); dropping such a
-/// request costs nothing.
-const TINY_HTTP_PREREAD: usize = 1024;
-
-/// Answers a request whose body was not read to the end on a thread of its
-/// own. tiny_http drains the unread rest when the request is dropped, right
-/// after the reply is written, reading at whatever pace the client sends and
-/// bounded only by the idle timeout per read; a client trickling a 50 MiB
-/// body would hold the thread that drops it for days. The handler threads
-/// (the parent's real capacity) must not be that thread: this one costs one
-/// thread per such connection, the same as tiny_http's own per-connection
-/// threads, and ends when the client stops sending or finishes.
-fn respond_aside(rq: Request, response: Response<std::io::Cursor<Vec<u8>>>) {
-    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some((rq, response))));
-    let taken = slot.clone();
-    let spawned = thread::Builder::new().name("http-drain".into()).spawn(move || {
-        if let Some((rq, response)) = lock(&taken).take() {
-            let _ = rq.respond(response);
-        }
-    });
-    if spawned.is_err() {
-        // No thread to be had: answer here rather than not at all.
-        if let Some((rq, response)) = lock(&slot).take() {
-            let _ = rq.respond(response);
-        }
-    }
-}
-
-/// Leaves a request unanswered without ever dropping it (see the module
-/// documentation): the one way to refuse an absurd declared body length
-/// that tiny_http 0.12 survives. Costs the connection's descriptors and its
-/// tiny_http thread for the life of the process; counted in
-/// `parent_http_requests_abandoned_total` and logged without content.
-fn abandon(app: &App, rq: Request, method: &str, route: Route) {
-    let n = app.metrics.abandon();
-    std::mem::forget(rq);
-    eprintln!(
-        "access method={method} route={} status=abandoned (declared body over {MAX_DRAINED_BODY} bytes; {n} so far)",
-        route.name()
-    );
-}
-
 /// Handles one request completely: route, answer, count, log.
 pub fn handle(app: &App, mut rq: Request) {
     let start = Instant::now();
@@ -308,12 +290,7 @@ pub fn handle(app: &App, mut rq: Request) {
         };
         (Route::of_path(path), query)
     };
-    if rq.body_length().is_some_and(|n| n > MAX_DRAINED_BODY) {
-        abandon(app, rq, method, r);
-        return;
-    }
-    let mut body_read = false;
-    let reply = route(app, &mut rq, r, query.as_deref(), start, &mut body_read);
+    let reply = route(app, &mut rq, r, query.as_deref(), start);
     let (status, size) = (reply.status, reply.body.len());
     let mut response = Response::from_data(reply.body).with_status_code(status);
     let mut headers = vec![("Content-Type", reply.content_type.to_string())];
@@ -327,12 +304,11 @@ pub fn handle(app: &App, mut rq: Request) {
     // also sees it in /metrics; the write itself is not part of the latency.
     let elapsed = start.elapsed();
     app.metrics.observe(r, status, elapsed);
-    // A client that went away cannot be answered; nothing else to do.
-    if !body_read && rq.body_length().is_some_and(|n| n > TINY_HTTP_PREREAD) {
-        respond_aside(rq, response);
-    } else {
-        let _ = rq.respond(response);
-    }
+    // A client that went away cannot be answered; nothing else to do. A
+    // body left unread is not drained here: tiny_http closes the connection
+    // after this reply (Connection: close) and discards what is left on the
+    // connection's own thread, bounded.
+    let _ = rq.respond(response);
     eprintln!(
         "access method={method} route={} status={status} bytes={size} ms={:.1}",
         r.name(),
