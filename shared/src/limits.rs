@@ -10,11 +10,11 @@ use std::time::Duration;
 
 // ---- Frames (parent <-> model server) ----
 
-/// Largest frame body, in bytes. The parent accepts HTTP bodies of at most
-/// [`MAX_HTTP_BODY`] (50 MiB, the study's nginx setting); once base64 is
-/// decoded that is at most 37.5 MiB of images, and a raw image body is at most
-/// 50 MiB. 64 MiB leaves room for the per-image headers and nothing more.
-pub const MAX_FRAME_LEN: u32 = 64 * 1024 * 1024;
+/// Largest frame body, in bytes: the largest HTTP body the parent accepts
+/// ([`MAX_HTTP_BODY`], which as one raw image becomes one frame) plus room for
+/// the per-image headers of [`MAX_IMAGES`] images and nothing more. A JSON
+/// body decodes to less (base64 is 4/3 of its bytes).
+pub const MAX_FRAME_LEN: u32 = MAX_HTTP_BODY as u32 + 64 * 1024;
 
 /// Most images in one inference request. The study sends batches of 2; 64
 /// keeps one request's work (64 x ~60 ms) well under the request deadline.
@@ -34,9 +34,21 @@ pub const MAX_LABELS: usize = 100_000;
 /// are plenty to mix in; 4096 is the kernel's own per-write cap for RNG input.
 pub const MAX_SEED_LEN: usize = 4096;
 
-/// Once a frame header has arrived, its body must follow within this time, or
-/// the connection is closed (a stalled or trickling peer cannot pin a thread).
+/// A frame must arrive whole within this time of its first byte (one
+/// deadline for the whole frame, not a per-read timeout: a peer trickling one
+/// byte at a time is cut off at the same moment as one that stalls), and a
+/// reply must be taken within the same time. 10 s moves a
+/// [`MAX_FRAME_LEN`] frame at 13 Mbit/s; vsock and Unix sockets move it in
+/// milliseconds.
 pub const FRAME_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After a malformed frame the model server reads and drops what the peer
+/// still sends (so that closing does not reset the connection and destroy
+/// the error frame before the peer reads it): at most this many bytes...
+pub const DRAIN_MAX_BYTES: u64 = 1 << 20;
+
+/// ...and for at most this long, whatever the peer's pace.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 // ---- Images (model server) ----
 
@@ -44,9 +56,22 @@ pub const FRAME_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// before any pixel is decoded (a 60000x60000 PNG is refused here).
 pub const MAX_IMAGE_SIDE: u32 = 12_000;
 
-/// Largest allocation the image decoder may make for one image, in bytes.
-/// 48 MP RGB8 (a large phone photo) is 144 MiB; 192 MiB covers it.
-pub const MAX_DECODE_ALLOC: u64 = 192 * 1024 * 1024;
+/// Memory one worker may use to turn one encoded image into the model's
+/// input: the decoded pixels, their RGB conversion, the decoder's own
+/// working buffers and the resampler's, all estimated from the image's
+/// header before a pixel is decoded (enclave/src/preprocess.rs). An image
+/// whose estimate is over this is refused with `image_too_large`. 64 MiB
+/// takes a 16-megapixel baseline JPEG (4 bytes a pixel: a 12 MP phone photo
+/// needs 46 MiB), a 5.5-megapixel progressive one (12 bytes a pixel) and a
+/// 19-megapixel RGB PNG; a classifier looks at 224 x 224 of it. The enclave's
+/// memory counts it once per worker (docs/DEPLOY.md, "Memory budget").
+pub const IMAGE_MEMORY_BUDGET: u64 = 64 * 1024 * 1024;
+
+/// What the PNG decoder may allocate beside the pixels (ancillary chunks
+/// such as an ICC profile, text, and its row buffers). Real ICC profiles are
+/// under 1 MiB; an 8x8 PNG whose iCCP chunk inflates to 400 MiB is refused
+/// at this bound. Counted inside [`IMAGE_MEMORY_BUDGET`].
+pub const DECODER_SIDE_ALLOC: u64 = 4 * 1024 * 1024;
 
 // ---- Model server ----
 
@@ -59,15 +84,30 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// whose images do not fit in the queue gets `busy` at once.
 pub const QUEUE_DEPTH_PER_WORKER: usize = 32;
 
+/// Frame bodies one model server holds in memory at once, over all its
+/// connections, in bytes. A frame's length is reserved from this budget when
+/// its header arrives, before its body is allocated, and given back when the
+/// last image of it has been processed; a frame that does not fit gets `busy`
+/// and its connection is closed. It is exactly what the parent can send at
+/// once ([`BACKEND_POOL_SIZE`] connections, each one frame of at most
+/// [`MAX_FRAME_LEN`]), so the parent itself never meets `busy` from it; other
+/// local clients do, instead of exhausting the enclave's memory.
+pub const FRAME_MEMORY_BUDGET: u64 = BACKEND_POOL_SIZE as u64 * MAX_FRAME_LEN as u64;
+
 /// How long a shutting-down model server waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 // ---- Parent front (HTTP) ----
 
-/// Largest HTTP request body, in bytes (the study's nginx `client_max_body_size`).
-pub const MAX_HTTP_BODY: usize = 50 * 1024 * 1024;
+/// Largest HTTP request body, in bytes. The study's nginx allowed 50 MiB; 16
+/// MiB carries the study's batch of two photos (520 KB) thirty times over, or
+/// one raw image far larger than [`IMAGE_MEMORY_BUDGET`] lets a worker
+/// decode, and keeps [`FRAME_MEMORY_BUDGET`] (8 frames of this size) inside
+/// the 512 MiB an EfficientNet-Lite0 enclave gets (docs/DEPLOY.md).
+pub const MAX_HTTP_BODY: usize = 16 * 1024 * 1024;
 
-/// Connections the parent keeps open to each model server.
+/// Connections the parent keeps open to each model server (`--pool` may only
+/// lower it: the model server's [`FRAME_MEMORY_BUDGET`] is sized for it).
 pub const BACKEND_POOL_SIZE: usize = 8;
 
 /// How long a request may wait for a free backend connection before 503.
@@ -80,7 +120,7 @@ pub const BACKEND_DEADLINE: Duration = Duration::from_secs(30);
 pub const HTTP_THREADS: usize = 16;
 
 /// Most HTTP handler threads `--threads` may ask for. Each holds at most one
-/// request body (up to [`MAX_HTTP_BODY`]) in memory: 256 x 50 MiB is already
+/// request body (up to [`MAX_HTTP_BODY`]) in memory: 256 x 16 MiB is already
 /// far more memory than the parent should ever commit.
 pub const MAX_HTTP_THREADS: usize = 256;
 
@@ -158,7 +198,12 @@ mod tests {
     fn frame_limit_covers_largest_http_body() {
         // A raw-image HTTP body becomes one image in one frame: it must fit.
         assert!(MAX_HTTP_BODY + 1024 < MAX_FRAME_LEN as usize);
-        assert!(MAX_DECODE_ALLOC >= 48_000_000 * 3);
+        // Every image header of a full request fits beside the body.
+        assert!(MAX_FRAME_LEN as usize - MAX_HTTP_BODY >= 4 + MAX_IMAGES * 4);
+        // The parent's pool, full, fits the model server's frame budget.
+        assert!(BACKEND_POOL_SIZE as u64 * u64::from(MAX_FRAME_LEN) <= FRAME_MEMORY_BUDGET);
+        // A 12 MP baseline JPEG (4 bytes a pixel with the decoder's buffers) is served.
+        assert!(IMAGE_MEMORY_BUDGET >= 4 * 4032 * 3024 + DECODER_SIDE_ALLOC);
     }
 
     #[test]
