@@ -173,7 +173,7 @@ impl Server {
                 }
             };
             if active.load(Ordering::SeqCst) >= max_connections {
-                refuse(&mut stream, ErrorCode::Busy, "too many connections; retry later");
+                refuse(&mut stream, 0, ErrorReply::new(ErrorCode::Busy, "too many connections; retry later"));
                 continue;
             }
             let (ctx, counted) = (Arc::clone(&ctx), Active::enter(&active));
@@ -205,9 +205,9 @@ impl Server {
 /// Best-effort error frame to a connection we will not serve; the peer then
 /// reads end of stream. Runs on the accept loop for the connection limit, so
 /// it never waits on the peer (a fresh socket takes a small frame at once).
-fn refuse(stream: &mut Stream, code: ErrorCode, message: &str) {
+fn refuse(stream: &mut Stream, id: u64, error: ErrorReply) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = write_frame(stream, &Frame::new(0, Message::Error(ErrorReply::new(code, message))));
+    let _ = write_frame(stream, &Frame::new(id, Message::Error(error)));
     let _ = stream.shutdown_write();
 }
 
@@ -223,27 +223,33 @@ fn drain(mut stream: Stream) {
 
 /// Reads one frame's header and body within [`FRAME_BODY_TIMEOUT`] of its
 /// first byte, reserving the body's length from the budget first. `Ok(None)`
-/// is a clean end of stream; `Err` carries the answer to give before closing
-/// (none when the peer is gone or stalled).
-fn read_request(stream: &mut Stream, budget: &Arc<FrameBudget>) -> Result<Option<(Header, HeldBody)>, Option<ErrorReply>> {
+/// is a clean end of stream; `Err` carries the answer to give before closing,
+/// with the request id it answers (0 when the header was unreadable), or
+/// none when the peer is gone or stalled.
+fn read_request(
+    stream: &mut Stream,
+    budget: &Arc<FrameBudget>,
+) -> Result<Option<(Header, HeldBody)>, Option<(u64, ErrorReply)>> {
     let until = Instant::now() + FRAME_BODY_TIMEOUT;
     let mut r = Deadline { stream, until };
-    let fail = |e: FrameError| match e {
-        FrameError::Io(_) => None, // stalled or broken peer: nobody to answer
-        e => Some(ErrorReply::new(ErrorCode::Malformed, e.to_string())),
+    let fail = |id| {
+        move |e: FrameError| match e {
+            FrameError::Io(_) => None, // stalled or broken peer: nobody to answer
+            e => Some((id, ErrorReply::new(ErrorCode::Malformed, e.to_string()))),
+        }
     };
-    let Some(header) = read_header(&mut r).map_err(fail)? else { return Ok(None) };
+    let Some(header) = read_header(&mut r).map_err(fail(0))? else { return Ok(None) };
     let grant = budget.reserve(u64::from(header.body_len)).map_err(|left| {
-        Some(ErrorReply::new(
+        Some((header.request_id, ErrorReply::new(
             ErrorCode::Busy,
             format!(
                 "a frame of {} bytes does not fit in the {left} bytes left of the model server's \
                  {FRAME_MEMORY_BUDGET}-byte frame budget; retry later",
                 header.body_len
             ),
-        ))
+        )))
     })?;
-    let bytes = read_body(&mut r, &header).map_err(fail)?;
+    let bytes = read_body(&mut r, &header).map_err(fail(header.request_id))?;
     Ok(Some((header, HeldBody { bytes, _grant: grant })))
 }
 
@@ -263,8 +269,8 @@ fn serve_connection(mut stream: Stream, ctx: &Ctx) {
         let (header, body) = match read_request(&mut stream, &ctx.budget) {
             Ok(Some(request)) => request,
             Ok(None) | Err(None) => return,
-            Err(Some(answer)) => {
-                refuse(&mut stream, answer.code().unwrap_or(ErrorCode::Malformed), &answer.message);
+            Err(Some((id, answer))) => {
+                refuse(&mut stream, id, answer);
                 return drain(stream);
             }
         };

@@ -376,9 +376,10 @@ fn frames_in_flight(s: &Server) -> Vec<String> {
     std::thread::sleep(Duration::from_millis(300)); // the server reads the eight headers
     let mut ninth = connect(s);
     ninth.write_all(&header(0x05, MAX_FRAME_LEN)).unwrap();
-    match read_frame(&mut ninth).map(|r| r.map(|r| r.message())) {
-        Ok(Some(Ok(Message::Error(e)))) if e.code() == Some(ErrorCode::Busy) && closed(&mut ninth) => {}
-        other => failures.push(format!("a ninth largest frame: expected busy and a close, got {other:?}")),
+    // `busy`, for this request (id 77: the parent matches replies by id), then a close.
+    match read_frame(&mut ninth).map(|r| r.map(|r| (r.header.request_id, r.message()))) {
+        Ok(Some((77, Ok(Message::Error(e))))) if e.code() == Some(ErrorCode::Busy) && closed(&mut ninth) => {}
+        other => failures.push(format!("a ninth largest frame: expected busy for id 77 and a close, got {other:?}")),
     }
     let threads: Vec<_> = held
         .drain(..)
