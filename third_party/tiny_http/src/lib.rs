@@ -294,7 +294,7 @@ impl Server {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
+                        let streams = match ssl {
                             None => RefinedTcpStream::new(sock),
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
                             Some(ref ssl) => {
@@ -311,7 +311,9 @@ impl Server {
                             Some(ref _ssl) => unreachable!(),
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        streams.map(|(read_closable, write_closable)| {
+                            ClientConnection::new(write_closable, read_closable)
+                        })
                     }
                     Err(e) => Err(e),
                 };
@@ -338,10 +340,32 @@ impl Server {
                         }));
                     }
 
+                    // An accept error never ends the loop: it used to, for
+                    // good, at the first one (a listener with a receive
+                    // timeout fails with EAGAIN whenever no client came in
+                    // that time; a full descriptor table fails with EMFILE
+                    // until a connection closes).
                     Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
+                        if inside_close_trigger.load(Relaxed) {
+                            break;
+                        }
+                        match e.kind() {
+                            // A client that left before it was accepted, a signal.
+                            IoErrorKind::Interrupted
+                            | IoErrorKind::ConnectionAborted
+                            | IoErrorKind::ConnectionReset => {}
+                            // No client within the listener's timeout (or a
+                            // non-blocking listener): try again.
+                            IoErrorKind::WouldBlock | IoErrorKind::TimedOut => {
+                                thread::sleep(Duration::from_millis(10))
+                            }
+                            // Out of descriptors, buffers or memory: these
+                            // pass when connections close. Wait a little.
+                            _ => {
+                                log::error!("Error accepting new client: {}", e);
+                                thread::sleep(Duration::from_millis(100));
+                            }
+                        }
                     }
                 }
             }

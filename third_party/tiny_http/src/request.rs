@@ -103,6 +103,10 @@ impl Body {
 
 impl Read for Body {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Fused: past the end, the reader is not asked again.
+        if self.at_end {
+            return Ok(0);
+        }
         let n = self.reader.read(buf)?;
         if n == 0 && !buf.is_empty() {
             self.at_end = true;
@@ -284,8 +288,11 @@ where
         }
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
-        // over the message (RFC2616 #3.6)
-        Body::new(FusedReader::new(Decoder::new(source_data)), false)
+        // over the message (RFC2616 #3.6). Not a `FusedReader`, which would
+        // drop the source at the end of the body and let the connection read
+        // on before this request is answered; this connection closes after
+        // it (`close_after`), and must not read another request first.
+        Body::new(Decoder::new(source_data), false)
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
         // assuming that we have no data
@@ -608,7 +615,7 @@ impl<T> ReadWrite for T where T: Read + Write {}
 mod tests {
     use super::{new_request, parse_content_length, Request};
     use crate::{HTTPVersion, Header, Method};
-    use std::io::{Cursor, Read};
+    use std::io::Cursor;
 
     fn request(headers: &[&str], body: &[u8]) -> Request {
         let headers = headers.iter().map(|h| h.parse::<Header>().unwrap()).collect();

@@ -69,7 +69,11 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // A waiting thread already woken for a task still in the queue is
+        // counted as waiting until it takes that task: only the waiting
+        // threads beyond the queued tasks are free. (Comparing with zero
+        // left a task in the queue, unstarted, until some other task ended.)
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);
@@ -133,5 +137,44 @@ impl Drop for TaskPool {
             .active_tasks
             .store(999_999_999, Ordering::Release);
         self.sharing.condvar.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskPool;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Barrier};
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn tasks_spawned_in_a_burst_all_start_at_once() {
+        let pool = TaskPool::new();
+        let started = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(Barrier::new(8 + 1));
+        let task = |started: &Arc<AtomicUsize>, release: &Arc<Barrier>| {
+            let (started, release) = (started.clone(), release.clone());
+            Box::new(move || {
+                started.fetch_add(1, Ordering::SeqCst);
+                release.wait();
+            }) as Box<dyn FnMut() + Send>
+        };
+        // Three long tasks on the four idle threads: one thread stays idle.
+        for _ in 0..3 {
+            pool.spawn(task(&started, &release));
+        }
+        thread::sleep(Duration::from_millis(200));
+        assert_eq!(started.load(Ordering::SeqCst), 3);
+        // Five more, back to back (connections arriving in a burst).
+        for _ in 0..5 {
+            pool.spawn(task(&started, &release));
+        }
+        let until = Instant::now() + Duration::from_secs(2);
+        while started.load(Ordering::SeqCst) < 8 && Instant::now() < until {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 8, "a task waited in the queue");
+        release.wait();
     }
 }
