@@ -10,7 +10,7 @@
 //! - [`backend`]: pooled frame connections, reconnects, deadlines, the seed.
 //! - [`server`]: tiny_http, the handler threads, the routes, the access log.
 //! - [`metrics`]: Prometheus text.
-//! - [`listen`]: the listening socket, its timeouts, and the accept nudger.
+//! - [`listen`]: the listening socket and its timeouts.
 //! - [`fuzz`]: the request-parsing fuzz harness body (`cargo test` and `fuzz/`).
 //!
 //! The property everything here protects: the secure route is answered by the

@@ -11,32 +11,26 @@
 //!   the handler answers 400 `body_read_failed`), and no thread waits forever.
 //!   It also raises the soft open-file limit to the hard one, so that a
 //!   crowd of idle connections meets the kernel's limit as late as possible.
-//! - [`Nudger`] connects to the listener every [`ACCEPT_NUDGE_INTERVAL`] and
-//!   closes the connection at once. Two problems of tiny_http 0.12 (read in
-//!   its source, `lib.rs` and `util/task_pool.rs`) make this necessary:
-//!   1. tiny_http's accept loop stops for good at the first `accept` error,
-//!      and `accept` on a listener with `SO_RCVTIMEO` fails with EAGAIN when
-//!      no client arrives within the timeout (Linux applies the receive
-//!      timeout to `accept`; pinned by `accept_on_the_listener_times_out`).
-//!      Without the nudge, the parent would stop accepting connections after
-//!      ten quiet seconds.
-//!   2. tiny_http runs each connection, for its whole life, as one task of
-//!      its thread pool. `TaskPool::spawn` queues a task instead of starting
-//!      a thread when its count of idle threads is above zero, but that count
-//!      still includes threads that were already woken for an earlier task
-//!      and have not yet taken it. When connections arrive in a burst, a new
-//!      connection can therefore sit in the queue, unread, until some other
-//!      connection task *ends*; with keep-alive clients that is whenever one
-//!      of them disconnects (20 s seen in issue 7). A nudge connection's task
-//!      ends at once (end of stream before a request line), and the thread
-//!      that ran it then takes the queued connection: the wait is bounded by
-//!      the nudge interval instead of by other clients.
-//!
-//!   A nudge never becomes a request: no handler, no access log, no metric.
-//! - If tiny_http's accept loop stops anyway (say, `EMFILE` when every file
-//!   descriptor is taken), `server.rs` notices the error tiny_http hands to
-//!   `recv()` and starts a new `tiny_http::Server` on a clone of this same
-//!   listener, so the port is never closed and queued clients are served.
+//! - Two problems of tiny_http 0.12 that a parent thread used to work
+//!   around by connecting to this listener every 500 ms (the "accept
+//!   nudger", issue 7) are fixed in our patch of tiny_http
+//!   (third_party/tiny_http/PATCHES.md):
+//!   1. its accept loop stopped for good at the first `accept` error, and
+//!      `accept` on a listener with `SO_RCVTIMEO` fails with EAGAIN when no
+//!      client arrives within the timeout (Linux applies the receive timeout
+//!      to `accept`; pinned by `accept_on_the_listener_times_out`): the
+//!      parent stopped accepting after ten quiet seconds. The patched loop
+//!      goes on after any error (`a_quiet_listener_keeps_accepting`).
+//!   2. its thread pool counted a thread already woken for an earlier
+//!      connection as idle, so a new connection in a burst could wait,
+//!      unread, until another connection ended (20 s seen in issue 7).
+//!   A connection now waits for a free thread only if none is idle
+//!   (pinned in the patch's own tests and by
+//!   `e2e_faults::keep_alive_clients_connecting_at_once_are_all_served_at_once`).
+//! - Should `recv()` ever report an accept error (the patched loop reports
+//!   none: it logs, waits a little after `EMFILE` and goes on), `server.rs`
+//!   starts a new `tiny_http::Server` on a clone of this same listener, so
+//!   the port is never closed and queued clients are served.
 //!
 //! What is left (written down in THREAT_MODEL.md): tiny_http buffers a
 //! request's header block without a size limit before the parent sees it,
@@ -45,16 +39,12 @@
 //! run the parent behind a load balancer that bounds headers and idle time.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
-use shared::limits::ACCEPT_NUDGE_INTERVAL;
 
 /// Binds `addr` with `io_timeout` as the receive and send timeout of the
 /// listener and so of every connection accepted from it.
@@ -86,62 +76,12 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     Ok(soft)
 }
 
-/// Where to connect to reach `local` from this host: the loopback address
-/// of the same family when the listener is bound to the unspecified address.
-pub fn nudge_target(local: SocketAddr) -> SocketAddr {
-    match local.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local.port()),
-        _ => local,
-    }
-}
-
-/// The nudge interval for an I/O timeout: [`ACCEPT_NUDGE_INTERVAL`], or a
-/// quarter of the timeout if that is shorter (tests use short timeouts).
-pub fn nudge_interval(io_timeout: Duration) -> Duration {
-    ACCEPT_NUDGE_INTERVAL.min(io_timeout / 4).max(Duration::from_millis(10))
-}
-
-/// The thread that nudges the accept loop (see the module documentation).
-pub struct Nudger {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Nudger {
-    pub fn start(target: SocketAddr, every: Duration) -> io::Result<Nudger> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = thread::Builder::new().name("accept-nudge".into()).spawn(move || {
-            while !flag.load(Ordering::SeqCst) {
-                // Connect and drop: the server sees end of stream before any
-                // request line. A failure (listener gone at shutdown, or a
-                // full backlog) needs nothing: the next tick tries again.
-                let _ = TcpStream::connect_timeout(&target, every);
-                thread::sleep(every);
-            }
-        })?;
-        Ok(Nudger { stop, handle: Some(handle) })
-    }
-
-    pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for Nudger {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use nix::sys::socket::getsockopt;
+    use std::io::Write;
+    use std::net::TcpStream;
     use std::time::Instant;
 
     fn local() -> SocketAddr {
@@ -162,7 +102,8 @@ mod tests {
 
     #[test]
     fn accept_on_the_listener_times_out() {
-        // The reason for the nudger: without a client, accept fails (EAGAIN).
+        // Why tiny_http's accept loop must not end on an error: without a
+        // client, accept fails (EAGAIN).
         let l = bind(local(), Duration::from_millis(200)).unwrap();
         let t = Instant::now();
         let e = l.accept().unwrap_err();
@@ -171,25 +112,17 @@ mod tests {
     }
 
     #[test]
-    fn a_nudged_listener_keeps_accepting() {
+    fn a_quiet_listener_keeps_accepting() {
+        // tiny_http (patched) goes on accepting after the listener's
+        // timeouts: five of them pass before the client comes.
         let l = bind(local(), Duration::from_millis(200)).unwrap();
-        let target = nudge_target(l.local_addr().unwrap());
-        let mut n = Nudger::start(target, nudge_interval(Duration::from_millis(200))).unwrap();
-        let t = Instant::now();
-        // For a second (5x the timeout), every accept succeeds.
-        while t.elapsed() < Duration::from_secs(1) {
-            l.accept().unwrap();
-        }
-        n.stop();
-    }
-
-    #[test]
-    fn nudge_targets_and_intervals() {
-        assert_eq!(nudge_target("0.0.0.0:80".parse().unwrap()), "127.0.0.1:80".parse().unwrap());
-        assert_eq!(nudge_target("[::]:80".parse().unwrap()), "[::1]:80".parse().unwrap());
-        assert_eq!(nudge_target("10.0.0.5:8080".parse().unwrap()), "10.0.0.5:8080".parse().unwrap());
-        assert_eq!(nudge_interval(Duration::from_secs(10)), ACCEPT_NUDGE_INTERVAL);
-        assert_eq!(nudge_interval(Duration::from_secs(1)), Duration::from_millis(250));
+        let addr = l.local_addr().unwrap();
+        let server = tiny_http::Server::from_listener(l, None).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let rq = server.recv_timeout(Duration::from_secs(2)).unwrap().expect("the request was not accepted");
+        assert_eq!(rq.url(), "/x");
     }
 
     #[test]

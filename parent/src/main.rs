@@ -17,7 +17,7 @@ use nix::sys::signal::{SigSet, Signal};
 use parent::backend::{ping_once, Backend, BackendConfig};
 use parent::cli::{self, Command, Config, USAGE};
 use parent::metrics::Metrics;
-use parent::listen::{self, Nudger};
+use parent::listen;
 use parent::server::{serve, App, Front};
 use shared::transport::Addr;
 
@@ -73,7 +73,7 @@ fn run(cfg: Config) -> ExitCode {
         return ExitCode::from(1);
     }
     // Our own listener, with the I/O timeouts every connection inherits
-    // (parent/src/listen.rs explains why, and the nudger below).
+    // (parent/src/listen.rs explains why).
     if let Err(e) = listen::raise_fd_limit() {
         eprintln!("parent: cannot raise the open-file limit: {e}");
     }
@@ -81,20 +81,6 @@ fn run(cfg: Config) -> ExitCode {
         Ok(f) => Arc::new(f),
         Err(e) => {
             eprintln!("parent: cannot listen on {}: {e}", cfg.listen);
-            return ExitCode::from(1);
-        }
-    };
-    let nudge_target = match front.local_addr() {
-        Ok(a) => listen::nudge_target(a),
-        Err(e) => {
-            eprintln!("parent: cannot read the listening address: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let mut nudger = match Nudger::start(nudge_target, listen::nudge_interval(cfg.io_timeout)) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("parent: cannot start the accept nudger: {e}");
             return ExitCode::from(1);
         }
     };
@@ -132,7 +118,6 @@ fn run(cfg: Config) -> ExitCode {
         cfg.io_timeout.as_millis()
     );
     serve(front, app, cfg.threads, shutdown);
-    nudger.stop();
     eprintln!("parent: stopped");
     ExitCode::SUCCESS
 }

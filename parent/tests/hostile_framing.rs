@@ -252,8 +252,7 @@ fn hung_up_requests_declaring_a_terabyte_leave_no_thread_or_descriptor_behind() 
         let _ = s.shutdown(Shutdown::Both);
     }
     let peak = sample();
-    // Idle tiny_http pool threads end 5 s after their last task; the accept
-    // nudge (every 500 ms) keeps a few of them busy in turn.
+    // Idle tiny_http pool threads beyond its four end 5 s after their last task.
     let settled = wait_until(Duration::from_secs(20), || {
         let (threads, fds) = sample();
         threads <= baseline.0 + 12 && fds <= baseline.1 + 4

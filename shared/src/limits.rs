@@ -164,16 +164,6 @@ pub const MAX_HTTP_HEADERS: usize = 100;
 /// what is passed on, not what tiny_http buffers (see THREAT_MODEL.md).
 pub const MAX_HTTP_HEADER_BYTES: usize = 64 * 1024;
 
-/// How often the parent opens (and at once closes) one connection to its own
-/// listening socket. tiny_http's accept loop ends for good on any `accept`
-/// error, and `accept` on a listener with [`HTTP_IO_TIMEOUT`] set fails with
-/// EAGAIN after that long without a client; and tiny_http's thread pool can
-/// leave a new connection queued until some other connection ends (issue 7:
-/// 20 s seen under keep-alive load). A nudge every half second keeps
-/// `accept` from ever idling that long and ends a connection task twice a
-/// second, which starts any queued one. See parent/src/listen.rs.
-pub const ACCEPT_NUDGE_INTERVAL: Duration = Duration::from_millis(500);
-
 /// First wait before reconnecting to a backend that refused a connection; it
 /// doubles per failure up to [`BACKEND_BACKOFF_MAX`]. Requests arriving while
 /// a backend backs off get 503 at once instead of each paying a connect attempt.
@@ -207,9 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn accept_nudge_outpaces_the_io_timeout() {
-        // A nudge must reach `accept` well before its timeout would fire.
-        assert!(ACCEPT_NUDGE_INTERVAL * 4 <= HTTP_IO_TIMEOUT);
+    fn body_grace_is_shorter_than_the_io_timeout() {
         assert!(HTTP_BODY_GRACE < HTTP_IO_TIMEOUT);
     }
 }
