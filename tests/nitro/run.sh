@@ -689,6 +689,60 @@ expect "pid file removed" no_file "$tmp/run/parent.pid"
 kill "$other_pid" 2>/dev/null; wait "$other_pid" 2>/dev/null
 ok "a stale pid file (its pid reused after a reboot) is recognised by /proc/PID/cmdline and nothing is signalled"
 
+# docs/DEPLOY.md's first run, on fakes of a fresh c6i.xlarge (4 vCPUs, 2 threads per core,
+# 7.6 GiB, 16.4 GiB free on a 20 GiB volume, EfficientNet-Lite0's sizes): its sample outputs
+# must be lines these commands print (paths mapped back to their defaults), and its make
+# commands must name real targets and variables.
+begin
+doc=$tmp/doc
+mkdir -p "$doc/model" "$doc/build"
+truncate -s 18500000 "$doc/model/model.onnx"
+echo "tabby cat" >"$doc/model/labels.txt"
+echo "name = fake" >"$doc/model/manifest.txt"
+printf 'MemTotal:        7833000 kB\n' >"$doc/meminfo"
+cpu_tree "$doc/cpu" 0-3 0,2
+printf -- '---\nmemory_mib: 512\ncpu_count: 2\n' >"$yaml"
+fake_python python3.12 3.12
+dk() {
+    local rc
+    CPU_SYSFS=$doc/cpu FAKE_DF_AVAIL_KIB=17196646 FAKE_EIF_BYTES=40000000 mk MEMINFO="$doc/meminfo" \
+        MODEL=efficientnet-lite0 MODEL_DIR="$doc/model" NITRO_BUILD="$doc/build" RUN_DIR="$doc/run" PING_TIMEOUT=60 \
+        PYTHON_CANDIDATES="$tmp/py/python3.12" "$@"
+    rc=$?
+    cat "$tmp/out" >>"$doc/printed"
+    return "$rc"
+}
+: >"$doc/printed"
+dk preflight MODEL_DIR="$doc/no-model-yet"
+expect "preflight passes" status_is 0 $?
+dk eif
+expect "eif succeeds" status_is 0 $?
+export FAKE_ENCLAVE_CMD="exec $fake_bin/enclave --listen unix:$tmp/secure.sock --model $doc/model"
+dk run
+expect "run succeeds" status_is 0 $?
+dk status
+expect "status succeeds" status_is 0 $?
+dk stop
+expect "stop succeeds" status_is 0 $?
+rm -f "$tmp/secure.sock"
+# The public-address line, as printed in the IMDS case above (same format; its own run here).
+setsid "$fake_bin/imds" "$doc/imds.port" </dev/null >/dev/null 2>&1 &
+imds_pid=$!
+for _ in $(seq 1 50); do [ -s "$doc/imds.port" ] && break; sleep 0.1; done
+IMDS_URL=http://127.0.0.1:$(cat "$doc/imds.port") dk run
+expect "run with metadata succeeds" status_is 0 $?
+kill "$imds_pid" 2>/dev/null; wait "$imds_pid" 2>/dev/null
+dk stop
+sed -i -e "s|$doc/build|build|g; s|$doc/run|.run|g; s|$doc/no-model-yet|models/efficientnet-lite0|g" \
+    -e "s|$doc/model|models/efficientnet-lite0|g; s|$tmp/nitro_enclaves|/dev/nitro_enclaves|g" \
+    -e "s|$yaml|/etc/nitro_enclaves/allocator.yaml|g; s|unix:$tmp/secure.sock|vsock:16:5005|g" \
+    -e "s|$tmp/py/||g; s|:$port/|:80/|g; s|port        $port free|port        80 free|" "$doc/printed"
+make --no-print-directory -s -C "$repo" help >"$doc/help"
+python3 "$repo/tests/nitro/check_doc.py" "$repo/docs/DEPLOY.md" "$doc/printed" "$doc/help" \
+    "$repo/Makefile" "$repo"/mk/*.mk "$repo"/scripts/nitro/*.sh >"$tmp/out" 2>&1
+expect "DEPLOY.md matches the scripts" status_is 0 $?
+ok "docs/DEPLOY.md's first run: every sample output line is printed by the scripts; every make command exists"
+
 # ---------------------------------------------------------------------------------------------
 real_model=$repo/models/tiny-test
 real_bin=${NITRO_E2E_BIN_DIR:-$repo/target/release}
