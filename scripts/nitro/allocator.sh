@@ -26,7 +26,7 @@ fi
 
 # Rewriting /etc/nitro_enclaves/allocator.yaml and restarting a system service need root: say so
 # now rather than fail half-way with 'Permission denied'.
-if ! is_root || ! [ -w "$(dirname "$yaml")" ]; then
+if ! can_change_allocator; then
     die "the allocator must reserve $mem MiB and $cpus CPUs (it reserves ${have_mem:-?} MiB and" \
         "${have_cpus:-?} CPUs): that rewrites $yaml and restarts $ALLOCATOR_SERVICE, which needs root:" \
         "use 'sudo make run' (or 'sudo make allocator')"

@@ -110,6 +110,15 @@ is_root() {
     [ "$(id -u)" = 0 ]
 }
 
+# Rewriting allocator.yaml (and restarting its service) needs root and a writable directory
+# (the nearest existing one, if /etc/nitro_enclaves is not there yet).
+can_change_allocator() {
+    local d
+    d=$(dirname "$ALLOCATOR_YAML")
+    while [ ! -d "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done
+    is_root && [ -w "$d" ]
+}
+
 # Number of CPUs in a kernel CPU list ("0-3,8,10-11" -> 7).
 cpu_list_count() {
     local n=0 part parts

@@ -96,7 +96,7 @@ if want run; then
     active=$("$SYSTEMCTL" is-active "$ALLOCATOR_SERVICE" 2>/dev/null || true)
     reserves="reserves ${have_mem:-?} MiB, ${have_cpus:-?} CPUs${mem:+ (needs $mem MiB, $cpus CPUs)}"
     if [ -n "$change" ]; then
-        if is_root && [ -w "$(dirname "$ALLOCATOR_YAML")" ]; then
+        if can_change_allocator; then
             ok allocator "$ALLOCATOR_SERVICE ${active:-unknown}; $reserves: 'make run' rewrites $ALLOCATOR_YAML and restarts it"
         else
             bad allocator "$reserves: 'make run' must rewrite $ALLOCATOR_YAML and restart $ALLOCATOR_SERVICE," \
