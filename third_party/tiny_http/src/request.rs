@@ -89,7 +89,11 @@ pub struct Request {
 /// taken from the connection (so that the next request starts right after it).
 struct Body {
     reader: Box<dyn Read + Send + 'static>,
+    // the whole body has been taken from the connection (true from the
+    // start for a body tiny-http read in advance)
     at_end: bool,
+    // the reader returned its end: it is not asked again
+    eof: bool,
 }
 
 impl Body {
@@ -97,18 +101,19 @@ impl Body {
         Body {
             reader: Box::new(reader),
             at_end,
+            eof: false,
         }
     }
 }
 
 impl Read for Body {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // Fused: past the end, the reader is not asked again.
-        if self.at_end {
+        if self.eof {
             return Ok(0);
         }
         let n = self.reader.read(buf)?;
         if n == 0 && !buf.is_empty() {
+            self.eof = true;
             self.at_end = true;
         }
         Ok(n)
@@ -643,8 +648,13 @@ mod tests {
 
     #[test]
     fn a_body_read_to_its_end_keeps_the_connection() {
-        // Small: read in advance.
-        assert!(request(&["Content-Length: 3"], b"abc").body_fully_read());
+        // Small: read in advance, and still there for the application.
+        let mut rq = request(&["Content-Length: 3"], b"abc");
+        assert!(rq.body_fully_read());
+        let mut body = String::new();
+        rq.as_reader().read_to_string(&mut body).unwrap();
+        assert_eq!(body, "abc");
+        assert_eq!(rq.as_reader().read(&mut [0u8; 4]).unwrap(), 0);
         assert!(request(&[], b"").body_fully_read());
         // Large: complete once the application read all of it.
         let big = vec![7u8; 5000];
