@@ -69,6 +69,10 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("parse_request", "gif", json(&format!("{{\"images\": [\"{}\"]}}", b64(b"GIF89a\x01\x00\x01\x00")))),
         ("parse_request", "nested", json(&"[".repeat(200))),
         ("parse_request", "empty_batch", json("{\"images\": []}")),
+        // Issue 16: the streaming JSON walk (a field other than images, escapes, duplicates).
+        ("parse_request", "unknown_field", json(&format!("{{\"images\": [\"{}\"], \"pad\": [0, 0, 0]}}", b64(JPEG)))),
+        ("parse_request", "escaped_json", json(&format!("{{\"imag\\u0065s\": [\"{}\"]}}", b64(JPEG).replace('/', "\\/")))),
+        ("parse_request", "duplicate_images", json(&format!("{{\"images\": [\"{0}\"], \"images\": [\"{0}\"]}}", b64(PNG)))),
         ("parse_request", "not_a_string", json("{\"images\": [1, null, {}]}")),
         ("parse_request", "text_plain", join_input(Some("text/plain"), None, b"hello")),
         ("parse_request", "no_content_type", join_input(None, Some("top_k=0"), JPEG)),
