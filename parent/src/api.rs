@@ -13,9 +13,10 @@
 //! body is walked once by a hand-written serde visitor ([`Walk`]) that
 //! borrows the base64 strings from the body and builds nothing else, so a
 //! body costs its own size plus its decoded images, whatever it contains
-//! (issue 16: a 50 MiB body padded with `[0,0,...]` used to become an 852 MiB
-//! `serde_json::Value`). The model
-//! server never sees JSON or base64; it gets decoded image bytes only.
+//! (issue 16: a 50 MiB body padded with `[0,0,...]`, parsed into a
+//! `serde_json::Value` first, raised the parent's peak RSS to 853 MiB; now
+//! 53 MiB). The model server never sees JSON or base64; it gets decoded
+//! image bytes only.
 //!
 //! What it refuses (always with a status, never a panic):
 //! - a body that is not JSON, JSON without an `images` array, a field other
