@@ -34,10 +34,12 @@ echo "preflight ($([ "$mode" = all ] && echo "make eif and make run" || echo "ma
 if ! command -v "$NITRO_CLI" >/dev/null 2>&1; then
     bad nitro-cli "not found: 'sudo dnf install -y aws-nitro-enclaves-cli aws-nitro-enclaves-cli-devel'" \
         "(Amazon Linux 2023; see docs/DEPLOY.md)"
-elif version=$("$NITRO_CLI" --version 2>/dev/null | head -n 1) && [ -n "$version" ]; then
-    ok nitro-cli "$version"
+elif version=$("$NITRO_CLI" --version 2>&1) && [ -n "$version" ]; then
+    ok nitro-cli "$(head -n 1 <<<"$version")"
 else
-    bad nitro-cli "'$NITRO_CLI --version' failed: reinstall aws-nitro-enclaves-cli"
+    # It opens its log (/var/log/nitro_enclaves, group ne) before anything else.
+    bad nitro-cli "'$NITRO_CLI --version' failed ($(tail -n 1 <<<"$version")): root or the 'ne' group" \
+        "(log in again after usermod) is needed; else reinstall aws-nitro-enclaves-cli"
 fi
 
 if want run; then
