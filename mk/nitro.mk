@@ -9,7 +9,9 @@
 #
 # Overridable: ENCLAVE_CID (16), ENCLAVE_CPUS (2), ENCLAVE_MEMORY_MIB (computed, see
 # scripts/nitro/lib.sh), ALLOCATOR_YAML, SECURE_ADDR (vsock:CID:5005), PING_TIMEOUT (s),
-# DEBUG=1 (debug mode + console), RUST_IMAGE (builder image, pin by digest), EIF_IMAGE.
+# DEBUG=1 (debug mode + console from boot), RUST_IMAGE (builder image, pin by digest), EIF_IMAGE,
+# and for the preflight BUILD_DISK_MIB / DOCKER_DISK_MIB (free space the build needs: 2048 / 4096)
+# and PYTHON3 (else the first Python >= 3.11 of PYTHON_CANDIDATES).
 # `make run` listens on port 80 unless PORT is given on the command line or in the environment.
 
 NITRO_BUILD        ?= build
