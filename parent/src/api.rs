@@ -10,7 +10,7 @@
 //!
 //! Why it is built this way: everything here is a pure function of bytes, so
 //! every malformed input is a unit test asserting the exact variant. A JSON
-//! body is walked once by a hand-written serde visitor ([`Walk`]) that
+//! body is walked once by a hand-written serde visitor (`Walk`) that
 //! borrows the base64 strings from the body and builds nothing else, so a
 //! body costs its own size plus its decoded images, whatever it contains
 //! (issue 16: a 50 MiB body padded with `[0,0,...]`, parsed into a
