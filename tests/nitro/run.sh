@@ -19,6 +19,8 @@ fake_knobs="FAKE_BUILD_FAIL FAKE_FOREIGN_ENCLAVE FAKE_ENCLAVE_CMD FAKE_DOCKER_FA
   FAKE_ALLOCATOR_STATE FAKE_E29_ONCE FAKE_ENCLAVE_EXITS FAKE_DESCRIBE_FAIL FAKE_UID FAKE_GROUPS
   FAKE_DF_AVAIL_KIB"
 unset $fake_knobs FAKE_EIF_BYTES
+# The scripts see root (fakes/id) unless a case says otherwise, whoever runs the tests.
+export FAKE_UID=0 FAKE_GROUPS=root
 unset ENCLAVE_MEMORY_MIB ENCLAVE_CPUS DEBUG PORT PYTHON3 PYTHON_CANDIDATES BUILD_DISK_MIB DOCKER_DISK_MIB
 
 passed=0 failed=0 skipped=0
@@ -82,7 +84,7 @@ reset() {
     rm -rf "$FAKE_STATE" "$tmp/run" "$tmp/build" "$tmp/secure.sock" "$yaml" "$yaml".bak.*
     : >"$FAKE_LOG"
     unset $fake_knobs
-    export CPU_SYSFS=$tmp/cpu
+    export FAKE_UID=0 FAKE_GROUPS=root CPU_SYSFS=$tmp/cpu
     bin=$fake_bin
 }
 
@@ -567,7 +569,7 @@ if [ "$EUID" = 0 ] && command -v setpriv >/dev/null; then
     mk run; rc=$?
     expect "run (as root) succeeds" status_is 0 "$rc"
     chmod 0755 "$tmp" && chmod 0666 "$FAKE_LOG"
-    as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+    as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups env -u FAKE_UID "$@"; }
     as_nobody make --no-print-directory -s -C "$repo" status RUN_DIR="$tmp/run" PORT="$port" >"$tmp/out" 2>&1; rc=$?
     expect "status as nobody succeeds" status_is 0 "$rc"
     expect "sees root's front" output_has "parent front: running (pid $(cat "$tmp/run/parent.pid"))"
