@@ -208,7 +208,7 @@ impl Backend {
 
     /// One inference round trip: borrow a connection, send, receive, return it.
     /// The request is consumed: its images are encoded straight into the
-    /// frame body, so a 50 MiB batch is held once here, not twice.
+    /// frame body, so a 16 MiB batch is held once here, not twice.
     pub fn infer(&self, req: InferRequest) -> Result<(InferReply, Arc<ModelInfo>), BackendError> {
         let (count, top_k) = (req.images.len(), req.top_k);
         let body = Message::Infer(req).encode_body().map_err(BackendError::Protocol)?;

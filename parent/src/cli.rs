@@ -35,7 +35,7 @@ options:
   --secure ADDR        the enclave's model server (default vsock:16:5005)
   --public ADDR        the public model server (default unix:.run/public.sock)
   --threads N          HTTP handler threads (default 16, 1..=256)
-  --max-body BYTES     largest request body (default 52428800 = 50 MiB, the maximum)
+  --max-body BYTES     largest request body (default 16777216 = 16 MiB, the maximum)
   --deadline-ms MS     deadline of one backend round trip (default 30000, 1..=600000)
   --pool N             connections kept open to each backend (default and most 8)
   --io-timeout-ms MS   HTTP read/write idle timeout per connection (default 10000, 1000..=300000)

@@ -2,7 +2,7 @@
 //! controls, each against a real parent (and two real tiny-test model
 //! servers) over raw TCP sockets.
 //!
-//! - A 50 MiB JSON body padded with an unknown field: answered 4xx, and the
+//! - A JSON body of MAX_HTTP_BODY (16 MiB) padded with an unknown field: answered 4xx, and the
 //!   parent's peak RSS (VmHWM) stays near the body's size (it used to build
 //!   the whole body as a `serde_json::Value` first: 852 MiB).
 //! - A body not read to its end is never parsed as the next request: a
@@ -97,7 +97,7 @@ fn a_50_mib_json_body_padded_with_an_unknown_field_is_refused_in_bounded_memory(
     let port = stack.port;
     let pid = stack.parent.pid();
     let cat = b64(&photo("chelsea.jpg"));
-    // {"images": ["<photo>"], "pad": [0,0,0,...]} just under the 50 MiB limit.
+    // {"images": ["<photo>"], "pad": [0,0,0,...]} just under the body limit (MAX_HTTP_BODY).
     let max = shared::limits::MAX_HTTP_BODY;
     let mut body = format!("{{\"images\": [\"{cat}\"], \"pad\": [0").into_bytes();
     let zeros = (max - body.len() - 2) / 2;
