@@ -1,22 +1,33 @@
 # Shared helpers for the Nitro scripts (sourced, not run). Every script is called by
 # mk/nitro.mk with its settings in the environment; defaults here match the Makefile's.
 #
-# Memory sizing, in one place (scripts/nitro/lib.sh: enclave_memory_mib):
+# Memory sizing, in one place (scripts/nitro/lib.sh: enclave_memory_mib, server_mib), the
+# "Memory budget" of docs/DEPLOY.md:
 #   nitro-cli refuses to start an enclave with less than 4 x the EIF file size
-#   (ENCLAVE_MEMORY_EIF_SIZE_RATIO in its resource manager): the EIF is copied into enclave
-#   memory and its ramdisks are unpacked into the in-memory root file system.
-#   On top of that the model server needs, at run time, about MODEL_RUNTIME_FACTOR (3) x the
-#   model file: the bytes read from model.onnx, the decoded weights, and tract's optimised
-#   (packed) copies; plus RUNTIME_BASE_MIB (256) for the kernel, the server, its worker
-#   threads and their activations at batch size 1-8.
-#   memory = round_up(ceil(4 x EIF) + 3 x model + 256, 256) MiB.
+#   (ENCLAVE_MEMORY_EIF_SIZE_RATIO in its resource manager). Beyond that floor the enclave
+#   holds the kernel and its own needs (KERNEL_MIB, 64), the root file system unpacked from
+#   the EIF (about the EIF's size), and the model server, whose every input is bounded by
+#   the budgets in shared/src/limits.rs:
+#     server = 3 x model (the file, tract's optimised plan, its packed weights)
+#              + SERVER_BASE_MIB (48: binary, labels, stacks, allocator)
+#              + workers x IMAGE_BUDGET_MIB (64, IMAGE_MEMORY_BUDGET: one image per worker)
+#              + FRAME_BUDGET_MIB (129, FRAME_MEMORY_BUDGET: 8 frames of 16 MiB + 64 KiB)
+#              + SERVER_SLACK_MIB (32: connection threads, allocator slack)
+#   with one worker per enclave CPU (ENCLAVE_CPUS). enclave/tests/hostile_frames.rs runs the
+#   server under this budget (peak RSS asserted, and inside a memory cgroup capped at it);
+#   shared/tests/docs.rs checks the numbers here against limits.rs.
+#   memory = round_up(max(ceil(4 x EIF), EIF + 64 + server), 256) MiB.
 
 set -euo pipefail
 
 MIB=$((1024 * 1024))
 EIF_SIZE_RATIO=4
-MODEL_RUNTIME_FACTOR=${MODEL_RUNTIME_FACTOR:-3}
-RUNTIME_BASE_MIB=${RUNTIME_BASE_MIB:-256}
+MODEL_RUNTIME_FACTOR=3
+SERVER_BASE_MIB=48
+IMAGE_BUDGET_MIB=64
+FRAME_BUDGET_MIB=129
+SERVER_SLACK_MIB=32
+KERNEL_MIB=64
 MEMORY_ALIGN_MIB=256
 
 NITRO_CLI=${NITRO_CLI:-nitro-cli}
@@ -69,7 +80,7 @@ eif_min_mib() {
 # enclave_memory_mib EIF MODEL_FILE: ENCLAVE_MEMORY_MIB if set (checked against the 4x floor),
 # else the formula above.
 enclave_memory_mib() {
-    local eif=$1 model=$2 floor
+    local eif=$1 model=$2 floor need
     [ -f "$eif" ] || die "EIF missing: $eif (run 'make eif' first)"
     floor=$(eif_min_mib "$eif")
     if [ -n "${ENCLAVE_MEMORY_MIB:-}" ]; then
@@ -80,14 +91,24 @@ enclave_memory_mib() {
         return
     fi
     [ -f "$model" ] || die "model missing: $model (run 'make model MODEL=${MODEL:-<name>}' first)"
-    round_up $((floor + MODEL_RUNTIME_FACTOR * $(file_mib "$model") + RUNTIME_BASE_MIB)) "$MEMORY_ALIGN_MIB"
+    need=$(($(file_mib "$eif") + KERNEL_MIB + $(server_mib "$model" "${ENCLAVE_CPUS:-2}")))
+    [ "$need" -ge "$floor" ] || need=$floor
+    round_up "$need" "$MEMORY_ALIGN_MIB"
 }
 
-# The size of the public model server (on the parent instance): it loads the same model, so the
-# runtime share of the formula above. allocator.sh and preflight.sh check MemTotal against
+# server_mib MODEL_FILE WORKERS: the model server's memory budget (the formula above).
+server_mib() {
+    local workers=${2:-2}
+    is_uint "$workers" || workers=2
+    echo $((MODEL_RUNTIME_FACTOR * $(file_mib "$1") + SERVER_BASE_MIB + workers * IMAGE_BUDGET_MIB \
+        + FRAME_BUDGET_MIB + SERVER_SLACK_MIB))
+}
+
+# The size of the public model server (on the parent instance): the same binary and model, so
+# the same budget, with two workers. allocator.sh and preflight.sh check MemTotal against
 # enclave + PARENT_RESERVE_MIB + this.
 public_server_mib() {
-    echo $((MODEL_RUNTIME_FACTOR * $(file_mib "$1") + RUNTIME_BASE_MIB))
+    server_mib "$1" 2
 }
 
 # memory_problem MEM MODEL_FILE: empty if MemTotal holds the enclave's MEM MiB plus what the

@@ -631,7 +631,7 @@ mk preflight; rc=$?
 expect "preflight succeeds" status_is 0 "$rc"
 expect "asks only read-only questions" calls_are "nitro-cli --version" "$is_active" "docker info --format {{.ServerVersion}} {{.DockerRootDir}}"
 for line in "  ok    nitro-cli   Nitro CLI 1.4.2" "  ok    device      $tmp/nitro_enclaves present" "  ok    user        root" \
-    "  ok    CPUs        ENCLAVE_CPUS=2 of 8" "  ok    memory      15625 MiB: enclave $want_mem MiB + instance 1024 MiB + public model server 313 MiB" \
+    "  ok    CPUs        ENCLAVE_CPUS=2 of 8" "  ok    memory      15625 MiB: enclave $want_mem MiB + instance 1024 MiB + public model server 394 MiB" \
     "  ok    allocator   nitro-enclaves-allocator.service active; reserves 1024 MiB, 2 CPUs (needs $want_mem MiB, 2 CPUs)" \
     "  ok    port        $port free" "  ok    docker      server 25.0.8, data in /var/lib/docker" \
     "  ok    python      not needed" "  ok    disk        50.0 GiB free on /" "preflight: all checks passed"; do
