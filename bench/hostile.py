@@ -232,6 +232,21 @@ def case_thin_batch_then_legit(stack):
             f"photo sent 2 s later: {legit[0]} in {legit[1]:.2f} s"), out["hostile"][1]
 
 
+def case_fail_first(stack):
+    """A broken PNG, then 63 costly ones (12 MP each), in one JSON request."""
+    import base64
+    broken = png(64, 64)[:-40]
+    costly = png(4000, 3000, color_type=2)
+    images = [base64.b64encode(broken).decode()] + [base64.b64encode(costly).decode()] * 63
+    body = json.dumps({"images": images}).encode()
+    t = time.time()
+    code, text = http(stack.port, "POST", "/predict-secure/", body, {"Content-Type": "application/json"})
+    took = time.time() - t
+    t = time.time()
+    after = send_image(stack, png(640, 480, color_type=2))
+    return f"{answer(code, text)}; a photo right after: {after[0]} in {time.time() - t:.2f} s", took
+
+
 CASES = {
     "thin": ("1x12000 grey PNG", lambda: case_single(png(1, 12000))),
     "wide": ("12000x1 grey PNG", lambda: case_single(png(12000, 1))),
@@ -242,6 +257,7 @@ CASES = {
     "inflight": ("8 concurrent uploads of the largest body", None),
     "trickle": ("frame header, then 1 byte / 2 s (model server socket)", lambda: case_trickle),
     "thinbatch": ("64 x 1x1000 PNG in JSON, then a photo", lambda: case_thin_batch_then_legit),
+    "failfirst": ("a broken PNG, then 63 12 MP PNGs, in JSON", lambda: case_fail_first),
 }
 
 
