@@ -4,9 +4,18 @@
 # same binary) and the parent front, all in the foreground until Ctrl-C or
 # SIGTERM, which stops all three and leaves no process behind.
 #
+# Each process runs under scripts/nitro/supervise.sh, as in production (`make
+# run`, the systemd units): one that dies is started again with backoff (0.5 s
+# doubling to 10 s), logged here and counted in $RUN_DIR/NAME.restarts, while
+# the others keep running. Kill the secure model server and /predict-secure/
+# answers 503 until it is back; /predict-public/ is unaffected; the parent
+# reconnects by itself. Only a process that dies before the stack is first
+# ready stops everything (a bad model, a port in use).
+#
 # `make dev` builds the release binaries and prepares the model, then runs this.
 # Environment: MODEL (default efficientnet-lite0), PORT (default 8080),
-# RUN_DIR (default .run). Logs: $RUN_DIR/{secure,public,parent}.log; pid files
+# RUN_DIR (default .run), BIN (default target/release). Logs:
+# $RUN_DIR/{secure,public,parent}.log; pid files of the running processes
 # $RUN_DIR/{secure,public,parent}.pid.
 set -euo pipefail
 
@@ -27,28 +36,29 @@ done
 command -v curl >/dev/null || die "curl is needed to wait for /ready"
 
 mkdir -p "$RUN_DIR"
-PIDS=()
+SUPERVISORS=()
+TAIL=
+NAMES=(parent public secure)
 
 stop_all() {
   trap - INT TERM EXIT
-  local name pid
-  for name in parent public secure; do
-    if [ -f "$RUN_DIR/$name.pid" ]; then
-      pid=$(cat "$RUN_DIR/$name.pid")
-      kill -TERM "$pid" 2>/dev/null || true
-    fi
-  done
-  # Wait for each (bounded): a model server gets its shutdown grace, then KILL.
-  for name in parent public secure; do
-    [ -f "$RUN_DIR/$name.pid" ] || continue
-    pid=$(cat "$RUN_DIR/$name.pid")
+  local i pid
+  # The supervisors stop their process (SIGTERM, its shutdown grace, then KILL) and exit.
+  [ -z "$TAIL" ] || kill -TERM "$TAIL" 2>/dev/null || true
+  for pid in "${SUPERVISORS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${SUPERVISORS[@]}"; do
     for _ in $(seq 1 120); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    rm -f "$RUN_DIR/$name.pid"
+  done
+  for i in "${NAMES[@]}"; do   # what a killed supervisor left
+    if [ -f "$RUN_DIR/$i.pid" ]; then
+      kill -KILL "$(cat "$RUN_DIR/$i.pid")" 2>/dev/null || true
+      rm -f "$RUN_DIR/$i.pid"
+    fi
   done
   echo "dev.sh: stopped"
 }
@@ -58,10 +68,15 @@ trap 'stop_all' EXIT
 
 start() { # name, then the command
   local name=$1; shift
-  "$@" >"$RUN_DIR/$name.log" 2>&1 &
-  echo $! >"$RUN_DIR/$name.pid"
-  PIDS+=($!)
+  rm -f "$RUN_DIR/$name.pid"
+  # setsid: a Ctrl-C in the terminal reaches this script only, which stops them in order.
+  setsid scripts/nitro/supervise.sh "$name" --pid-file "$RUN_DIR/$name.pid" \
+    --count-file "$RUN_DIR/$name.restarts" --log "$RUN_DIR/$name.log" -- "$@" \
+    </dev/null >>"$RUN_DIR/supervise.log" 2>&1 &
+  SUPERVISORS+=($!)
 }
+: >"$RUN_DIR/supervise.log"
+for name in "${NAMES[@]}"; do : >"$RUN_DIR/$name.log"; done
 
 start secure "$BIN/enclave" --listen "unix:$RUN_DIR/secure.sock" --model "models/$MODEL"
 start public "$BIN/enclave" --listen "unix:$RUN_DIR/public.sock" --model "models/$MODEL"
@@ -72,8 +87,8 @@ echo "dev.sh: waiting for http://127.0.0.1:$PORT/ready (up to ${READY_TIMEOUT}s)
 ready=0
 for _ in $(seq 1 $((READY_TIMEOUT * 10))); do
   for name in secure public parent; do
-    kill -0 "$(cat "$RUN_DIR/$name.pid")" 2>/dev/null || {
-      echo "dev.sh: the $name process exited; last lines of $RUN_DIR/$name.log:" >&2
+    [ "$(cat "$RUN_DIR/$name.restarts" 2>/dev/null || echo 0)" = 0 ] || {
+      echo "dev.sh: the $name process exited before the stack was ready; last lines of $RUN_DIR/$name.log:" >&2
       tail -n 20 "$RUN_DIR/$name.log" >&2 || true
       exit 1
     }
@@ -93,14 +108,18 @@ dev.sh: ready. Model $MODEL; logs in $RUN_DIR/. Try:
     curl -s -H 'Content-Type: application/json' --data-binary @- http://127.0.0.1:$PORT/predict-secure/
   curl -s http://127.0.0.1:$PORT/metrics
 
-Ctrl-C stops everything.
+Kill a model server (kill \$(cat $RUN_DIR/secure.pid)) to watch the secure route fail
+closed (503) and recover: it restarts with backoff, logged here. Ctrl-C stops everything.
 EOF
 
-# Stay in the foreground until a process dies or we are told to stop. `wait -n`
-# returns when any child exits, and is interrupted by the trapped signals.
+# Stay in the foreground until we are told to stop, showing the supervisors'
+# restart lines as they come. A supervisor that itself ends (it should not)
+# stops everything.
+tail -n 0 -F "$RUN_DIR/supervise.log" >&2 2>/dev/null &
+TAIL=$!
 set +e
-wait -n "${PIDS[@]}"
+wait -n "${SUPERVISORS[@]}"
 status=$?
 set -e
-echo "dev.sh: a process exited (status $status); stopping the rest" >&2
+echo "dev.sh: a supervisor exited (status $status); stopping the rest" >&2
 exit 1

@@ -10,7 +10,9 @@
 #   3. waits, bounded, until that server answers `parent ping` over vsock;
 #   4. starts the public model server (the binary copied out of the enclave image by `make eif`,
 #      so both paths run the same bytes; a Unix socket) and the parent front,
-#      in the background with pid files and logs in RUN_DIR; checks /ready; prints the URLs
+#      in the background with pid files and logs in RUN_DIR, each under supervise.sh, which
+#      restarts it with backoff if it dies (counted in RUN_DIR/NAME.restarts; the pid files are
+#      the supervisors'); checks /ready; prints the URLs
 #      (private address, and the public one when the instance metadata service gives one).
 # Any failure stops what this run started and says why.
 # Env: EIF, MODEL, MODEL_DIR, ENCLAVE_CID, SECURE_ADDR, PING_TIMEOUT, READY_TIMEOUT, RUN_DIR,
@@ -163,14 +165,16 @@ say "the enclave's model server answers at $secure"
 
 public_sock=$run_dir/public.sock
 rm -f "$public_sock"
-start_bg public "$enclave_bin" --listen "unix:$public_sock" --model "$model_dir"
+start_bg public "$here/supervise.sh" public --count-file "$run_dir/public.restarts" -- \
+    "$enclave_bin" --listen "unix:$public_sock" --model "$model_dir"
 if ! "$parent_bin" ping "unix:$public_sock" --timeout "$ping_timeout"; then
     tail -n 20 "$run_dir/public.log" >&2 || true
     fail "the public model server did not answer at unix:$public_sock within ${ping_timeout}s (log: $run_dir/public.log)"
 fi
 say "the public model server answers at unix:$public_sock"
 
-start_bg parent "$parent_bin" --listen "$listen_ip:$port" --secure "$secure" --public "unix:$public_sock"
+start_bg parent "$here/supervise.sh" parent --count-file "$run_dir/parent.restarts" -- \
+    "$parent_bin" --listen "$listen_ip:$port" --secure "$secure" --public "unix:$public_sock"
 ready=
 for _ in $(seq 1 $((ready_timeout * 5))); do
     if ready=$(curl -fsS --max-time 2 "http://127.0.0.1:$port/ready" 2>/dev/null); then break; fi

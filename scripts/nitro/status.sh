@@ -16,7 +16,8 @@ echo "== processes ($run_dir)"
 for p in parent:"parent front" public:"public model server" console:"enclave console"; do
     file="$run_dir/${p%%:*}.pid"
     if pid_alive "$file"; then
-        echo "  ${p#*:}: running (pid $(head -n 1 "$file"))"
+        echo "  ${p#*:}: running (pid $(head -n 1 "$file"))$(restarts=$(cat "$run_dir/${p%%:*}.restarts" \
+            2>/dev/null) && [ "${restarts:-0}" != 0 ] && echo ", restarted $restarts times")"
     elif pid_stale "$file"; then
         echo "  ${p#*:}: not running (stale pid file: pid $(head -n 1 "$file") is now another program)"
     else

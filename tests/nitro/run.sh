@@ -770,6 +770,76 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
+# make dev supervises like production (issue 14, item 3): scripts/dev.sh with the real binaries;
+# the secure model server is killed, the secure route fails closed (503) while the public one
+# answers, the server comes back (restart logged and counted) and the same parent serves it
+# again; then SIGINT (and, in a second run, SIGTERM) stops everything.
+if [ -x "$real_bin/enclave" ] && [ -x "$real_bin/parent" ] && [ -f "$real_model/model.onnx" ]; then
+    png=$tmp/dot.png
+    python3 -c 'import struct, sys, zlib
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+raw = b"".join(b"\0" + b"\x80\x40\x20" * 8 for _ in range(8))
+sys.stdout.buffer.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0))
+                        + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))' >"$png"
+    post() { # post ROUTE -> HTTP status
+        curl -s -o /dev/null -w '%{http_code}' --max-time 10 -H 'Content-Type: image/png' \
+            --data-binary @"$png" "http://127.0.0.1:$port/predict-$1/"
+    }
+    dev_case() { # dev_case SIGNAL
+        local sig=$1 dev_dir=$tmp/dev-$1 dev_pid parent_pid secure_pid code i
+        begin
+        mkdir -p "$dev_dir"
+        # env --default-signal: a background job of a script starts with SIGINT ignored, which
+        # bash could not trap; a terminal's dev.sh has it.
+        env --default-signal=INT PORT="$port" RUN_DIR="$dev_dir" MODEL=tiny-test BIN="$real_bin" \
+            READY_TIMEOUT=60 "$repo/scripts/dev.sh" >"$tmp/out" 2>&1 &
+        dev_pid=$!
+        for i in $(seq 1 600); do
+            grep -q 'dev.sh: ready' "$tmp/out" && break
+            kill -0 "$dev_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        expect "dev.sh ready" output_has "dev.sh: ready"
+        expect "secure 200 before" test "$(post secure)" = 200
+        parent_pid=$(cat "$dev_dir/parent.pid" 2>/dev/null)
+        secure_pid=$(cat "$dev_dir/secure.pid" 2>/dev/null)
+        kill -KILL "$secure_pid" 2>/dev/null
+        for i in $(seq 1 50); do [ -d "/proc/$secure_pid" ] && sleep 0.02; done
+        code=$(post secure)
+        expect "secure 503 while its model server is down (got $code)" test "$code" = 503
+        expect "public 200 meanwhile" test "$(post public)" = 200
+        code=
+        for i in $(seq 1 100); do
+            code=$(post secure)
+            [ "$code" = 200 ] && break
+            sleep 0.1
+        done
+        expect "secure 200 again after the restart (got $code)" test "$code" = 200
+        expect "a new secure model server" test "$(cat "$dev_dir/secure.pid" 2>/dev/null)" != "$secure_pid"
+        expect "the same parent (pid $parent_pid)" test "$(cat "$dev_dir/parent.pid" 2>/dev/null)" = "$parent_pid"
+        expect "parent not restarted" file_has "$dev_dir/parent.restarts" 0
+        expect "secure restart counted" file_has "$dev_dir/secure.restarts" 1
+        expect "restart logged" output_has "supervise: secure: exited (status 137)"
+        expect "public never restarted" file_has "$dev_dir/public.restarts" 0
+        expect "nothing from the requests in the logs" \
+            test -z "$(grep -E 'class_id|score|top_k' "$dev_dir/secure.log" "$dev_dir/parent.log")"
+        kill "-$sig" "$dev_pid"
+        for i in $(seq 1 150); do kill -0 "$dev_pid" 2>/dev/null || break; sleep 0.1; done
+        expect "dev.sh ended on SIG$sig" test ! -d "/proc/$dev_pid"
+        wait "$dev_pid" 2>/dev/null
+        expect "dev.sh says stopped" output_has "dev.sh: stopped"
+        left=$(pgrep -f "$dev_dir" || true)
+        expect "no process left after SIG$sig (left: $left)" test -z "$left"
+        expect "no pid file left" test -z "$(ls "$dev_dir"/*.pid 2>/dev/null)"
+        ok "make dev (scripts/dev.sh): a killed secure model server -> 503 (public 200), restarted with the same parent -> 200; SIG$sig stops all"
+    }
+    dev_case INT
+    dev_case TERM
+else
+    skip "make dev supervision (needs $real_bin/{enclave,parent} and models/tiny-test)"
+fi
+
+# ---------------------------------------------------------------------------------------------
 reset
 left=
 for _ in $(seq 1 30); do   # processes still exiting get 3 s; zombies (already dead) do not count
