@@ -14,6 +14,10 @@ if ! cargo deny --version >/dev/null 2>&1; then
     exit 2
 fi
 
+# cargo-deny reads every package in Cargo.lock, for every platform; a build
+# downloads only this platform's, so fetch the rest first (crates.io only).
+echo "== cargo fetch (every package in Cargo.lock, for cargo-deny)"
+cargo fetch --locked
 echo "== cargo deny: licenses, bans, sources (offline)"
 cargo deny --offline check licenses bans sources
 
