@@ -49,7 +49,7 @@ pub const DEFAULT_TOP_K: u16 = 5;
 /// Standard alphabet; padding optional (some clients strip it): base64's
 /// `Indifferent` mode also takes *fewer* `=` than canonical (`4A=` for
 /// `4A==`), but never more, and never in the middle.
-const B64: GeneralPurpose = GeneralPurpose::new(
+pub(crate) const B64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
@@ -295,7 +295,7 @@ fn sniff(bytes: &[u8]) -> Result<(), Option<&'static str>> {
     Err(other)
 }
 
-fn check_image(index: usize, bytes: &[u8]) -> Result<(), ApiError> {
+pub(crate) fn check_image(index: usize, bytes: &[u8]) -> Result<(), ApiError> {
     match sniff(bytes) {
         Ok(()) => Ok(()),
         Err(Some(format)) => Err(ApiError::UnsupportedImageFormat { index, format }),

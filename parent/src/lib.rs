@@ -10,6 +10,7 @@
 //! - [`backend`]: pooled frame connections, reconnects, deadlines, the seed.
 //! - [`server`]: tiny_http, the handler threads, the routes, the access log.
 //! - [`metrics`]: Prometheus text.
+//! - [`v2`]: the Open Inference Protocol V2 routes (`/v2/...`).
 //! - [`listen`]: the listening socket and its timeouts.
 //! - [`fuzz`]: the request-parsing fuzz harness body (`cargo test` and `fuzz/`).
 //!
@@ -24,3 +25,4 @@ pub mod fuzz;
 pub mod listen;
 pub mod metrics;
 pub mod server;
+pub mod v2;

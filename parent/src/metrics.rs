@@ -24,12 +24,30 @@ pub enum Route {
     Health,
     Ready,
     Metrics,
+    /// `/v2/health/*` (Open Inference Protocol V2, [`crate::v2`]).
+    V2Health,
+    /// `/v2`, `/v2/models/{name}` and `/v2/models/{name}/ready`, whatever the name.
+    V2Metadata,
+    /// `/v2/models/{name}/infer` with a name ending in `-secure`.
+    V2InferSecure,
+    /// `/v2/models/{name}/infer` with a name ending in `-public`.
+    V2InferPublic,
     Other,
 }
 
 impl Route {
-    pub const ALL: [Route; 6] =
-        [Route::PredictSecure, Route::PredictPublic, Route::Health, Route::Ready, Route::Metrics, Route::Other];
+    pub const ALL: [Route; 10] = [
+        Route::PredictSecure,
+        Route::PredictPublic,
+        Route::Health,
+        Route::Ready,
+        Route::Metrics,
+        Route::V2Health,
+        Route::V2Metadata,
+        Route::V2InferSecure,
+        Route::V2InferPublic,
+        Route::Other,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -38,6 +56,10 @@ impl Route {
             Route::Health => "health",
             Route::Ready => "ready",
             Route::Metrics => "metrics",
+            Route::V2Health => "v2_health",
+            Route::V2Metadata => "v2_metadata",
+            Route::V2InferSecure => "v2_infer_secure",
+            Route::V2InferPublic => "v2_infer_public",
             Route::Other => "other",
         }
     }
@@ -54,6 +76,7 @@ impl Route {
             "/health" => Route::Health,
             "/ready" => Route::Ready,
             "/metrics" => Route::Metrics,
+            p if p == "/v2" || p.starts_with("/v2/") => crate::v2::route_of(p),
             _ => Route::Other,
         }
     }

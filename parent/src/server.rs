@@ -76,21 +76,21 @@ pub struct App {
 }
 
 /// A reply before it is written.
-struct Reply {
-    status: u16,
-    body: Vec<u8>,
-    content_type: &'static str,
-    headers: Vec<(&'static str, String)>,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
+    pub(crate) content_type: &'static str,
+    pub(crate) headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
-    fn json(status: u16, v: &Value) -> Reply {
+    pub(crate) fn json(status: u16, v: &Value) -> Reply {
         let mut body = v.to_string().into_bytes();
         body.push(b'\n');
         Reply { status, body, content_type: "application/json", headers: Vec::new() }
     }
 
-    fn error(e: &ApiError) -> Reply {
+    pub(crate) fn error(e: &ApiError) -> Reply {
         let mut r = Reply::json(e.status(), &e.body());
         if let Some(allow) = e.allow() {
             r.headers.push(("Allow", allow.to_string()));
@@ -102,7 +102,7 @@ impl Reply {
     }
 }
 
-fn header<'a>(rq: &'a Request, name: &'static str) -> Option<&'a str> {
+pub(crate) fn header<'a>(rq: &'a Request, name: &'static str) -> Option<&'a str> {
     rq.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str())
 }
 
@@ -126,7 +126,7 @@ fn method_name(m: &Method) -> &'static str {
 /// (declared, or once more than `max` bytes arrived), 408 when it stalls for
 /// the socket's idle timeout or falls under [`HTTP_BODY_MIN_RATE`] after
 /// [`HTTP_BODY_GRACE`], 400 when the client ends it early.
-fn read_body(rq: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn read_body(rq: &mut Request, max: usize) -> Result<Vec<u8>, ApiError> {
     // check_framing allowed no Transfer-Encoding but `chunked`.
     let chunked = header(rq, "Transfer-Encoding").is_some();
     let declared = rq.body_length();
@@ -247,7 +247,7 @@ fn check_framing(rq: &Request) -> Result<(), ApiError> {
 }
 
 /// Routes and answers one request.
-fn route(app: &App, rq: &mut Request, route: Route, query: Option<&str>, start: Instant) -> Reply {
+fn route(app: &App, rq: &mut Request, route: Route, path: &str, query: Option<&str>, start: Instant) -> Reply {
     const GET: &str = "GET, HEAD";
     let is_get = matches!(rq.method(), Method::Get | Method::Head);
     if let Err(e) = check_headers(rq).and_then(|()| check_framing(rq)) {
@@ -272,6 +272,10 @@ fn route(app: &App, rq: &mut Request, route: Route, query: Option<&str>, start: 
             Ok(Reply { status: 200, body, content_type: "text/plain; version=0.0.4", headers: Vec::new() })
         }
         Route::Health | Route::Ready | Route::Metrics => Err(ApiError::MethodNotAllowed { allow: GET }),
+        Route::V2Health | Route::V2Metadata | Route::V2InferSecure | Route::V2InferPublic => {
+            Ok(crate::v2::handle(app, rq, path))
+        }
+        Route::Other if path == "/v2" || path.starts_with("/v2/") => Ok(crate::v2::handle(app, rq, path)),
         Route::Other => Err(ApiError::NotFound),
     };
     result.unwrap_or_else(|e| Reply::error(&e))
@@ -282,15 +286,15 @@ pub fn handle(app: &App, mut rq: Request) {
     let start = Instant::now();
     let _in_flight = app.metrics.start();
     let method = method_name(rq.method());
-    let (r, query) = {
+    let (r, path, query) = {
         let url = rq.url();
         let (path, query) = match url.split_once('?') {
             Some((p, q)) => (p, Some(q.to_string())),
             None => (url, None),
         };
-        (Route::of_path(path), query)
+        (Route::of_path(path), path.to_string(), query)
     };
-    let reply = route(app, &mut rq, r, query.as_deref(), start);
+    let reply = route(app, &mut rq, r, &path, query.as_deref(), start);
     let (status, size) = (reply.status, reply.body.len());
     let mut response = Response::from_data(reply.body).with_status_code(status);
     let mut headers = vec![("Content-Type", reply.content_type.to_string())];
