@@ -92,7 +92,7 @@ fn first_response(bytes: &[u8]) -> (u16, String, bool) {
 }
 
 #[test]
-fn a_50_mib_json_body_padded_with_an_unknown_field_is_refused_in_bounded_memory() {
+fn a_json_body_at_the_limit_padded_with_an_unknown_field_is_refused_in_bounded_memory() {
     let stack = Stack::start("tiny-test", &[]);
     let port = stack.port;
     let pid = stack.parent.pid();
