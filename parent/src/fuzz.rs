@@ -149,3 +149,65 @@ mod tests {
         parse_request_round_trip(b"");
     }
 }
+
+/// The Open Inference Protocol V2 request parser ([`crate::v2::parse_infer`]) under arbitrary
+/// bytes. Input layout:
+///
+/// ```text
+///  flags:u8  [hl_len:u8 hl:[u8;hl_len]]  body:rest
+///  bit 0 of flags: an Inference-Header-Content-Length is present; bit 1: Content-Type
+///  application/octet-stream (else application/json); bit 2: Content-Encoding gzip
+/// ```
+///
+/// Promises: no panic; a refusal is 400, 413 or 415 with a non-empty code and a message under
+/// 600 bytes; an accepted request has 1..=`MAX_IMAGES` images, each with JPEG or PNG magic, no
+/// more image bytes than the body had, a `top_k` in `1..=MAX_TOP_K`; and it round-trips: written
+/// back in the binary form, it parses to the same request.
+pub fn parse_infer_round_trip(data: &[u8]) {
+    use crate::v2::parse_infer;
+    let Some((&flags, mut rest)) = data.split_first() else { return };
+    let mut header_len = None;
+    if flags & 1 != 0 {
+        let n = rest.first().copied().unwrap_or(0) as usize;
+        let field = rest.get(1..).unwrap_or(&[]);
+        let n = n.min(field.len());
+        header_len = Some(String::from_utf8_lossy(&field[..n]).into_owned());
+        rest = &field[n..];
+    }
+    let ct = if flags & 2 != 0 { "application/octet-stream" } else { "application/json" };
+    let ce = (flags & 4 != 0).then_some("gzip");
+    match parse_infer(Some(ct), ce, header_len.as_deref(), rest) {
+        Err(e) => {
+            assert!(matches!(e.status, 400 | 413 | 415), "status {} for {e:?}", e.status);
+            assert!(!e.code.is_empty() && e.message.len() < 600, "{e:?}");
+        }
+        Ok(req) => {
+            let images = &req.infer.images;
+            assert!((1..=MAX_IMAGES).contains(&images.len()));
+            assert!((1..=MAX_TOP_K).contains(&usize::from(req.infer.top_k)));
+            assert!(images.iter().map(Vec::len).sum::<usize>() <= rest.len());
+            for i in images {
+                assert!(i.starts_with(&[0xFF, 0xD8, 0xFF]) || i.starts_with(b"\x89PNG\r\n\x1a\n"));
+            }
+            let mut tail = Vec::new();
+            for i in images {
+                tail.extend_from_slice(&(i.len() as u32).to_le_bytes());
+                tail.extend_from_slice(i);
+            }
+            let header = json!({
+                "id": req.id,
+                "inputs": [{ "name": "image", "datatype": "BYTES", "shape": [images.len()], "parameters": { "binary_data_size": tail.len() } }],
+                "outputs": [{ "name": "probabilities", "parameters": { "classification": req.infer.top_k, "binary_data": req.binary_output } }],
+            });
+            let mut header = header;
+            if req.id.is_none() {
+                header.as_object_mut().map(|o| o.remove("id"));
+            }
+            let mut body = header.to_string().into_bytes();
+            let n = body.len().to_string();
+            body.extend_from_slice(&tail);
+            let again = parse_infer(Some("application/octet-stream"), None, Some(&n), &body).expect("the binary form of an accepted request");
+            assert_eq!(again, req);
+        }
+    }
+}
