@@ -1,4 +1,5 @@
-//! Fuzz harness body for the parent's request parsing.
+//! Fuzz harness bodies for the parent's request parsing (the study API's [`parse_request_round_trip`]
+//! and the OIP V2 [`parse_infer_round_trip`], documented at its definition).
 //!
 //! What it does: [`parse_request_round_trip`] takes arbitrary bytes, splits
 //! them into what a client controls (a `Content-Type`, a query string and a
@@ -117,39 +118,6 @@ pub fn parse_request_round_trip(data: &[u8]) {
     assert_eq!(decoded.message, Message::Infer(req), "the Infer frame changed the request");
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn split_and_join_are_inverse() {
-        let cases = [
-            (None, None, &b""[..]),
-            (Some("application/json"), None, &b"{}"[..]),
-            (None, Some("top_k=3"), &b"\xff\xd8\xff"[..]),
-            (Some("image/png"), Some(""), &b"\x89PNG"[..]),
-        ];
-        for (ct, q, body) in cases {
-            let joined = join_input(ct, q, body);
-            let split = split_input(&joined);
-            assert_eq!(split, FuzzInput { content_type: ct.map(String::from), query: q.map(String::from), body: body.to_vec() });
-        }
-        // Cut short: fields are taken as far as they go.
-        assert_eq!(split_input(&[3, 10, b'a']).content_type.as_deref(), Some("a"));
-        assert_eq!(split_input(&[]).body, Vec::<u8>::new());
-    }
-
-    #[test]
-    fn harness_accepts_good_and_bad_input() {
-        let jpeg = [0xFF, 0xD8, 0xFF, 0xE0, 1, 2];
-        parse_request_round_trip(&join_input(Some("image/jpeg"), Some("top_k=7"), &jpeg));
-        let body = json!({ "images": ["/9j/4AEC"] }).to_string();
-        parse_request_round_trip(&join_input(Some("application/json"), None, body.as_bytes()));
-        parse_request_round_trip(&join_input(Some("application/json"), None, b"[[[["));
-        parse_request_round_trip(b"");
-    }
-}
-
 /// The Open Inference Protocol V2 request parser ([`crate::v2::parse_infer`]) under arbitrary
 /// bytes. Input layout:
 ///
@@ -209,5 +177,38 @@ pub fn parse_infer_round_trip(data: &[u8]) {
             let again = parse_infer(Some("application/octet-stream"), None, Some(&n), &body).expect("the binary form of an accepted request");
             assert_eq!(again, req);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_and_join_are_inverse() {
+        let cases = [
+            (None, None, &b""[..]),
+            (Some("application/json"), None, &b"{}"[..]),
+            (None, Some("top_k=3"), &b"\xff\xd8\xff"[..]),
+            (Some("image/png"), Some(""), &b"\x89PNG"[..]),
+        ];
+        for (ct, q, body) in cases {
+            let joined = join_input(ct, q, body);
+            let split = split_input(&joined);
+            assert_eq!(split, FuzzInput { content_type: ct.map(String::from), query: q.map(String::from), body: body.to_vec() });
+        }
+        // Cut short: fields are taken as far as they go.
+        assert_eq!(split_input(&[3, 10, b'a']).content_type.as_deref(), Some("a"));
+        assert_eq!(split_input(&[]).body, Vec::<u8>::new());
+    }
+
+    #[test]
+    fn harness_accepts_good_and_bad_input() {
+        let jpeg = [0xFF, 0xD8, 0xFF, 0xE0, 1, 2];
+        parse_request_round_trip(&join_input(Some("image/jpeg"), Some("top_k=7"), &jpeg));
+        let body = json!({ "images": ["/9j/4AEC"] }).to_string();
+        parse_request_round_trip(&join_input(Some("application/json"), None, body.as_bytes()));
+        parse_request_round_trip(&join_input(Some("application/json"), None, b"[[[["));
+        parse_request_round_trip(b"");
     }
 }
