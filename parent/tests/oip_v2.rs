@@ -229,3 +229,49 @@ fn kserve_v2_json_example_hostile_suite_fail_closed_metrics_and_log() {
         assert!(line.starts_with("access ") || line.starts_with("parent: "), "unexpected log line {line:?}");
     }
 }
+
+fn vm_hwm_kb(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// One 11.9 MiB "image" (JPEG magic, then bytes the model server refuses), in binary form (an
+/// 11.9 MiB body) and in JSON form (base64: 15.9 MiB, just under the limit): the parent's peak RSS
+/// grows by at most 2.5 times the body in binary form (body, the image's copy) and 3 times in
+/// JSON form (body, the header's copy of the base64, the decoded image). Measured: 2.0 and 2.8.
+#[test]
+fn a_body_at_the_limit_costs_a_bounded_multiple_of_itself() {
+    let mut image = vec![0x5Au8; 11_900_000];
+    image[..3].copy_from_slice(&[0xFF, 0xD8, 0xFF]);
+    let outputs = json!([{ "name": "probabilities", "parameters": { "classification": 5 } }]);
+    let json_header = json!({
+        "inputs": [{ "name": "image", "datatype": "BYTES", "shape": [1], "parameters": { "content_type": "base64" }, "data": [b64(&image)] }],
+        "outputs": outputs,
+    });
+    let tail = element(&image);
+    let binary_header = json!({
+        "inputs": [{ "name": "image", "datatype": "BYTES", "shape": [1], "parameters": { "binary_data_size": tail.len() } }],
+        "outputs": outputs,
+    });
+    // A fresh parent for each form: VmHWM only grows, and freed memory stays in the arena of the
+    // handler thread that used it.
+    for (form, limit_halves) in [("binary", 5u64), ("JSON", 6)] {
+        let stack = Stack::start("tiny-test", &[]);
+        let model = get(stack.port, "/ready").json()["backends"]["public"]["model"]["name"].as_str().unwrap().to_string();
+        let path = format!("/v2/models/{model}-public/infer");
+        let request = if form == "JSON" {
+            json_request(&path, &json_header)
+        } else {
+            binary_request(&path, &binary_header, &tail, None, "application/octet-stream")
+        };
+        let body_kb = (request.len() / 1024) as u64;
+        let pid = stack.parent.pid();
+        let before = vm_hwm_kb(pid);
+        let r = raw(stack.port, &request);
+        check_error(form, &r, 400, "bad_image");
+        let after = vm_hwm_kb(pid);
+        println!("{form} form, {body_kb} kB body: parent VmHWM {before} kB -> {after} kB");
+        assert!(after < before + limit_halves * body_kb / 2, "{form} form: VmHWM {before} kB -> {after} kB for a {body_kb} kB body");
+    }
+}
