@@ -238,8 +238,9 @@ fn vm_hwm_kb(pid: i32) -> u64 {
 
 /// One 11.9 MiB "image" (JPEG magic, then bytes the model server refuses), in binary form (an
 /// 11.9 MiB body) and in JSON form (base64: 15.9 MiB, just under the limit): the parent's peak RSS
-/// grows by at most 2.5 times the body in binary form (body, the image's copy) and 3 times in
-/// JSON form (body, the header's copy of the base64, the decoded image). Measured: 2.0 and 2.8.
+/// grows by less than 3 times the body in binary form (body, the image's copy) and 3.5 times in
+/// JSON form (body, the header's copy of the base64, the decoded image). Measured: 2.0 and 2.8;
+/// the margin is for allocators other than this machine's glibc.
 #[test]
 fn a_body_at_the_limit_costs_a_bounded_multiple_of_itself() {
     let mut image = vec![0x5Au8; 11_900_000];
@@ -256,7 +257,7 @@ fn a_body_at_the_limit_costs_a_bounded_multiple_of_itself() {
     });
     // A fresh parent for each form: VmHWM only grows, and freed memory stays in the arena of the
     // handler thread that used it.
-    for (form, limit_halves) in [("binary", 5u64), ("JSON", 6)] {
+    for (form, limit_halves) in [("binary", 6u64), ("JSON", 7)] {
         let stack = Stack::start("tiny-test", &[]);
         let model = get(stack.port, "/ready").json()["backends"]["public"]["model"]["name"].as_str().unwrap().to_string();
         let path = format!("/v2/models/{model}-public/infer");
