@@ -221,6 +221,12 @@ mod tests {
         assert_eq!(Route::of_path("/metrics"), Route::Metrics);
         assert_eq!(Route::of_path("/predict-secure//"), Route::Other);
         assert_eq!(Route::of_path("/etc/passwd"), Route::Other);
+        // OIP V2: the route comes from the path's shape and the name's suffix, never the name.
+        assert_eq!(Route::of_path("/v2/models/made-up-secure/infer"), Route::V2InferSecure);
+        assert_eq!(Route::of_path("/v2/models/made-up-public/versions/1/infer"), Route::V2InferPublic);
+        assert_eq!(Route::of_path("/v2/models/made-up/ready"), Route::V2Metadata);
+        assert_eq!(Route::of_path("/v2/health/live"), Route::V2Health);
+        assert_eq!(Route::of_path("/v2/models/x/explain"), Route::Other);
     }
 
     #[test]
