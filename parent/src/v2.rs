@@ -42,7 +42,7 @@ use base64::Engine;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Map, Value};
 use shared::frame::{InferReply, InferRequest, ModelInfo};
-use shared::limits::{MAX_IMAGES, MAX_TOP_K};
+use shared::limits::{MAX_ID_LEN, MAX_IMAGES, MAX_JSON_VALUES, MAX_TOP_K};
 
 use crate::api::{check_image, ApiError, B64};
 use crate::backend::Backend;
@@ -56,10 +56,6 @@ pub const INPUT: &str = "image";
 pub const OUTPUT: &str = "probabilities";
 /// The only model version.
 pub const VERSION: &str = "1";
-/// JSON values (objects, arrays, scalars, keys) in one request header, at most.
-pub const MAX_JSON_VALUES: usize = 1024;
-/// Bytes of a request's `id` (echoed in the reply).
-pub const MAX_ID_LEN: usize = 256;
 
 /// A parsed `/v2` path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -106,6 +106,15 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// the 512 MiB an EfficientNet-Lite0 enclave gets (docs/DEPLOY.md).
 pub const MAX_HTTP_BODY: usize = 16 * 1024 * 1024;
 
+/// JSON values (objects, arrays, scalars, keys) in one Open Inference
+/// Protocol request header, at most (413 above). The header is parsed into a
+/// value tree; a real request has a few dozen, and the budget keeps a hostile
+/// 16 MiB header of `[[[[...` from costing more than its own size.
+pub const MAX_JSON_VALUES: usize = 1024;
+
+/// Bytes of an Open Inference Protocol request's `id`, which the reply echoes.
+pub const MAX_ID_LEN: usize = 256;
+
 /// Connections the parent keeps open to each model server (`--pool` may only
 /// lower it: the model server's [`FRAME_MEMORY_BUDGET`] is sized for it).
 pub const BACKEND_POOL_SIZE: usize = 8;
