@@ -15,6 +15,7 @@ include mk/models.mk
 include mk/nitro.mk
 include mk/bench.mk
 include mk/hardening.mk
+include mk/install.mk
 include mk/oip.mk
 
 .PHONY: help build test dev

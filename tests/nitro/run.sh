@@ -770,6 +770,107 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
+# make install / uninstall and the systemd units (issue 14, item 1). No systemd runs here (not
+# PID 1 in this container): the units are checked by systemd-analyze verify, and the commands
+# they run are driven directly, as systemd would, against the fake nitro-cli.
+dest=$tmp/dest
+pfx=$tmp/pfx
+unit_files="nitro-ml.target nitro-ml-allocator.service nitro-ml-enclave.service nitro-ml-public.service nitro-ml-parent.service"
+begin
+make_eif_file
+echo '{"Measurements": {}}' >"$tmp/build/measurements.json"
+mk install DESTDIR="$dest"; rc=$?
+expect "install succeeds" status_is 0 "$rc"
+for f in libexec/nitro-ml/parent libexec/nitro-ml/enclave libexec/nitro-ml/enclave-service.sh \
+    libexec/nitro-ml/allocator.sh libexec/nitro-ml/lib.sh share/nitro-ml/enclave.eif \
+    share/nitro-ml/measurements.json share/nitro-ml/model/model.onnx share/nitro-ml/model/labels.txt \
+    share/nitro-ml/model/manifest.txt share/doc/nitro-ml/OPERATIONS.md; do
+    expect "/usr/local/$f installed" test -f "$dest/usr/local/$f"
+done
+for u in $unit_files; do expect "$u installed" test -f "$dest/usr/local/lib/systemd/system/$u"; done
+expect "no placeholder left" test -z "$(grep -l '@[A-Z_]*@' "$dest"/usr/local/lib/systemd/system/* "$dest/etc/nitro-ml/nitro-ml.env")"
+expect "unit runs the installed script" file_has "$dest/usr/local/lib/systemd/system/nitro-ml-enclave.service" \
+    "ExecStart=/usr/local/libexec/nitro-ml/enclave-service.sh run"
+expect "settings: the installed EIF" file_has "$dest/etc/nitro-ml/nitro-ml.env" "EIF=/usr/local/share/nitro-ml/enclave.eif"
+expect "settings: the port given" file_has "$dest/etc/nitro-ml/nitro-ml.env" "PORT=$port"
+expect "no systemctl with DESTDIR" calls_are
+echo "PORT=8081" >>"$dest/etc/nitro-ml/nitro-ml.env"
+mk install DESTDIR="$dest"
+expect "settings kept on reinstall" file_has "$dest/etc/nitro-ml/nitro-ml.env" "PORT=8081"
+expect "says so" output_has "kept /etc/nitro-ml/nitro-ml.env"
+mk uninstall DESTDIR="$dest"; rc=$?
+expect "uninstall succeeds" status_is 0 "$rc"
+expect "nothing left after uninstall" test -z "$(find "$dest" -type f)"
+FAKE_UID=1000 FAKE_GROUPS=ne mk install; rc=$?
+expect "install without root refused" status_is 2 "$rc"
+expect "says sudo" output_has "run it as root (sudo make install)"
+: >"$FAKE_LOG"
+mk install PREFIX="$pfx" SYSCONFDIR="$pfx/etc"; rc=$?
+expect "install as root succeeds" status_is 0 "$rc"
+expect "enables and starts the target" calls_are "systemctl daemon-reload" \
+    "systemctl enable nitro-ml.target nitro-ml-allocator.service nitro-ml-enclave.service nitro-ml-public.service nitro-ml-parent.service" \
+    "systemctl restart nitro-ml.target"
+ok "make install DESTDIR=...: FHS layout, settings kept on reinstall, no systemctl; uninstall removes all; root needed; as root: enable and restart nitro-ml.target"
+
+begin
+make_eif_file
+mk install PREFIX="$pfx" SYSCONFDIR="$pfx/etc" NO_START=1
+if command -v systemd-analyze >/dev/null; then
+    (cd "$pfx/lib/systemd/system" && systemd-analyze verify $unit_files) >"$tmp/out" 2>&1; rc=$?
+    expect "systemd-analyze verify passes" status_is 0 "$rc"
+    expect "and prints nothing (no unknown key, no missing command)" test ! -s "$tmp/out"
+    ok "systemd-analyze verify of the installed units ($(systemd-analyze --version | head -n 1))"
+else
+    skip "systemd-analyze verify (apt-get install systemd)"
+fi
+
+# The enclave unit's commands (enclave-service.sh run / ready / stop) with its settings file, as
+# systemd runs them: start, readiness, the enclave dying (exit 1: Restart=always), a watcher that
+# was killed (its enclave terminated at the next start), SIGTERM (terminated, exit 0).
+begin
+make_eif_file
+mk install PREFIX="$pfx" SYSCONFDIR="$pfx/etc" NO_START=1
+svc_env() { # the unit's environment: its settings file, test addresses
+    set -a
+    . "$pfx/etc/nitro-ml/nitro-ml.env"
+    set +a
+    export SECURE_ADDR=unix:$tmp/secure.sock STATE_DIR=$tmp/svc-state WATCH_INTERVAL=0.2 PING_TIMEOUT=5
+    export FAKE_ENCLAVE_CMD="exec $fake_bin/enclave --listen unix:$tmp/secure.sock --model $model"
+}
+svc() { svc_env; exec "$pfx/libexec/nitro-ml/enclave-service.sh" "$@"; }   # in a ( subshell )
+(svc run) >"$tmp/svc.out" 2>&1 &
+svc_pid=$!
+(svc ready) >"$tmp/out" 2>&1
+expect "ready once the server answers" status_is 0 $?
+expect "run-enclave from the installed EIF" grep -qF \
+    "nitro-cli run-enclave --eif-path $pfx/share/nitro-ml/enclave.eif --memory $want_mem --cpu-count 2 --enclave-cid 16" "$FAKE_LOG"
+read -r _ _ _ _ _ enc_pid <"$FAKE_STATE/enclave"
+kill -KILL -- "-$enc_pid" 2>/dev/null
+rm -f "$FAKE_STATE/enclave"   # the enclave has exited
+for _ in $(seq 1 50); do kill -0 "$svc_pid" 2>/dev/null || break; sleep 0.1; done
+wait "$svc_pid"; rc=$?
+expect "run exits 1 when the enclave is gone" status_is 1 "$rc"
+expect "and says so" file_has "$tmp/svc.out" "is no longer running"
+(svc run) >"$tmp/svc.out" 2>&1 &
+svc_pid=$!
+(svc ready) >/dev/null 2>&1
+kill -KILL "$svc_pid"; wait "$svc_pid" 2>/dev/null   # the watcher dies, its enclave stays
+rm -f "$tmp/secure.sock"   # the fake server (unlike the real one) does not replace a stale socket
+(svc run) >"$tmp/svc.out" 2>&1 &
+svc_pid=$!
+(svc ready) >/dev/null 2>&1
+expect "ready again" status_is 0 $?
+expect "the leftover enclave is terminated first" file_has "$tmp/svc.out" "terminating enclave $id (CID 16)"
+kill -TERM "$svc_pid"
+for _ in $(seq 1 50); do kill -0 "$svc_pid" 2>/dev/null || break; sleep 0.1; done
+wait "$svc_pid"; rc=$?
+expect "SIGTERM: exit 0" status_is 0 "$rc"
+expect "SIGTERM: enclave terminated" test ! -f "$FAKE_STATE/enclave"
+(svc stop) >"$tmp/out" 2>&1
+expect "stop with nothing running succeeds" status_is 0 $?
+ok "nitro-ml-enclave.service's commands: run + ready, exit 1 when the enclave dies, a leftover enclave terminated, SIGTERM terminates"
+
+# ---------------------------------------------------------------------------------------------
 # make dev supervises like production (issue 14, item 3): scripts/dev.sh with the real binaries;
 # the secure model server is killed, the secure route fails closed (503) while the public one
 # answers, the server comes back (restart logged and counted) and the same parent serves it
