@@ -5,6 +5,7 @@
 #   sudo make install      copy into PREFIX (/usr/local) and SYSCONFDIR (/etc), enable and
 #                          (re)start nitro-ml.target (needs `make eif` first)
 #   sudo make uninstall    stop, disable and remove them
+#   make dist              the release tarball an instance installs (deploy/aws/nitro-ml.yaml)
 #
 # Overridable: DESTDIR (install under a directory, no systemctl: packaging and tests), PREFIX,
 # SYSCONFDIR, UNITDIR (PREFIX/lib/systemd/system), NO_START=1 (copy and do not touch systemd),
@@ -27,3 +28,15 @@ install: ## Install the systemd units, EIF, binaries and model (root; after make
 
 uninstall: ## Stop, disable and remove what make install installed (root)
 	$(INSTALL_ENV) scripts/nitro/install.sh uninstall
+
+DIST ?=
+
+.PHONY: dist
+
+dist: ## Release tarball for instances (git HEAD + EIF, binaries, model): build/nitro-ml-COMMIT.tar.gz
+	$(NITRO_ENV) DIST='$(DIST)' scripts/nitro/dist.sh
+
+.PHONY: test-deploy
+
+test-deploy: ## Validate deploy/aws (cfn-lint) and deploy/k8s (kubernetes-validate) offline; pinned venv in build/
+	tests/deploy/lint.sh

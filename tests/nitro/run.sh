@@ -824,6 +824,27 @@ else
     skip "systemd-analyze verify (apt-get install systemd)"
 fi
 
+# make dist, then what the Auto Scaling group's user data does with it (deploy/aws/nitro-ml.yaml):
+# extract, make install MODEL=$(cat MODEL). Here into a DESTDIR.
+begin
+make_eif_file
+printf '{\n  "Measurements": {\n    "PCR0": "abc"\n  }\n}\n' >"$tmp/build/measurements.json"
+mk dist DIST="$tmp/rel.tar.gz"; rc=$?
+expect "dist succeeds" status_is 0 "$rc"
+expect "prints PCR0" output_has "PCR0 (give it to the clients that check attestation): abc"
+mkdir -p "$tmp/rel"
+tar -xzf "$tmp/rel.tar.gz" -C "$tmp/rel" 2>"$tmp/out"
+expect "extracts" status_is 0 $?
+rel=$(echo "$tmp"/rel/nitro-ml-*)
+expect "has the EIF, binaries and model" test -f "$rel/build/enclave.eif" -a -x "$rel/build/image-enclave" \
+    -a -x "$rel/target/release/parent" -a -f "$rel/models/tiny-test/model.onnx" -a -f "$rel/MODEL"
+make --no-print-directory -s -C "$rel" install MODEL="$(cat "$rel/MODEL")" DESTDIR="$tmp/dest3" >"$tmp/out" 2>&1
+expect "make install from the release" status_is 0 $?
+expect "installed the release's EIF" test -f "$tmp/dest3/usr/local/share/nitro-ml/enclave.eif"
+expect "listens on 80" file_has "$tmp/dest3/etc/nitro-ml/nitro-ml.env" "PORT=80"
+rm -rf "$tmp/rel" "$tmp/rel.tar.gz" "$tmp/dest3"
+ok "make dist: the release tarball (HEAD + EIF, binaries, model); make install from it as the user data runs it"
+
 # The enclave unit's commands (enclave-service.sh run / ready / stop) with its settings file, as
 # systemd runs them: start, readiness, the enclave dying (exit 1: Restart=always), a watcher that
 # was killed (its enclave terminated at the next start), SIGTERM (terminated, exit 0).
