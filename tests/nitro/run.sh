@@ -945,6 +945,18 @@ sys.stdout.buffer.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBB
         expect "public never restarted" file_has "$dev_dir/public.restarts" 0
         expect "nothing from the requests in the logs" \
             test -z "$(grep -E 'class_id|score|top_k' "$dev_dir/secure.log" "$dev_dir/parent.log")"
+        extra=
+        if [ "$sig" = INT ]; then   # the Grafana dashboard against this real parent's /metrics
+            extra="; deploy/grafana/dashboard.json matches its /metrics"
+            curl -fsS --max-time 5 "http://127.0.0.1:$port/metrics" >"$tmp/metrics.txt"
+            python3 "$repo/tests/deploy/check_dashboard.py" "$repo/deploy/grafana/dashboard.json" \
+                "$tmp/metrics.txt" >"$tmp/dash.out" 2>&1
+            expect "deploy/grafana/dashboard.json matches /metrics: $(cat "$tmp/dash.out")" status_is 0 $?
+            sed 's/parent_http_requests_in_flight/parent_http_requests_inflight/' \
+                "$repo/deploy/grafana/dashboard.json" >"$tmp/bad-dashboard.json"
+            ! python3 "$repo/tests/deploy/check_dashboard.py" "$tmp/bad-dashboard.json" "$tmp/metrics.txt" >/dev/null 2>&1
+            expect "a dashboard querying a metric the parent lacks is refused" status_is 0 $?
+        fi
         kill "-$sig" "$dev_pid"
         for i in $(seq 1 150); do kill -0 "$dev_pid" 2>/dev/null || break; sleep 0.1; done
         expect "dev.sh ended on SIG$sig" test ! -d "/proc/$dev_pid"
@@ -953,7 +965,7 @@ sys.stdout.buffer.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBB
         left=$(pgrep -f "$dev_dir" || true)
         expect "no process left after SIG$sig (left: $left)" test -z "$left"
         expect "no pid file left" test -z "$(ls "$dev_dir"/*.pid 2>/dev/null)"
-        ok "make dev (scripts/dev.sh): a killed secure model server -> 503 (public 200), restarted with the same parent -> 200; SIG$sig stops all"
+        ok "make dev (scripts/dev.sh): a killed secure model server -> 503 (public 200), restarted with the same parent -> 200; SIG$sig stops all$extra"
     }
     dev_case INT
     dev_case TERM
