@@ -891,18 +891,80 @@ expect "SIGTERM: enclave terminated" test ! -f "$FAKE_STATE/enclave"
 expect "stop with nothing running succeeds" status_is 0 $?
 ok "nitro-ml-enclave.service's commands: run + ready, exit 1 when the enclave dies, a leftover enclave terminated, SIGTERM terminates"
 
+# A tiny PNG (8 x 8) for the cases below that post an image.
+png=$tmp/dot.png
+python3 -c 'import struct, sys, zlib
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+raw = b"".join(b"\0" + b"\x80\x40\x20" * 8 for _ in range(8))
+sys.stdout.buffer.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0))
+                    + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))' >"$png"
+# The whole installed appliance from its units' own command lines (ExecStart, ExecStartPost of
+# nitro-ml-public and nitro-ml-parent, with the settings file expanded as systemd does; the
+# enclave unit's script with the real model server as the fake nitro-cli's enclave), real
+# binaries: /ready, both routes, then each stops on SIGTERM with status 0. The runtime
+# directory /run/nitro-ml-public is a temporary one here, and SECURE_ADDR a Unix socket.
+if [ -x "$real_bin/enclave" ] && [ -x "$real_bin/parent" ] && [ -f "$real_model/model.onnx" ]; then
+    begin
+    bin=$real_bin
+    make_eif_file
+    pfx2=$tmp/pfx2
+    mk install PREFIX="$pfx2" SYSCONFDIR="$pfx2/etc" NO_START=1 MODEL_DIR="$real_model" LISTEN_IP=127.0.0.1
+    expect "install" status_is 0 $?
+    mkdir -p "$tmp/run-public"
+    unit_line() { # unit_line UNIT KEY: that line's command, settings expanded, /run mapped
+        local line
+        line=$(sed -n "s/^$2=//p" "$pfx2/lib/systemd/system/$1" | head -n 1 | sed "s|/run/nitro-ml-public|$tmp/run-public|g")
+        (set -a; . "$pfx2/etc/nitro-ml/nitro-ml.env"; SECURE_ADDR=unix:$tmp/secure.sock; eval "printf '%s\n' $line")
+    }
+    run_unit_line() { # run_unit_line UNIT KEY: execs it (one argument a line from unit_line); in a ( subshell )
+        local args=()
+        mapfile -t args < <(unit_line "$1" "$2")
+        exec "${args[@]}"
+    }
+    (
+        set -a
+        . "$pfx2/etc/nitro-ml/nitro-ml.env"
+        SECURE_ADDR=unix:$tmp/secure.sock STATE_DIR=$tmp/svc-state WATCH_INTERVAL=0.5
+        FAKE_ENCLAVE_CMD="exec $real_bin/enclave --listen unix:$tmp/secure.sock --model $pfx2/share/nitro-ml/model"
+        exec "$pfx2/libexec/nitro-ml/enclave-service.sh" run
+    ) >"$tmp/svc.out" 2>&1 &
+    enc_svc=$!
+    (run_unit_line nitro-ml-public.service ExecStart) >"$tmp/public-unit.log" 2>&1 &
+    pub_svc=$!
+    (run_unit_line nitro-ml-public.service ExecStartPost) >"$tmp/out" 2>&1
+    expect "public unit's ExecStartPost (ping) succeeds" status_is 0 $?
+    (run_unit_line nitro-ml-parent.service ExecStart) >"$tmp/parent-unit.log" 2>&1 &
+    par_svc=$!
+    code=
+    for _ in $(seq 1 100); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$port/ready")
+        [ "$code" = 200 ] && break
+        sleep 0.1
+    done
+    expect "/ready 200 (got $code)" test "$code" = 200
+    for route in secure public; do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -H 'Content-Type: image/png' \
+            --data-binary @"$png" "http://127.0.0.1:$port/predict-$route/")
+        expect "$route 200 (got $code)" test "$code" = 200
+    done
+    expect "the parent unit listens where the settings say" grep -qF "listening on http://127.0.0.1:$port" "$tmp/parent-unit.log"
+    for p in "$par_svc" "$pub_svc" "$enc_svc"; do
+        kill -TERM "$p"
+        wait "$p"
+        expect "SIGTERM: status 0 (pid $p)" status_is 0 $?
+    done
+    expect "the enclave was terminated" test ! -f "$FAKE_STATE/enclave"
+    ok "the installed units' command lines (public, parent, enclave-service.sh) serve both routes and stop cleanly"
+else
+    skip "the installed units' command lines (needs $real_bin/{enclave,parent} and models/tiny-test)"
+fi
+
 # ---------------------------------------------------------------------------------------------
 # make dev supervises like production (issue 14, item 3): scripts/dev.sh with the real binaries;
 # the secure model server is killed, the secure route fails closed (503) while the public one
 # answers, the server comes back (restart logged and counted) and the same parent serves it
 # again; then SIGINT (and, in a second run, SIGTERM) stops everything.
 if [ -x "$real_bin/enclave" ] && [ -x "$real_bin/parent" ] && [ -f "$real_model/model.onnx" ]; then
-    png=$tmp/dot.png
-    python3 -c 'import struct, sys, zlib
-def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
-raw = b"".join(b"\0" + b"\x80\x40\x20" * 8 for _ in range(8))
-sys.stdout.buffer.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0))
-                        + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))' >"$png"
     post() { # post ROUTE -> HTTP status
         curl -s -o /dev/null -w '%{http_code}' --max-time 10 -H 'Content-Type: image/png' \
             --data-binary @"$png" "http://127.0.0.1:$port/predict-$1/"
