@@ -824,6 +824,35 @@ else
     skip "systemd-analyze verify (apt-get install systemd)"
 fi
 
+# make run supervises the public model server and the parent (issue 14, item 3): a killed public
+# server comes back (counted, logged, shown by make status) under the same supervisor; make stop
+# stops supervisor and server.
+begin
+make_eif_file
+printf -- '---\nmemory_mib: 1024\ncpu_count: 2\n' >"$yaml"
+export FAKE_ENCLAVE_CMD="exec $fake_bin/enclave --listen unix:$tmp/secure.sock --model $model"
+mk run; rc=$?
+expect "run succeeds" status_is 0 "$rc"
+sup=$(head -n 1 "$tmp/run/public.pid" 2>/dev/null)
+child=$(pgrep -P "$sup" | head -n 1)
+expect "the public server runs under its supervisor" test -n "$child"
+kill -KILL "$child" 2>/dev/null
+new=
+for _ in $(seq 1 50); do
+    new=$(pgrep -P "$sup" | head -n 1)
+    [ -n "$new" ] && [ "$new" != "$child" ] && [ -S "$tmp/run/public.sock" ] && break
+    sleep 0.1
+done
+expect "a new public server" test -n "$new" -a "$new" != "$child"
+expect "restart counted" file_has "$tmp/run/public.restarts" 1
+expect "restart logged" file_has "$tmp/run/public.log" "supervise: public: exited (status 137)"
+mk status
+expect "make status shows it" output_has "public model server: running (pid $sup), restarted 1 times"
+mk stop
+expect "stop succeeds" status_is 0 $?
+expect "no public server left" test ! -d "/proc/$new"
+ok "make run: a killed public model server is restarted by its supervisor (counted, logged, in make status); make stop stops both"
+
 # make dist, then what the Auto Scaling group's user data does with it (deploy/aws/nitro-ml.yaml):
 # extract, make install MODEL=$(cat MODEL). Here into a DESTDIR.
 begin
