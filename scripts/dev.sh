@@ -14,7 +14,8 @@
 #
 # `make dev` builds the release binaries and prepares the model, then runs this.
 # Environment: MODEL (default efficientnet-lite0), PORT (default 8080),
-# RUN_DIR (default .run), BIN (default target/release). Logs:
+# RUN_DIR (default .run), BIN (default target/release), and supervise.sh's
+# RESTART_DELAY_MS / RESTART_MAX_DELAY_MS (the backoff). Logs:
 # $RUN_DIR/{secure,public,parent}.log; pid files of the running processes
 # $RUN_DIR/{secure,public,parent}.pid.
 set -euo pipefail

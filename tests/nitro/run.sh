@@ -1004,8 +1004,10 @@ if [ -x "$real_bin/enclave" ] && [ -x "$real_bin/parent" ] && [ -f "$real_model/
         mkdir -p "$dev_dir"
         # env --default-signal: a background job of a script starts with SIGINT ignored, which
         # bash could not trap; a terminal's dev.sh has it.
+        # RESTART_DELAY_MS: the first restart waits 1.5 s (0.5 by default), time enough to see
+        # the 503 on a loaded machine.
         env --default-signal=INT PORT="$port" RUN_DIR="$dev_dir" MODEL=tiny-test BIN="$real_bin" \
-            READY_TIMEOUT=60 "$repo/scripts/dev.sh" >"$tmp/out" 2>&1 &
+            READY_TIMEOUT=60 RESTART_DELAY_MS=1500 "$repo/scripts/dev.sh" >"$tmp/out" 2>&1 &
         dev_pid=$!
         for i in $(seq 1 600); do
             grep -q 'dev.sh: ready' "$tmp/out" && break
