@@ -55,10 +55,18 @@ pub struct Reply {
 
 /// Builds the request bytes once, so that every request of a run sends the
 /// very same bytes and the load generator spends no time formatting.
-pub fn request_bytes(method: &str, host: SocketAddr, path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+pub fn request_bytes(
+    method: &str,
+    host: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    extra_headers: &[(&str, String)],
+) -> Vec<u8> {
+    let extra: String = extra_headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     let mut out = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: bench\r\nAccept: */*\r\nConnection: close\r\n\
-         Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+         Content-Type: {content_type}\r\nContent-Length: {}\r\n{extra}\r\n",
         body.len()
     )
     .into_bytes();

@@ -35,13 +35,34 @@ pub struct Target {
     pub name: String,
     pub addr: SocketAddr,
     request: Arc<Vec<u8>>,
+    api: Api,
+}
+
+/// The request form a target is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    /// The study's `{"images": [b64, ...]}`, answered with `class_ids`.
+    Study,
+    /// The Open Inference Protocol V2 infer request as `tritonclient` sends it
+    /// with `binary_data=True`: a JSON header, then the images as one `BYTES`
+    /// tensor in the binary extension; the top 5 asked for in JSON
+    /// (Triton's classification extension), answered with `outputs`.
+    Oip,
 }
 
 impl Target {
-    /// A target whose requests carry `body` as JSON.
+    /// A target whose requests carry `body` (the study's form) as JSON.
     pub fn json(name: &str, addr: SocketAddr, path: &str, body: &[u8]) -> Target {
-        let request = Arc::new(http::request_bytes("POST", addr, path, "application/json", body));
-        Target { name: name.into(), addr, request }
+        let request = Arc::new(http::request_bytes("POST", addr, path, "application/json", body, &[]));
+        Target { name: name.into(), addr, request, api: Api::Study }
+    }
+
+    /// A target whose requests are OIP V2 infer requests of `batch` copies of `image`.
+    pub fn oip(name: &str, addr: SocketAddr, path: &str, image: &[u8], batch: usize) -> Target {
+        let (header, body) = oip_body(image, batch);
+        let extra = [("Inference-Header-Content-Length", header.to_string())];
+        let request = Arc::new(http::request_bytes("POST", addr, path, "application/octet-stream", &body, &extra));
+        Target { name: name.into(), addr, request, api: Api::Oip }
     }
 }
 
@@ -50,6 +71,27 @@ pub fn study_body(image: &[u8], batch: usize) -> Vec<u8> {
     use base64::Engine;
     let b = base64::engine::general_purpose::STANDARD.encode(image);
     serde_json::to_vec(&json!({ "images": vec![b; batch] })).unwrap_or_default()
+}
+
+/// An OIP V2 binary-extension infer body (README, "Open Inference Protocol
+/// V2"): the JSON header's length, and the header followed by `batch`
+/// elements of `image`, each a 4-byte little-endian length and its bytes.
+pub fn oip_body(image: &[u8], batch: usize) -> (usize, Vec<u8>) {
+    let element_len = u32::try_from(image.len()).unwrap_or(u32::MAX);
+    let mut data = Vec::with_capacity(batch * (4 + image.len()));
+    for _ in 0..batch {
+        data.extend_from_slice(&element_len.to_le_bytes());
+        data.extend_from_slice(image);
+    }
+    let header = json!({
+        "inputs": [{ "name": "images", "shape": [batch], "datatype": "BYTES",
+                     "parameters": { "binary_data_size": data.len() } }],
+        "outputs": [{ "name": "probabilities", "parameters": { "classification": 5 } }],
+    });
+    let mut body = serde_json::to_vec(&header).unwrap_or_default();
+    let header_len = body.len();
+    body.extend_from_slice(&data);
+    (header_len, body)
 }
 
 /// One load run's shape.
@@ -222,7 +264,7 @@ pub fn run(targets: &[Target], spec: &Spec) -> RunResult {
                 let t0 = Instant::now();
                 match http::send(target.addr, &target.request, spec.timeout) {
                     Ok(reply) if reply.status == 200 => {
-                        if has_class_ids(&reply.body) {
+                        if answered(target.api, &reply.body) {
                             tally.ok += 1;
                             let us = t0.elapsed().as_micros().max(1) as u64;
                             tally.hist.saturating_record(us);
@@ -276,9 +318,14 @@ pub fn run(targets: &[Target], spec: &Spec) -> RunResult {
     RunResult { threads: n, trial: 0, share: spec.secure_share, wall_s, targets: stats }
 }
 
-/// A 200 reply is a success only if it carries the study's `class_ids`.
-fn has_class_ids(body: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("class_ids").map(Value::is_array)).unwrap_or(false)
+/// A 200 reply is a success only if it carries the answer its form promises:
+/// the study's `class_ids`, or the protocol's `outputs`.
+fn answered(api: Api, body: &[u8]) -> bool {
+    let field = match api {
+        Api::Study => "class_ids",
+        Api::Oip => "outputs",
+    };
+    serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get(field).map(Value::is_array)).unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -315,9 +362,19 @@ mod tests {
     }
 
     #[test]
+    fn oip_body_is_the_header_then_length_prefixed_images() {
+        let (header_len, body) = oip_body(b"abc", 2);
+        let header: Value = serde_json::from_slice(&body[..header_len]).unwrap();
+        assert_eq!(header["inputs"][0]["parameters"]["binary_data_size"], 14);
+        assert_eq!(&body[header_len..], b"\x03\0\0\0abc\x03\0\0\0abc");
+    }
+
+    #[test]
     fn class_ids_must_be_an_array() {
-        assert!(has_class_ids(br#"{"class_ids": [1, 2]}"#));
-        assert!(!has_class_ids(br#"{"class_ids": 1}"#));
-        assert!(!has_class_ids(b"not json"));
+        assert!(answered(Api::Study, br#"{"class_ids": [1, 2]}"#));
+        assert!(!answered(Api::Study, br#"{"class_ids": 1}"#));
+        assert!(!answered(Api::Study, b"not json"));
+        assert!(answered(Api::Oip, br#"{"outputs": [{"name": "probabilities"}]}"#));
+        assert!(!answered(Api::Oip, br#"{"class_ids": [1]}"#));
     }
 }

@@ -33,7 +33,10 @@ use std::time::Duration;
 const USAGE: &str = "\
 usage: bench suite [--profile quick|full|study] [--model NAME] [--out DIR] [--parts LIST] [options]
        bench load --target NAME=http://IP:PORT/PATH ... [--threads LIST] [--requests R]
-                  [--batch B] [--trials T] [--secure-share P] [--image PATH] --out FILE.json
+                  [--batch B] [--trials T] [--secure-share P] [--image PATH] [--api study|oip]
+                  --out FILE.json
+                  (--api oip: each request is an Open Inference Protocol V2 infer request in
+                  the binary tensor form, to a URL like http://IP:PORT/v2/models/M-secure/infer)
        bench engine --model DIR [--threads N] [--seconds S] [--image PATH]
        bench channel --server unix:/path [--sizes LIST]
        bench plot DIR
@@ -157,16 +160,25 @@ pub fn parse_url(url: &str) -> Result<(SocketAddr, String), String> {
 fn load_main(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(
         args,
-        &["--target", "--threads", "--requests", "--batch", "--trials", "--secure-share", "--image", "--out", "--timeout"],
+        &["--target", "--threads", "--requests", "--batch", "--trials", "--secure-share", "--image", "--out", "--timeout", "--api"],
     )?;
     let image = read_image(f.get("--image").unwrap_or(&default_image().display().to_string()))?;
     let batch: usize = f.num("--batch", 2)?;
     let body = load::study_body(&image, batch);
+    let oip = match f.get("--api").unwrap_or("study") {
+        "study" => false,
+        "oip" => true,
+        other => return Err(format!("--api {other:?}: expected study or oip")),
+    };
     let mut targets = Vec::new();
     for t in f.all("--target") {
         let (name, url) = t.split_once('=').ok_or_else(|| format!("--target {t:?}: expected NAME=URL"))?;
         let (addr, path) = parse_url(url)?;
-        targets.push(load::Target::json(name, addr, &path, &body));
+        targets.push(if oip {
+            load::Target::oip(name, addr, &path, &image, batch)
+        } else {
+            load::Target::json(name, addr, &path, &body)
+        });
     }
     if targets.is_empty() {
         return Err("load needs at least one --target".into());
