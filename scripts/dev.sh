@@ -69,7 +69,7 @@ trap 'stop_all' EXIT
 
 start() { # name, then the command
   local name=$1; shift
-  rm -f "$RUN_DIR/$name.pid"
+  rm -f "$RUN_DIR/$name.pid" "$RUN_DIR/$name.restarts"   # none yet: not a stale count
   # setsid: a Ctrl-C in the terminal reaches this script only, which stops them in order.
   setsid scripts/nitro/supervise.sh "$name" --pid-file "$RUN_DIR/$name.pid" \
     --count-file "$RUN_DIR/$name.restarts" --log "$RUN_DIR/$name.log" -- "$@" \
