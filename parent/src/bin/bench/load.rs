@@ -84,7 +84,7 @@ pub fn oip_body(image: &[u8], batch: usize) -> (usize, Vec<u8>) {
         data.extend_from_slice(image);
     }
     let header = json!({
-        "inputs": [{ "name": "images", "shape": [batch], "datatype": "BYTES",
+        "inputs": [{ "name": "image", "shape": [batch], "datatype": "BYTES",
                      "parameters": { "binary_data_size": data.len() } }],
         "outputs": [{ "name": "probabilities", "parameters": { "classification": 5 } }],
     });
