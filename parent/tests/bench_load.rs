@@ -75,3 +75,20 @@ fn counts_connection_failures_when_nothing_listens() {
     assert_eq!((sent, ok), (6, 0));
     assert_eq!(errors.get("connect_error").and_then(Value::as_u64), Some(6), "{}", runs[0]);
 }
+
+#[test]
+fn oip_requests_are_answered_on_both_model_names() {
+    // The load generator's OIP V2 form is accepted by the parent as it is: every
+    // request on `<model>-public` and `<model>-secure` answered with outputs.
+    let stack = Stack::start("tiny-test", &[]);
+    let dir = TempDir::new("bench-oip");
+    let url = |name: &str| format!("{name}=http://127.0.0.1:{}/v2/models/tiny-test-{name}/infer", stack.port);
+    let runs = bench_load(&dir, &[url("public"), url("secure")], &["--api", "oip", "--threads", "2", "--requests", "3"]);
+    assert_eq!(runs.len(), 2, "one run per route");
+    for run in &runs {
+        let name = run["targets"][0]["name"].as_str().unwrap().to_string();
+        let (sent, ok, errors) = counts(run, &name);
+        assert_eq!((sent, ok), (6, 6), "{run}");
+        assert!(errors.is_empty(), "{run}");
+    }
+}
