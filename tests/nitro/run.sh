@@ -569,12 +569,22 @@ if [ "$EUID" = 0 ] && command -v setpriv >/dev/null; then
     mk run; rc=$?
     expect "run (as root) succeeds" status_is 0 "$rc"
     chmod 0755 "$tmp" && chmod 0666 "$FAKE_LOG"
-    as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups env -u FAKE_UID "$@"; }
-    as_nobody make --no-print-directory -s -C "$repo" status RUN_DIR="$tmp/run" PORT="$port" >"$tmp/out" 2>&1; rc=$?
+    # nobody may not enter the checkout (CI clones into a 0700 temporary folder; a home
+    # folder is often 0700): it runs a copy of what make status and stop read.
+    nobody_repo=$tmp/repo
+    mkdir -p "$nobody_repo/tests/nitro"
+    cp -a "$repo/Makefile" "$repo/mk" "$repo/scripts" "$nobody_repo/"
+    cp -a "$repo/tests/nitro/fakes" "$nobody_repo/tests/nitro/"
+    chmod -R a+rX "$nobody_repo"
+    as_nobody() {
+        setpriv --reuid=65534 --regid=65534 --clear-groups \
+            env -u FAKE_UID PATH="$nobody_repo/tests/nitro/fakes:$PATH" "$@"
+    }
+    as_nobody make --no-print-directory -s -C "$nobody_repo" status RUN_DIR="$tmp/run" PORT="$port" >"$tmp/out" 2>&1; rc=$?
     expect "status as nobody succeeds" status_is 0 "$rc"
     expect "sees root's front" output_has "parent front: running (pid $(cat "$tmp/run/parent.pid"))"
     expect "sees root's public server" output_has "public model server: running"
-    as_nobody make --no-print-directory -s -C "$repo" stop RUN_DIR="$tmp/run" >"$tmp/out" 2>&1; rc=$?
+    as_nobody make --no-print-directory -s -C "$nobody_repo" stop RUN_DIR="$tmp/run" >"$tmp/out" 2>&1; rc=$?
     expect "stop as nobody fails" status_is 2 "$rc"
     expect "says use sudo" output_has "belongs to another user (root after 'sudo make run'): use 'sudo make stop'"
     expect "front still running" pid_file_alive "$tmp/run/parent.pid"
