@@ -40,10 +40,10 @@ fn server_budget(model_bytes: u64) -> u64 {
     3 * model_bytes + 48 * MIB + WORKERS * IMAGE_MEMORY_BUDGET + FRAME_MEMORY_BUDGET + 32 * MIB
 }
 
-/// A progressive 4:4:4 colour JPEG (the costliest JPEG to decode), written by
-/// an encoder we did not write: `image` writes baseline JPEGs only.
-fn progressive_jpeg(w: u16, h: u16) -> Vec<u8> {
-    let img = photo(u32::from(w), u32::from(h), 3);
+/// `img` as a progressive 4:4:4 JPEG (the costliest JPEG to decode), written
+/// by an encoder we did not write: `image` writes baseline JPEGs only.
+fn progressive_jpeg(img: &image::RgbImage) -> Vec<u8> {
+    let (w, h) = (u16::try_from(img.width()).unwrap(), u16::try_from(img.height()).unwrap());
     let mut out = Vec::new();
     let mut enc = jpeg_encoder::Encoder::new(&mut out, 90);
     enc.set_progressive(true);
@@ -163,15 +163,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, bool, Expect)> {
     // (issue 16): thin ones must be cheap now, huge ones refused from their
     // header, and those just inside the image budget served.
     let flat_jpeg = |w, h| images::encode_jpeg(&image::RgbImage::new(w, h));
-    let flat_progressive = |w: u16, h: u16| {
-        let mut out = Vec::new();
-        let mut enc = jpeg_encoder::Encoder::new(&mut out, 90);
-        enc.set_progressive(true);
-        enc.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_4_4);
-        let pixels = vec![0u8; usize::from(w) * usize::from(h) * 3];
-        enc.encode(&pixels, w, h, jpeg_encoder::ColorType::Rgb).expect("progressive JPEG encoding");
-        out
-    };
+    let flat_progressive = |w, h| progressive_jpeg(&image::RgbImage::new(w, h));
     v.extend([
         ("1x12000 grey PNG (103 bytes; was 2.4 GB and 16 s)", infer(&[&grey_png(1, 12_000, false)]), false, Result),
         ("12000x1 grey PNG", infer(&[&grey_png(12_000, 1, false)]), false, Result),
@@ -187,7 +179,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, bool, Expect)> {
         ("baseline JPEG 4600x3500 (16.1 MP, over)", infer(&[&flat_jpeg(4600, 3500)]), false, Keep(ImageTooLarge)),
         ("RGB PNG 4400x4300 (18.9 MP, inside)", infer(&[&flat_rgb_png(4400, 4300)]), false, Result),
         ("16-bit grey PNG 3300x3300 (inside)", infer(&[&grey_png(3300, 3300, true)]), false, Result),
-        ("a colour progressive JPEG with content", infer(&[&progressive_jpeg(640, 480)]), false, Result),
+        ("a colour progressive JPEG with content", infer(&[&progressive_jpeg(&photo(640, 480, 3))]), false, Result),
     ]);
     // A valid frame with its last byte missing, then end of stream.
     let mut cut = infer(&[&good_png]);
@@ -586,7 +578,7 @@ fn under_a_memory_cap_equal_to_its_budget_the_server_never_dies() {
     let budget = server_budget(model_bytes());
     let cgroup = match memory_cgroup(&format!("enclave-test-{}", std::process::id()), budget) {
         Ok(dir) => dir,
-        Err(why) if !nix_is_root() => {
+        Err(why) if !is_root() => {
             eprintln!("SKIPPED: {why}; run as root to cap the server's memory (CI does)");
             return;
         }
@@ -603,7 +595,7 @@ fn under_a_memory_cap_equal_to_its_budget_the_server_never_dies() {
     eprintln!("memory cgroup: cap {} MiB, peak charged {} bytes", budget / MIB, max.trim());
 }
 
-fn nix_is_root() -> bool {
+fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
