@@ -21,13 +21,8 @@ commit=$(git -C "$repo" rev-parse --short=12 HEAD)
 out=${DIST:-build/nitro-ml-$commit.tar.gz}
 name=nitro-ml-$commit
 
-[ -f "$eif" ] || die "EIF missing: $eif (run 'make eif' first)"
-[ -x "$image_bin" ] || die "binary missing: $image_bin (run 'make eif' first)"
+need_release_inputs "$eif" "$image_bin" "$bin_dir" "$model_dir" "$model"
 [ -f "$measurements" ] || die "measurements missing: $measurements (run 'make eif' first)"
-[ -x "$bin_dir/parent" ] || die "binary missing: $bin_dir/parent (run 'make build' first)"
-for f in model.onnx labels.txt manifest.txt; do
-    [ -f "$model_dir/$f" ] || die "model file missing: $model_dir/$f (run 'make model MODEL=$model')"
-done
 [ -z "$(git -C "$repo" status --porcelain --untracked-files=no)" ] ||
     say "note: uncommitted changes are not in the release (it is HEAD, $commit)"
 

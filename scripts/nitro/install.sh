@@ -51,12 +51,7 @@ install)
     bin_dir=${BIN_DIR:-target/release}
     model_dir=${MODEL_DIR:?MODEL_DIR}
     [ -n "$destdir" ] || is_root || die "make install writes $prefix, $sysconfdir and systemd units: run it as root (sudo make install)"
-    [ -f "$eif" ] || die "EIF missing: $eif (run 'make eif' first)"
-    [ -x "$image_bin" ] || die "binary missing: $image_bin, the enclave image's server (run 'make eif' first)"
-    [ -x "$bin_dir/parent" ] || die "binary missing: $bin_dir/parent (run 'make build' first)"
-    for f in model.onnx labels.txt manifest.txt; do
-        [ -f "$model_dir/$f" ] || die "model file missing: $model_dir/$f (run 'make model MODEL=${MODEL:-<name>}')"
-    done
+    need_release_inputs "$eif" "$image_bin" "$bin_dir" "$model_dir" "${MODEL:-<name>}"
     install -d -m 0755 "$destdir$libexec" "$destdir$data/model" "$destdir$doc" "$destdir$unitdir" \
         "$destdir$sysconfdir/nitro-ml"
     install -m 0755 "$bin_dir/parent" "$destdir$libexec/parent"

@@ -127,6 +127,18 @@ memory_problem() {
     fi
 }
 
+# need_release_inputs EIF IMAGE_BIN BIN_DIR MODEL_DIR MODEL: dies naming the first build output
+# that `make dist` and `make install` need and is missing, with the make target that makes it.
+need_release_inputs() {
+    local eif=$1 image_bin=$2 bin_dir=$3 model_dir=$4 model=$5 f
+    [ -f "$eif" ] || die "EIF missing: $eif (run 'make eif' first)"
+    [ -x "$image_bin" ] || die "binary missing: $image_bin, the enclave image's server (run 'make eif' first)"
+    [ -x "$bin_dir/parent" ] || die "binary missing: $bin_dir/parent (run 'make build' first)"
+    for f in model.onnx labels.txt manifest.txt; do
+        [ -f "$model_dir/$f" ] || die "model file missing: $model_dir/$f (run 'make model MODEL=$model')"
+    done
+}
+
 is_root() {
     [ "$(id -u)" = 0 ]
 }
