@@ -52,13 +52,24 @@
 //!  0x07 Error     code:u16  message:str
 //!  0x08 Seed      bytes (1..=MAX_SEED_LEN), mixed into the enclave's pool
 //!                 without being credited; answered with Pong
+//!  0x09 Attest    nonce bytes (1..=MAX_NONCE_LEN)
+//!  0x0A Attestation  the NSM's COSE_Sign1 document (1..=MAX_DOCUMENT_LEN)
+//!  0x0B KeysQuery (empty)
+//!  0x0C Keys      application/ohttp-keys bytes (1..=MAX_KEYS_LEN)
+//!  0x0D Sealed    message/ohttp-req bytes (1..=MAX_FRAME_LEN), opaque to the parent
+//!  0x0E SealedReply  message/ohttp-res bytes (1..=MAX_FRAME_LEN)
 //! ```
+//!
+//! The last six carry opaque bytes whose meaning docs/SEALED.md gives.
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::ops::Range;
 
-use crate::limits::{MAX_FRAME_LEN, MAX_IMAGES, MAX_LABELS, MAX_SEED_LEN, MAX_STRING_LEN, MAX_TOP_K};
+use crate::limits::{
+    MAX_DOCUMENT_LEN, MAX_FRAME_LEN, MAX_IMAGES, MAX_KEYS_LEN, MAX_LABELS, MAX_NONCE_LEN, MAX_SEED_LEN, MAX_STRING_LEN,
+    MAX_TOP_K,
+};
 
 /// The two bytes every frame starts with ("NE", for Nitro Enclave). A peer
 /// speaking anything else (say, HTTP sent to the frame port) fails here.
@@ -98,8 +109,9 @@ pub enum FrameError {
     InvalidBool(u8),
     /// A label list that is neither empty nor one label per class.
     LabelCount { labels: usize, classes: u32 },
-    /// A seed of zero bytes or more than [`MAX_SEED_LEN`].
-    BadSeedLen(usize),
+    /// An opaque body (seed, nonce, document, keys, sealed message) that is
+    /// empty or longer than its kind allows ([`Kind::byte_limit`]).
+    BadLength { kind: Kind, len: usize },
     /// The stream failed or ended mid-frame.
     Io(io::ErrorKind),
 }
@@ -124,7 +136,9 @@ impl fmt::Display for FrameError {
             FrameError::LabelCount { labels, classes } => {
                 write!(f, "{labels} labels for {classes} classes (must be 0 or one per class)")
             }
-            FrameError::BadSeedLen(n) => write!(f, "seed of {n} bytes (must be 1 to {MAX_SEED_LEN})"),
+            FrameError::BadLength { kind, len } => {
+                write!(f, "{kind:?} body of {len} bytes (must be 1 to {})", kind.byte_limit().unwrap_or(0))
+            }
             FrameError::Io(kind) => write!(f, "stream error: {kind}"),
         }
     }
@@ -150,6 +164,12 @@ pub enum Kind {
     Result = 0x06,
     Error = 0x07,
     Seed = 0x08,
+    Attest = 0x09,
+    Attestation = 0x0A,
+    KeysQuery = 0x0B,
+    Keys = 0x0C,
+    Sealed = 0x0D,
+    SealedReply = 0x0E,
 }
 
 impl Kind {
@@ -163,8 +183,26 @@ impl Kind {
             0x06 => Kind::Result,
             0x07 => Kind::Error,
             0x08 => Kind::Seed,
+            0x09 => Kind::Attest,
+            0x0A => Kind::Attestation,
+            0x0B => Kind::KeysQuery,
+            0x0C => Kind::Keys,
+            0x0D => Kind::Sealed,
+            0x0E => Kind::SealedReply,
             other => return Err(FrameError::UnknownKind(other)),
         })
+    }
+
+    /// The largest body of a kind that carries opaque bytes (at least one).
+    pub fn byte_limit(self) -> Option<usize> {
+        match self {
+            Kind::Seed => Some(MAX_SEED_LEN),
+            Kind::Attest => Some(MAX_NONCE_LEN),
+            Kind::Attestation => Some(MAX_DOCUMENT_LEN),
+            Kind::Keys => Some(MAX_KEYS_LEN),
+            Kind::Sealed | Kind::SealedReply => Some(MAX_FRAME_LEN as usize),
+            _ => None,
+        }
     }
 }
 
@@ -227,6 +265,13 @@ pub enum ErrorCode {
     Internal = 7,
     /// The server is shutting down and takes no new work.
     ShuttingDown = 8,
+    /// A sealed request for a key this server does not hold (unknown key id
+    /// or HPKE suite): RFC 9458's "ohttp-key" problem. The client re-attests.
+    KeyRejected = 9,
+    /// A sealed request that cannot be opened: truncated, or a bad tag.
+    SealedRequestInvalid = 10,
+    /// No attestation: the server runs with `--nsm none`, or the NSM failed.
+    AttestationUnavailable = 11,
 }
 
 impl ErrorCode {
@@ -242,6 +287,9 @@ impl ErrorCode {
             6 => ErrorCode::ImageTooLarge,
             7 => ErrorCode::Internal,
             8 => ErrorCode::ShuttingDown,
+            9 => ErrorCode::KeyRejected,
+            10 => ErrorCode::SealedRequestInvalid,
+            11 => ErrorCode::AttestationUnavailable,
             _ => return None,
         })
     }
@@ -257,6 +305,9 @@ impl ErrorCode {
             ErrorCode::ImageTooLarge => "image_too_large",
             ErrorCode::Internal => "internal",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::KeyRejected => "key_rejected",
+            ErrorCode::SealedRequestInvalid => "sealed_request_invalid",
+            ErrorCode::AttestationUnavailable => "attestation_unavailable",
         }
     }
 }
@@ -347,6 +398,12 @@ pub enum Message {
     Result(InferReply),
     Error(ErrorReply),
     Seed(Vec<u8>),
+    Attest(Vec<u8>),
+    Attestation(Vec<u8>),
+    KeysQuery,
+    Keys(Vec<u8>),
+    Sealed(Vec<u8>),
+    SealedReply(Vec<u8>),
 }
 
 impl Message {
@@ -360,6 +417,25 @@ impl Message {
             Message::Result(_) => Kind::Result,
             Message::Error(_) => Kind::Error,
             Message::Seed(_) => Kind::Seed,
+            Message::Attest(_) => Kind::Attest,
+            Message::Attestation(_) => Kind::Attestation,
+            Message::KeysQuery => Kind::KeysQuery,
+            Message::Keys(_) => Kind::Keys,
+            Message::Sealed(_) => Kind::Sealed,
+            Message::SealedReply(_) => Kind::SealedReply,
+        }
+    }
+
+    /// The bytes of a message that carries opaque bytes.
+    fn opaque(&self) -> Option<&[u8]> {
+        match self {
+            Message::Seed(b)
+            | Message::Attest(b)
+            | Message::Attestation(b)
+            | Message::Keys(b)
+            | Message::Sealed(b)
+            | Message::SealedReply(b) => Some(b),
+            _ => None,
         }
     }
 
@@ -371,6 +447,7 @@ impl Message {
             Kind::Ping => Message::Ping,
             Kind::Pong => Message::Pong,
             Kind::InfoQuery => Message::InfoQuery,
+            Kind::KeysQuery => Message::KeysQuery,
             Kind::Info => Message::Info(decode_info(&mut r)?),
             Kind::Infer => Message::Infer(decode_infer(&mut r)?),
             Kind::Result => Message::Result(decode_result(&mut r)?),
@@ -379,12 +456,16 @@ impl Message {
                 let message = r.str()?;
                 Message::Error(ErrorReply { code_raw, message })
             }
-            Kind::Seed => {
-                let n = r.remaining();
-                if n == 0 || n > MAX_SEED_LEN {
-                    return Err(FrameError::BadSeedLen(n));
+            Kind::Seed | Kind::Attest | Kind::Attestation | Kind::Keys | Kind::Sealed | Kind::SealedReply => {
+                let bytes = check_opaque(kind, r.take(r.remaining())?)?.to_vec();
+                match kind {
+                    Kind::Seed => Message::Seed(bytes),
+                    Kind::Attest => Message::Attest(bytes),
+                    Kind::Attestation => Message::Attestation(bytes),
+                    Kind::Keys => Message::Keys(bytes),
+                    Kind::Sealed => Message::Sealed(bytes),
+                    _ => Message::SealedReply(bytes),
                 }
-                Message::Seed(r.take(n)?.to_vec())
             }
         };
         r.finish()?;
@@ -396,7 +477,7 @@ impl Message {
     pub fn encode_body(&self) -> Result<Vec<u8>, FrameError> {
         let mut w = Vec::new();
         match self {
-            Message::Ping | Message::Pong | Message::InfoQuery => {}
+            Message::Ping | Message::Pong | Message::InfoQuery | Message::KeysQuery => {}
             Message::Info(info) => {
                 put_str(&mut w, &info.name)?;
                 w.extend_from_slice(&info.sha256);
@@ -445,17 +526,20 @@ impl Message {
                 w.extend_from_slice(&e.code_raw.to_le_bytes());
                 put_str(&mut w, &e.message)?;
             }
-            Message::Seed(bytes) => {
-                if bytes.is_empty() || bytes.len() > MAX_SEED_LEN {
-                    return Err(FrameError::BadSeedLen(bytes.len()));
-                }
-                w.extend_from_slice(bytes);
-            }
+            other => w.extend_from_slice(check_opaque(other.kind(), other.opaque().unwrap_or_default())?),
         }
         if w.len() > MAX_FRAME_LEN as usize {
             return Err(FrameError::FrameTooLarge(u32::try_from(w.len()).unwrap_or(u32::MAX)));
         }
         Ok(w)
+    }
+}
+
+/// Checks an opaque body against its kind's bounds: 1 to [`Kind::byte_limit`] bytes.
+pub fn check_opaque(kind: Kind, bytes: &[u8]) -> Result<&[u8], FrameError> {
+    match kind.byte_limit() {
+        Some(max) if !bytes.is_empty() && bytes.len() <= max => Ok(bytes),
+        _ => Err(FrameError::BadLength { kind, len: bytes.len() }),
     }
 }
 

@@ -34,6 +34,34 @@ pub const MAX_LABELS: usize = 100_000;
 /// are plenty to mix in; 4096 is the kernel's own per-write cap for RNG input.
 pub const MAX_SEED_LEN: usize = 4096;
 
+// ---- Attestation and sealed requests (docs/SEALED.md) ----
+
+/// Longest client nonce in an attestation request, in bytes. The NSM takes
+/// up to 512; 64 is twice what a fresh random nonce needs.
+pub const MAX_NONCE_LEN: usize = 64;
+
+/// Largest attestation document, in bytes. The NSM driver's response buffer
+/// is 12 KiB and a real document is about 4.5 KiB.
+pub const MAX_DOCUMENT_LEN: usize = 16 * 1024;
+
+/// Largest key configuration list (`application/ohttp-keys`) in a frame: two
+/// keys (current and previous) take 86 bytes.
+pub const MAX_KEYS_LEN: usize = 1024;
+
+/// Sealed answers are padded to a multiple of this many bytes, so their
+/// length does not tell the class, the label or the error they carry.
+pub const SEALED_REPLY_PAD: usize = 4096;
+
+/// How long a rotated-out key still opens requests (sealed just before the
+/// rotation, by clients that have not yet re-attested).
+pub const KEY_GRACE: Duration = Duration::from_secs(600);
+
+/// Default key lifetime (the model server's `--key-rotation`).
+pub const DEFAULT_KEY_ROTATION: Duration = Duration::from_secs(24 * 3600);
+
+/// How long the model server waits for the development NSM's answer.
+pub const NSM_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A frame must arrive whole within this time of its first byte (one
 /// deadline for the whole frame, not a per-read timeout: a peer trickling one
 /// byte at a time is cut off at the same moment as one that stalls), and a

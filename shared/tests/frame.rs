@@ -197,9 +197,9 @@ fn label_count_must_match_classes() {
 
 #[test]
 fn bad_seed_lengths() {
-    assert_eq!(Frame::decode(&raw(8, &[])), Err(FrameError::BadSeedLen(0)));
+    assert_eq!(Frame::decode(&raw(8, &[])), Err(FrameError::BadLength { kind: Kind::Seed, len: 0 }));
     let big = vec![1u8; MAX_SEED_LEN + 1];
-    assert_eq!(Frame::decode(&raw(8, &big)), Err(FrameError::BadSeedLen(MAX_SEED_LEN + 1)));
+    assert_eq!(Frame::decode(&raw(8, &big)), Err(FrameError::BadLength { kind: Kind::Seed, len: MAX_SEED_LEN + 1 }));
 }
 
 #[test]
@@ -226,6 +226,9 @@ fn error_codes_are_stable() {
         (ErrorCode::UnsupportedFormat, 5, "unsupported_format"),
         (ErrorCode::ImageTooLarge, 6, "image_too_large"),
         (ErrorCode::Internal, 7, "internal"),
+        (ErrorCode::KeyRejected, 9, "key_rejected"),
+        (ErrorCode::SealedRequestInvalid, 10, "sealed_request_invalid"),
+        (ErrorCode::AttestationUnavailable, 11, "attestation_unavailable"),
         (ErrorCode::ShuttingDown, 8, "shutting_down"),
     ] {
         assert_eq!(code as u16, n);
@@ -251,7 +254,7 @@ fn sample_info(classes: u32) -> ModelInfo {
 
 /// Generates a valid message of every kind, with sizes drawn from `rng`.
 fn generate(rng: &mut Rng) -> Message {
-    match rng.below(8) {
+    match rng.below(10) {
         0 => Message::Ping,
         1 => Message::Pong,
         2 => Message::InfoQuery,
@@ -293,11 +296,55 @@ fn generate(rng: &mut Rng) -> Message {
             Message::Result(InferReply { images })
         }
         6 => Message::Error(ErrorReply { code_raw: rng.next_u64() as u16, message: "x".repeat(rng.below(100) as usize) }),
-        _ => {
+        7 => {
             let n = 1 + rng.below(MAX_SEED_LEN as u64) as usize;
             Message::Seed(rng.bytes(n))
         }
+        8 => Message::KeysQuery,
+        _ => {
+            // The opaque kinds of attestation and sealed requests, up to a
+            // few KiB each (their limits are tested at the edges below).
+            let (kind, cap) = [(Kind::Attest, MAX_NONCE_LEN), (Kind::Attestation, MAX_DOCUMENT_LEN), (Kind::Keys, MAX_KEYS_LEN), (Kind::Sealed, 8192), (Kind::SealedReply, 8192)][rng.below(5) as usize];
+            let len = 1 + rng.below(cap as u64) as usize;
+            let bytes = rng.bytes(len);
+            match kind {
+                Kind::Attest => Message::Attest(bytes),
+                Kind::Attestation => Message::Attestation(bytes),
+                Kind::Keys => Message::Keys(bytes),
+                Kind::Sealed => Message::Sealed(bytes),
+                _ => Message::SealedReply(bytes),
+            }
+        }
     }
+}
+
+#[test]
+fn opaque_kinds_take_one_byte_to_their_limit_and_no_more() {
+    let cases = [
+        (Kind::Seed, MAX_SEED_LEN),
+        (Kind::Attest, MAX_NONCE_LEN),
+        (Kind::Attestation, MAX_DOCUMENT_LEN),
+        (Kind::Keys, MAX_KEYS_LEN),
+        (Kind::Sealed, MAX_FRAME_LEN as usize),
+        (Kind::SealedReply, MAX_FRAME_LEN as usize),
+    ];
+    for (kind, max) in cases {
+        assert_eq!(kind.byte_limit(), Some(max));
+        for len in [1, max] {
+            let msg = Message::decode(kind as u8, &vec![0xa5; len]).unwrap();
+            assert_eq!((msg.kind(), msg.encode_body().unwrap().len()), (kind, len), "{kind:?} of {len} bytes");
+        }
+        assert_eq!(Message::decode(kind as u8, &[]), Err(FrameError::BadLength { kind, len: 0 }), "{kind:?} empty");
+        if max < MAX_FRAME_LEN as usize {
+            let over = vec![0; max + 1];
+            assert_eq!(Message::decode(kind as u8, &over), Err(FrameError::BadLength { kind, len: max + 1 }));
+        }
+    }
+    // A keys query carries nothing.
+    assert_eq!(Message::decode(Kind::KeysQuery as u8, &[1]), Err(FrameError::TrailingBytes(1)));
+    assert_eq!(Message::decode(0x0B, &[]), Ok(Message::KeysQuery));
+    // The kinds after the last one are still unknown.
+    assert_eq!(Message::decode(0x0F, &[]), Err(FrameError::UnknownKind(0x0F)));
 }
 
 #[test]
@@ -323,7 +370,7 @@ fn random_bytes_never_panic() {
         let len = rng.below(64) as usize;
         frame_round_trip(&rng.bytes(len));
         // Valid header, random body: exercises every body decoder.
-        let kind = 1 + rng.below(8) as u8;
+        let kind = 1 + rng.below(14) as u8;
         let blen = rng.below(200) as usize;
         let mut b = header(kind, blen as u32, 1);
         b.extend(rng.bytes(blen));
