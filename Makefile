@@ -17,6 +17,7 @@ include mk/bench.mk
 include mk/hardening.mk
 include mk/install.mk
 include mk/oip.mk
+include mk/interop.mk
 
 .PHONY: help build test dev
 
