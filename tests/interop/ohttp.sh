@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# Interoperability of sealed requests with an OHTTP implementation we did not write: Cloudflare's
-# `aloha` crate (tools/interop-ohttp, built by `make interop-ohttp`), independent of the `ohttp`
-# crate that the model server uses, seals and opens one request against a running stack.
+# Interoperability of sealed requests with OHTTP code we did not write, against a running stack,
+# in two legs that share no code with the `ohttp` crate the model server uses (tools/interop-ohttp,
+# built and installed by `make interop-ohttp`; see its README):
+#   aloha  Cloudflare's `aloha` crate: its own RFC 9458 framing and RFC 9292 codec.
+#   js     dajiaji's HPKE (@hpke/core) and BHTTP decoder (bhttp-js) under our RFC 9458 framing
+#          (checked against RFC 9458 Appendix A by `make test-interop-ohttp-harness`).
 #
 #   tests/interop/ohttp.sh [BASE_URL] [IMAGE]     (default http://127.0.0.1:${PORT:-8080}, testdata/chelsea.jpg)
 #
 # 1. GET BASE_URL/.well-known/ohttp-gateway: 200 application/ohttp-keys.
-# 2. The harness seals a known-length BHTTP `POST /predict-secure/?top_k=5` with the image as
+# 2. Each leg seals a known-length BHTTP `POST /predict-secure/?top_k=5` with the image as
 #    content, POSTs it to BASE_URL/.well-known/ohttp-gateway (message/ohttp-req), opens the answer
 #    and parses its inner BHTTP response (zero padding to a multiple of 4096 bytes checked).
 # 3. Checks: inner status 200, top class id 285 (Egyptian cat, for chelsea.jpg), backend "secure".
-# Then the same through POST BASE_URL/predict-secure/, the contract's other sealed route.
+# Each leg also through POST BASE_URL/predict-secure/, the contract's other sealed route.
 # Ends with "N passed, M failed"; exits non-zero if anything failed.
 #
-# Environment: INTEROP_OHTTP (the harness binary; default build/interop-ohttp/release/interop-ohttp,
-# built here by `make interop-ohttp` when missing), EXPECT_CLASS (default 285).
+# Environment: INTEROP_OHTTP (the Rust harness; default build/interop-ohttp/release/interop-ohttp),
+# INTEROP_OHTTP_JS (default build/interop-ohttp/js/client.mjs; both made here by `make
+# interop-ohttp` when missing), INTEROP_LEGS (default "aloha js"), EXPECT_CLASS (default 285).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 base=${1:-http://127.0.0.1:${PORT:-8080}}
@@ -22,13 +26,16 @@ base=${base%/}
 image=${2:-$root/testdata/chelsea.jpg}
 expect=${EXPECT_CLASS:-285}
 bin=${INTEROP_OHTTP:-$root/build/interop-ohttp/release/interop-ohttp}
+js=${INTEROP_OHTTP_JS:-$root/build/interop-ohttp/js/client.mjs}
+legs=${INTEROP_LEGS:-aloha js}
 
 die() { echo "ohttp.sh: $*" >&2; exit 1; }
 command -v curl >/dev/null || die "curl is needed"
 command -v python3 >/dev/null || die "python3 is needed (to read the JSON)"
 [ -f "$image" ] || die "$image is missing (make testdata)"
-if [ ! -x "$bin" ]; then
-  [ -z "${INTEROP_OHTTP:-}" ] || die "$bin is missing"
+case " $legs " in *" js "*) command -v node >/dev/null || die "node (>= 20) is needed for the js leg (or INTEROP_LEGS=aloha)";; esac
+if [ ! -x "$bin" ] || [ ! -f "$js" ]; then
+  [ -z "${INTEROP_OHTTP:-}${INTEROP_OHTTP_JS:-}" ] || die "$bin or $js is missing"
   make -C "$root" --no-print-directory interop-ohttp >&2
 fi
 
@@ -50,25 +57,29 @@ else
 fi
 
 # 2. and 3. One sealed request per gateway route.
-check() { # name, gateway path
-  local name=$1 gateway=$2 rc=0
-  "$bin" --keys "$tmp/keys" --image "$image" --url "$base" --gateway "$gateway" --top-k 5 \
-    --expect-padding 4096 >"$tmp/$name.out" 2>"$tmp/$name.err" || rc=$?
-  sed 's/^/  /' "$tmp/$name.err"
+check() { # leg, gateway path
+  local leg=$1 gateway=$2 name rc=0
+  name="$leg ${gateway}"
+  local out=$tmp/$leg-${gateway//\//_}
+  local cmd=("$bin")
+  [ "$leg" = aloha ] || cmd=(node "$js")
+  "${cmd[@]}" --keys "$tmp/keys" --image "$image" --url "$base" --gateway "$gateway" --top-k 5 \
+    --expect-padding 4096 >"$out.out" 2>"$out.err" || rc=$?
+  sed 's/^/  /' "$out.err"
   if [ "$rc" != 0 ]; then
     bad "$name: the harness exited $rc"
     return
   fi
   local status
-  status=$(sed -n '1s/^status: //p' "$tmp/$name.out")
-  tail -n +2 "$tmp/$name.out" >"$tmp/$name.json"
-  echo "  inner status $status: $(head -c 600 "$tmp/$name.json")"
+  status=$(sed -n '1s/^status: //p' "$out.out")
+  tail -n +2 "$out.out" >"$out.json"
+  echo "  inner status $status: $(head -c 600 "$out.json")"
   if [ "$status" != 200 ]; then
     bad "$name: inner status $status, expected 200"
     return
   fi
   local verdict
-  verdict=$(python3 - "$tmp/$name.json" "$expect" <<'PY'
+  verdict=$(python3 - "$out.json" "$expect" <<'PY'
 import json, sys
 body = json.load(open(sys.argv[1]))
 want = int(sys.argv[2])
@@ -91,13 +102,16 @@ print("ok")
 PY
 )
   if [ "$verdict" = ok ]; then
-    ok "$name: sealed by aloha, inner 200, top class $expect, 5 predictions, backend secure"
+    ok "$name: inner 200, top class $expect, 5 predictions, backend secure, padded to 4096"
   else
     bad "$name: $verdict"
   fi
 }
-check gateway /.well-known/ohttp-gateway
-check predict-secure /predict-secure/
+for leg in $legs; do
+  case $leg in aloha | js) ;; *) die "unknown leg $leg (aloha, js)";; esac
+  check "$leg" /.well-known/ohttp-gateway
+  check "$leg" /predict-secure/
+done
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
