@@ -17,6 +17,7 @@ include mk/bench.mk
 include mk/hardening.mk
 include mk/install.mk
 include mk/oip.mk
+include mk/clients.mk
 include mk/interop.mk
 
 .PHONY: help build test dev
@@ -28,13 +29,13 @@ help: ## List the targets, one line each
 build: ## Build the enclave and parent binaries (release)
 	$(CARGO) build --release --locked --bin enclave --bin parent
 
-# `make test` runs all three suites even when one fails (cargo with --no-fail-fast: every test
+# `make test` runs all four suites even when one fails (cargo with --no-fail-fast: every test
 # binary), then prints one summary line per suite and a closing "N passed, M failed" line, and
 # fails if anything did. A suite that exits non-zero without reporting a failed test (a test
 # binary that crashed or did not build) counts as one failure.
 TEST_FEATURES := parent/bench,enclave/multithread-mm
 
-test: ## Run every test: models, Rust workspace (unit + end-to-end), model checks, Nitro fakes; ends "N passed, M failed"
+test: ## Run every test: models, Rust workspace (unit + end-to-end), model checks, Nitro fakes, Python client; ends "N passed, M failed"
 	$(MAKE) --no-print-directory model MODEL=tiny-test
 	$(MAKE) --no-print-directory model MODEL=efficientnet-lite0
 	$(MAKE) --no-print-directory testdata
@@ -45,8 +46,9 @@ test: ## Run every test: models, Rust workspace (unit + end-to-end), model check
 	run rust $(CARGO) test --workspace --locked --no-fail-fast --features $(TEST_FEATURES); \
 	run models $(MAKE) --no-print-directory test-models; \
 	run nitro env NITRO_E2E_BIN_DIR=target/debug $(MAKE) --no-print-directory test-nitro; \
+	run clients $(MAKE) --no-print-directory test-clients; \
 	summary=""; total_p=0; total_f=0; \
-	for name in rust models nitro; do \
+	for name in rust models nitro clients; do \
 	  rc=$$(cat "$$logs/$$name.rc"); \
 	  if [ $$name = rust ]; then \
 	    counts=$$(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' "$$logs/$$name.log" | \
