@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod dev;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
