@@ -394,8 +394,12 @@ fn report(err: &mut dyn Write, options: &Options, policy: &Policy, v: &Verified)
         format!("verified the attestation document from {}", options.url),
         format!("  root:      {root}"),
     ];
-    for (i, subject) in a.chain_subjects.iter().enumerate().skip(1) {
-        let role = if i + 1 == a.chain_subjects.len() { "leaf" } else { "CA" };
+    for (i, subject) in a.chain_subjects.iter().enumerate() {
+        let role = match i {
+            0 => "root",
+            _ if i + 1 == a.chain_subjects.len() => "leaf",
+            _ => "CA",
+        };
         lines.push(format!("  chain {i}:   {subject} ({role})"));
     }
     lines.push(format!("  module id: {}", printable(&a.module_id)));

@@ -47,8 +47,8 @@ pub fn pinned_pcrs() -> PcrPolicy {
     )
 }
 
-/// A development chain: root (10 days around T0), intermediate (path length
-/// 0, 1 day), leaf (3 hours from T0 - 15 min).
+/// A development chain: root (10 days around its time), intermediate (path
+/// length 0, 1 day), leaf (3 hours from 15 min before).
 pub struct Chain {
     pub root: Credential,
     pub mid: Credential,
@@ -56,27 +56,29 @@ pub struct Chain {
 }
 
 impl Chain {
+    /// A chain valid at T0.
     pub fn new() -> Self {
+        Self::at(t0())
+    }
+
+    /// A chain valid at `at`.
+    pub fn at(at: SystemTime) -> Self {
         let root = Credential::self_signed(&CertSpec::ca(
             "CN=test root - NOT AWS Nitro,O=sealed-client tests",
-            t0() - 5 * 24 * HOUR,
+            at - 5 * 24 * HOUR,
             10 * 24 * HOUR,
         ))
         .unwrap();
         let mid = root
             .issue(&CertSpec {
                 kind: CertKind::Ca { path_len: Some(0) },
-                ..CertSpec::ca(
-                    "CN=test intermediate,O=sealed-client tests",
-                    t0() - 12 * HOUR,
-                    24 * HOUR,
-                )
+                ..CertSpec::ca("CN=test intermediate,O=sealed-client tests", at - 12 * HOUR, 24 * HOUR)
             })
             .unwrap();
         let leaf = mid
             .issue(&CertSpec::leaf(
                 "CN=test leaf,O=sealed-client tests",
-                t0() - HOUR / 4,
+                at - HOUR / 4,
                 3 * HOUR,
             ))
             .unwrap();
