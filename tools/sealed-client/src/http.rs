@@ -437,7 +437,7 @@ fn read_chunked<R: Read + SetTimeout>(r: &mut Reader<R>, start: usize, max_body:
                 }
             }
         }
-        if body.len() + size > max_body {
+        if size > max_body - body.len() {
             return Err(HttpError::TooLarge(max_body));
         }
         while r.buf.len() < pos + size + 2 {
