@@ -10,7 +10,8 @@
 //! critical extension this code does not understand. The leaf's key must be
 //! P-384 (it signs the document) and, if keyUsage is present, allow
 //! digitalSignature. Whether the root is the pinned one is checked before,
-//! by its bytes (`verify.rs`).
+//! by its bytes (`verify.rs`); its self-signature is not checked, as it adds
+//! nothing to a byte-for-byte pin.
 
 use der::asn1::ObjectIdentifier;
 use der::{Decode, Encode};

@@ -20,16 +20,28 @@ pub mod root;
 pub mod seal;
 pub mod verify;
 
-/// `text` with control characters escaped, so that strings from the document
-/// (certificate names, module id) cannot drive the terminal they are printed to.
+/// `text` with everything but printable ASCII escaped (`\n`, `\u{202e}`), so
+/// that strings from the document or the parent (certificate names, module
+/// id, error bodies) can neither drive the terminal they are printed to nor
+/// disguise themselves with invisible or right-to-left characters.
 pub fn printable(text: &str) -> String {
     text.chars()
         .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
+            if c == ' ' || c.is_ascii_graphic() {
                 c.to_string()
+            } else {
+                c.escape_default().to_string()
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn printable_escapes_all_but_printable_ascii() {
+        assert_eq!(super::printable("CN=a b,O=c"), "CN=a b,O=c");
+        assert_eq!(super::printable("a\x1b[2Jb\n"), r"a\u{1b}[2Jb\n");
+        assert_eq!(super::printable("x\u{202e}y\u{e9}"), r"x\u{202e}y\u{e9}");
+    }
 }

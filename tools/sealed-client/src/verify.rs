@@ -274,7 +274,7 @@ impl fmt::Display for VerifyError {
             }
             CertificateExpired { subject, not_after, check_time } => write!(
                 f,
-                "certificate \"{subject}\" expired at {not_after} (checked at {check_time}, 60 s leeway by default); if your clock is right, the document is old"
+                "certificate \"{subject}\" expired at {not_after} (checked at {check_time}): the document is old, or this machine's clock is ahead"
             ),
             CertificateNotYetValid { subject, not_before, check_time } => write!(
                 f,
@@ -413,7 +413,7 @@ pub fn verify_attestation(document: &[u8], nonce: &[u8], policy: &Policy) -> Res
     };
 
     // 6. PCRs (PCR0 is present: Payload::parse checked).
-    let debug = payload.pcrs.get(&0).map_or(true, |pcr0| pcr0.iter().all(|&b| b == 0));
+    let debug = payload.pcrs.get(&0).is_none_or(|pcr0| pcr0.iter().all(|&b| b == 0));
     if debug && !policy.allow_debug {
         return Err(VerifyError::DebugEnclave);
     }
