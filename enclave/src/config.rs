@@ -10,9 +10,11 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use shared::transport::Addr;
 
+use crate::nsm::Nsm;
 use crate::preprocess::{Interpolation, Preprocess};
 
 pub const USAGE: &str = "\
@@ -41,6 +43,11 @@ OPTIONS:
     --interpolation I      bilinear | bicubic [default: manifest, else bilinear]
     --mean R,G,B           per-channel mean on [0,1] pixels [default: manifest, else ImageNet]
     --std R,G,B            per-channel std [default: manifest, else ImageNet]
+    --nsm NSM              attestation: /dev/nsm (the NSM driver), none, or unix:PATH
+                           (the development NSM; builds with the dev-nsm feature only)
+                           [default: /dev/nsm]
+    --key-rotation SECS    sealing key lifetime; the previous key still opens requests
+                           for 600 s after rotation [default: 86400]
     -h, --help             this text
 
 The defaults reproduce torchvision's Resize(256), CenterCrop(224), ToTensor,
@@ -90,6 +97,8 @@ pub struct Config {
     pub queue_depth: usize,
     pub max_connections: usize,
     pub preprocess: Preprocess,
+    pub nsm: Nsm,
+    pub key_rotation: Duration,
 }
 
 /// The manifest's keys, all optional except where `make model` always writes them.
@@ -218,9 +227,9 @@ impl Config {
             if flag == "-h" || flag == "--help" {
                 return Err(ConfigError::Help);
             }
-            const KNOWN: [&str; 13] = [
+            const KNOWN: [&str; 15] = [
                 "--listen", "--model", "--labels", "--name", "--workers", "--mm-threads", "--queue-depth", "--max-connections",
-                "--input-size", "--resize", "--interpolation", "--mean", "--std",
+                "--input-size", "--resize", "--interpolation", "--mean", "--std", "--nsm", "--key-rotation",
             ];
             if !KNOWN.contains(&flag.as_str()) {
                 return Err(ConfigError::UnknownFlag(flag));
@@ -301,6 +310,16 @@ impl Config {
             return Err(bad("--std", &format!("{std:?}"), "every std must be positive".into()));
         }
 
+        let nsm = get("--nsm").unwrap_or("/dev/nsm");
+        let nsm = nsm.parse().map_err(|why| bad("--nsm", nsm, why))?;
+        let key_rotation = match get("--key-rotation") {
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (1..=365 * 86400).contains(&n) => Duration::from_secs(n),
+                _ => return Err(bad("--key-rotation", v, "expected seconds from 1 to 31536000".into())),
+            },
+            None => shared::limits::DEFAULT_KEY_ROTATION,
+        };
+
         Ok(Config {
             listen,
             model_path,
@@ -314,6 +333,8 @@ impl Config {
             queue_depth,
             max_connections,
             preprocess: Preprocess { input_size, resize, interpolation, mean, std },
+            nsm,
+            key_rotation,
         })
     }
 }

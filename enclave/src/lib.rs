@@ -13,8 +13,10 @@
 pub mod config;
 pub mod entropy;
 pub mod model;
+pub mod nsm;
 pub mod pool;
 pub mod preprocess;
+pub mod sealed;
 pub mod server;
 
 use std::time::Instant;

@@ -14,6 +14,7 @@ use std::time::Instant;
 use enclave::config::{self, Config, ConfigError};
 use enclave::model::Model;
 use enclave::pool::Pool;
+use enclave::sealed::Gateway;
 use enclave::{entropy, server};
 use nix::sys::signal::{SigSet, Signal};
 use shared::frame::{Frame, Message};
@@ -87,6 +88,16 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
 
+    // The sealing key is made now, after entropy seeding, and lives only in this process.
+    let gateway = match Gateway::new(cfg.nsm.clone(), cfg.key_rotation, info.clone()) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("enclave: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    eprintln!("attestation: NSM {:?}; sealing key rotated every {:?}", cfg.nsm, cfg.key_rotation);
+
     let pool = match Pool::start(Arc::clone(&model), cfg.workers, cfg.queue_depth) {
         Ok(p) => p,
         Err(e) => {
@@ -122,6 +133,7 @@ fn main() -> ExitCode {
         max_connections: cfg.max_connections,
         shutdown,
         on_seed: entropy::mix_uncredited,
+        gateway,
     }
     .run();
     if let shared::transport::Addr::Unix(path) = &cfg.listen {

@@ -44,6 +44,7 @@ use shared::limits::{DRAIN_MAX_BYTES, DRAIN_TIMEOUT, FRAME_BODY_TIMEOUT, FRAME_M
 use shared::transport::{peer_hung_up, wait_readable, Listener, Stream};
 
 use crate::pool::{Batch, Pool, SubmitError};
+use crate::sealed::{self, Gateway};
 
 /// How often blocked threads look at the shutdown flag, and a connection
 /// waiting for its images looks whether its peer is still there.
@@ -58,6 +59,8 @@ pub struct Server {
     /// Called with the bytes of a `Seed` frame (the enclave mixes them into
     /// its entropy pool without crediting them).
     pub on_seed: fn(&[u8]) -> std::io::Result<()>,
+    /// Sealing keys and attestation (sealed.rs).
+    pub gateway: Gateway,
 }
 
 struct Ctx {
@@ -66,6 +69,7 @@ struct Ctx {
     shutdown: Arc<AtomicBool>,
     on_seed: fn(&[u8]) -> std::io::Result<()>,
     budget: Arc<FrameBudget>,
+    gateway: Gateway,
 }
 
 /// Bytes of frame bodies the server may hold at once, over all connections.
@@ -158,9 +162,9 @@ impl Server {
     /// Serves until the shutdown flag is set, then drains: stops accepting,
     /// lets open requests finish (at most [`SHUTDOWN_GRACE`]) and returns.
     pub fn run(self) {
-        let Server { listener, pool, info, max_connections, shutdown, on_seed } = self;
+        let Server { listener, pool, info, max_connections, shutdown, on_seed, gateway } = self;
         let budget = FrameBudget::new(FRAME_MEMORY_BUDGET);
-        let ctx = Arc::new(Ctx { pool, info, shutdown, on_seed, budget });
+        let ctx = Arc::new(Ctx { pool, info, shutdown, on_seed, budget, gateway });
         let active = Arc::new(AtomicUsize::new(0));
         while !ctx.shutdown.load(Ordering::SeqCst) {
             let mut stream = match listener.accept_timeout(POLL_INTERVAL) {
@@ -222,7 +226,9 @@ fn drain(mut stream: Stream) {
 }
 
 /// Reads one frame's header and body within [`FRAME_BODY_TIMEOUT`] of its
-/// first byte, reserving the body's length from the budget first. `Ok(None)`
+/// first byte, reserving the body's length from the budget first (twice its
+/// length for a sealed request, which is held opened and sealed at once for
+/// a moment). `Ok(None)`
 /// is a clean end of stream; `Err` carries the answer to give before closing,
 /// with the request id it answers (0 when the header was unreadable), or
 /// none when the peer is gone or stalled.
@@ -239,7 +245,8 @@ fn read_request(
         }
     };
     let Some(header) = read_header(&mut r).map_err(fail(0))? else { return Ok(None) };
-    let grant = budget.reserve(u64::from(header.body_len)).map_err(|left| {
+    let copies = if header.kind == Kind::Sealed as u8 { 2 } else { 1 };
+    let grant = budget.reserve(copies * u64::from(header.body_len)).map_err(|left| {
         Some((header.request_id, ErrorReply::new(
             ErrorCode::Busy,
             format!(
@@ -275,17 +282,16 @@ fn serve_connection(mut stream: Stream, ctx: &Ctx) {
             }
         };
         let id = header.request_id;
-        let reply = if header.kind == Kind::Infer as u8 {
-            match infer(Arc::new(body), ctx, &stream) {
-                Some(reply) => reply,
-                None => return, // the peer hung up: nobody to answer
-            }
-        } else {
-            match Message::decode(header.kind, &body.bytes) {
+        // Inference requests are answered from their undecoded bodies.
+        let reply = match Kind::from_u8(header.kind) {
+            Ok(Kind::Infer) => infer(Arc::new(body), ctx, &stream),
+            Ok(Kind::Sealed) => open_sealed(body, ctx, &stream),
+            _ => Some(match Message::decode(header.kind, &body.bytes) {
                 Ok(msg) => answer(msg, ctx),
                 Err(e) => Message::Error(ErrorReply::new(ErrorCode::Malformed, e.to_string())),
-            }
+            }),
         };
+        let Some(reply) = reply else { return }; // the peer hung up: nobody to answer
         // A reply that cannot be encoded (it would break a limit) becomes an
         // internal error, so the client always gets an answer.
         let bytes = Frame::new(id, reply).encode().or_else(|e| {
@@ -308,6 +314,8 @@ fn answer(msg: Message, ctx: &Ctx) -> Message {
             Ok(()) => Message::Pong,
             Err(e) => err(ErrorCode::Internal, &format!("cannot mix the seed: {e}")),
         },
+        Message::Attest(nonce) => ctx.gateway.attest(&nonce).map_or_else(Message::Error, Message::Attestation),
+        Message::KeysQuery => Message::Keys(ctx.gateway.key_list()),
         // Infer frames are answered by `infer`, from their undecoded body.
         other => err(ErrorCode::UnexpectedKind, &format!("{:?} is a reply, not a request", other.kind())),
     }
@@ -316,14 +324,58 @@ fn answer(msg: Message, ctx: &Ctx) -> Message {
 /// Runs one inference request. `None` when its connection hung up before
 /// the answer was ready (the request is then cancelled).
 fn infer(body: Arc<HeldBody>, ctx: &Ctx, stream: &Stream) -> Option<Message> {
-    let error = |code, m: String| Some(Message::Error(ErrorReply::new(code, m)));
+    match decode_infer_body(&body.bytes) {
+        Ok((top_k, images)) => Some(run(body, images, top_k, ctx, stream)?.map_or_else(Message::Error, Message::Result)),
+        Err(e) => Some(Message::Error(ErrorReply::new(ErrorCode::Malformed, e.to_string()))),
+    }
+}
+
+/// Opens a sealed request, classifies its image and seals the answer; an
+/// error inside the opened request is answered sealed too. `None` when the
+/// connection hung up.
+fn open_sealed(body: HeldBody, ctx: &Ctx, stream: &Stream) -> Option<Message> {
+    let start = Instant::now();
+    let HeldBody { bytes, _grant } = body;
+    let (opened, responder) = match ctx.gateway.open(&bytes) {
+        Ok(opened) => opened,
+        Err(e) => return Some(Message::Error(e)),
+    };
+    drop(bytes);
+    let opened = Arc::new(HeldBody { bytes: opened, _grant });
+    let answer = match sealed::inner_request(&opened.bytes) {
+        Err(answer) => answer,
+        Ok((image, top_k)) => {
+            let parsed = start.elapsed();
+            match run(Arc::clone(&opened), vec![image], top_k, ctx, stream)? {
+                Ok(InferReply { images }) => match images.first() {
+                    Some(r) => {
+                        let us = |d: Duration| d.as_micros() as u64;
+                        let (total, parse) = (us(start.elapsed()), us(parsed));
+                        sealed::result_answer(&ctx.gateway.info, r, parse, total - parse, total)
+                    }
+                    None => sealed::error_answer(500, "backend_internal", "no result"),
+                },
+                Err(e) => sealed::error_reply_answer(&e),
+            }
+        }
+    };
+    drop(opened);
+    Some(ctx.gateway.seal(responder, answer).map_or_else(Message::Error, Message::SealedReply))
+}
+
+/// Runs the images (ranges of `body`) on the pool and gathers their results,
+/// or the first failing image's error. `None` when the connection hung up.
+fn run(
+    body: Arc<HeldBody>,
+    images: Vec<std::ops::Range<usize>>,
+    top_k: u16,
+    ctx: &Ctx,
+    stream: &Stream,
+) -> Option<Result<InferReply, ErrorReply>> {
+    let error = |code, m: String| Some(Err(ErrorReply::new(code, m)));
     if ctx.shutdown.load(Ordering::SeqCst) {
         return error(ErrorCode::ShuttingDown, "the model server is shutting down".into());
     }
-    let (top_k, images) = match decode_infer_body(&body.bytes) {
-        Ok(decoded) => decoded,
-        Err(e) => return error(ErrorCode::Malformed, e.to_string()),
-    };
     let n = images.len();
     let cancel = Arc::new(AtomicBool::new(false));
     let batch = Batch { body, images, top_k: usize::from(top_k), cancel: Arc::clone(&cancel) };
@@ -367,10 +419,10 @@ fn infer(body: Arc<HeldBody>, ctx: &Ctx, stream: &Stream) -> Option<Message> {
     if let Some((index, e)) = first_error {
         let mut message = format!("image {index}: {}", e.message);
         truncate_utf8(&mut message, MAX_STRING_LEN);
-        return Some(Message::Error(ErrorReply { code_raw: e.code_raw, message }));
+        return Some(Err(ErrorReply { code_raw: e.code_raw, message }));
     }
     match slots.into_iter().collect::<Option<Vec<_>>>() {
-        Some(images) => Some(Message::Result(InferReply { images })),
+        Some(images) => Some(Ok(InferReply { images })),
         None => error(ErrorCode::Internal, "a worker result went missing".into()),
     }
 }

@@ -44,8 +44,8 @@ pub const MAX_NONCE_LEN: usize = 64;
 /// is 12 KiB and a real document is about 4.5 KiB.
 pub const MAX_DOCUMENT_LEN: usize = 16 * 1024;
 
-/// Largest key configuration list (`application/ohttp-keys`) in a frame: two
-/// keys (current and previous) take 86 bytes.
+/// Largest key configuration list (`application/ohttp-keys`) in a frame: the
+/// one key offered takes 43 bytes.
 pub const MAX_KEYS_LEN: usize = 1024;
 
 /// Sealed answers are padded to a multiple of this many bytes, so their
