@@ -110,11 +110,7 @@ pub struct Report {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.action {
-            Action::AlreadyReady => write!(
-                f,
-                "kernel pool already initialised, nothing to do ({:?})",
-                self.elapsed
-            ),
+            Action::AlreadyReady => write!(f, "kernel pool already initialised, nothing to do ({:?})", self.elapsed),
             Action::Credited { bytes } => write!(
                 f,
                 "kernel pool was not initialised; credited {bytes} bytes ({} bits) \
@@ -146,19 +142,15 @@ pub enum EntropyError {
 impl fmt::Display for EntropyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Probe(e) => write!(
-                f,
-                "cannot ask the kernel whether its random pool is ready: {e}"
-            ),
+            Self::Probe(e) => write!(f, "cannot ask the kernel whether its random pool is ready: {e}"),
             Self::HwrngUnavailable(e) => write!(
                 f,
                 "random pool not initialised and {HWRNG_PATH} is unusable ({e}); \
                  this kernel lacks the NSM hardware RNG driver: use a newer nitro-cli blob set"
             ),
-            Self::HwrngTimeout(t) => write!(
-                f,
-                "random pool not initialised and {HWRNG_PATH} gave nothing within {t:?}"
-            ),
+            Self::HwrngTimeout(t) => {
+                write!(f, "random pool not initialised and {HWRNG_PATH} gave nothing within {t:?}")
+            }
             Self::HwrngShortRead { got, want } => {
                 write!(f, "{HWRNG_PATH} returned {got} bytes, expected {want}")
             }
@@ -167,10 +159,9 @@ impl fmt::Display for EntropyError {
                 "crediting hardware RNG bytes with RNDADDENTROPY failed: {e} \
                  (the enclave process must run as root)"
             ),
-            Self::StillNotReady => write!(
-                f,
-                "credited {SEED_BYTES} bytes but the kernel pool is still not initialised"
-            ),
+            Self::StillNotReady => {
+                write!(f, "credited {SEED_BYTES} bytes but the kernel pool is still not initialised")
+            }
         }
     }
 }
@@ -187,24 +178,16 @@ pub fn seed_at_boot() -> Result<Report, EntropyError> {
 pub fn seed_with(os: &mut impl EntropyOs) -> Result<Report, EntropyError> {
     let start = Instant::now();
     if os.pool_ready().map_err(EntropyError::Probe)? {
-        return Ok(Report {
-            action: Action::AlreadyReady,
-            elapsed: start.elapsed(),
-        });
+        return Ok(Report { action: Action::AlreadyReady, elapsed: start.elapsed() });
     }
 
     let mut seed = [0u8; SEED_BYTES];
-    let got = os
-        .read_hwrng(&mut seed, HWRNG_TIMEOUT)
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::TimedOut => EntropyError::HwrngTimeout(HWRNG_TIMEOUT),
-            _ => EntropyError::HwrngUnavailable(e),
-        })?;
+    let got = os.read_hwrng(&mut seed, HWRNG_TIMEOUT).map_err(|e| match e.kind() {
+        io::ErrorKind::TimedOut => EntropyError::HwrngTimeout(HWRNG_TIMEOUT),
+        _ => EntropyError::HwrngUnavailable(e),
+    })?;
     if got < SEED_BYTES {
-        return Err(EntropyError::HwrngShortRead {
-            got,
-            want: SEED_BYTES,
-        });
+        return Err(EntropyError::HwrngShortRead { got, want: SEED_BYTES });
     }
     let credited = os.credit(&seed).map_err(EntropyError::Credit);
     seed.fill(0);
@@ -213,10 +196,7 @@ pub fn seed_with(os: &mut impl EntropyOs) -> Result<Report, EntropyError> {
     if !os.pool_ready().map_err(EntropyError::Probe)? {
         return Err(EntropyError::StillNotReady);
     }
-    Ok(Report {
-        action: Action::Credited { bytes: got },
-        elapsed: start.elapsed(),
-    })
+    Ok(Report { action: Action::Credited { bytes: got }, elapsed: start.elapsed() })
 }
 
 /// Mixes `bytes` into the kernel pool without crediting any entropy (for the untrusted parent's
@@ -229,16 +209,10 @@ fn mix_into(device: &Path, bytes: &[u8]) -> io::Result<()> {
     if bytes.len() > MAX_MIX_BYTES {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!(
-                "seed of {} bytes is larger than the {MAX_MIX_BYTES}-byte maximum",
-                bytes.len()
-            ),
+            format!("seed of {} bytes is larger than the {MAX_MIX_BYTES}-byte maximum", bytes.len()),
         ));
     }
-    OpenOptions::new()
-        .write(true)
-        .open(device)?
-        .write_all(bytes)
+    OpenOptions::new().write(true).open(device)?.write_all(bytes)
 }
 
 /// The real operating system: `getrandom`, `/dev/hwrng`, `/dev/random`.
@@ -250,9 +224,7 @@ impl EntropyOs for RealOs {
         loop {
             // SAFETY: the pointer and length describe `byte`, a live, writable 1-byte buffer
             // owned by this frame; getrandom writes at most that many bytes and keeps no pointer.
-            let n = unsafe {
-                libc::getrandom(byte.as_mut_ptr().cast(), byte.len(), libc::GRND_NONBLOCK)
-            };
+            let n = unsafe { libc::getrandom(byte.as_mut_ptr().cast(), byte.len(), libc::GRND_NONBLOCK) };
             match Errno::result(n) {
                 Ok(_) => return Ok(true),
                 Err(Errno::EAGAIN) => return Ok(false),
@@ -269,21 +241,18 @@ impl EntropyOs for RealOs {
         // and report the timeout. Nothing else runs on it.
         thread::Builder::new().name("hwrng".into()).spawn(move || {
             let mut data = vec![0u8; want];
-            let result = OpenOptions::new()
-                .read(true)
-                .open(HWRNG_PATH)
-                .and_then(|mut dev| {
-                    let mut filled = 0;
-                    while filled < want {
-                        match dev.read(&mut data[filled..]) {
-                            Ok(0) => break,
-                            Ok(n) => filled += n,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(e),
-                        }
+            let result = OpenOptions::new().read(true).open(HWRNG_PATH).and_then(|mut dev| {
+                let mut filled = 0;
+                while filled < want {
+                    match dev.read(&mut data[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
                     }
-                    Ok(filled)
-                });
+                }
+                Ok(filled)
+            });
             let _ = tx.send(result.map(|n| (data, n)));
         })?;
         match rx.recv_timeout(timeout) {
@@ -292,19 +261,12 @@ impl EntropyOs for RealOs {
                 Ok(n)
             }
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "hardware RNG did not answer",
-            )),
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "hardware RNG did not answer")),
         }
     }
 
     fn credit(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let mut info = RandPoolInfo {
-            entropy_count: 0,
-            buf_size: 0,
-            buf: [0; SEED_BYTES],
-        };
+        let mut info = RandPoolInfo { entropy_count: 0, buf_size: 0, buf: [0; SEED_BYTES] };
         let len = bytes.len().min(SEED_BYTES);
         info.buf[..len].copy_from_slice(&bytes[..len]);
         // Both fit in a c_int: len <= SEED_BYTES = 64.
@@ -314,13 +276,7 @@ impl EntropyOs for RealOs {
         // SAFETY: `random` is an open descriptor for the whole call; `info` is a live
         // `#[repr(C)] rand_pool_info` whose `buf` holds `buf_size` initialised bytes, which is
         // all the kernel reads; the kernel only reads through the pointer and keeps no copy of it.
-        let rc = unsafe {
-            libc::ioctl(
-                random.as_raw_fd(),
-                RNDADDENTROPY,
-                &info as *const RandPoolInfo,
-            )
-        };
+        let rc = unsafe { libc::ioctl(random.as_raw_fd(), RNDADDENTROPY, &info as *const RandPoolInfo) };
         info.buf.fill(0);
         Errno::result(rc).map(drop).map_err(io::Error::from)
     }
@@ -341,13 +297,7 @@ mod tests {
 
     impl FakeOs {
         fn new(ready: Vec<io::Result<bool>>) -> Self {
-            FakeOs {
-                ready,
-                hwrng: None,
-                credit: None,
-                calls: Vec::new(),
-                credited: Vec::new(),
-            }
+            FakeOs { ready, hwrng: None, credit: None, calls: Vec::new(), credited: Vec::new() }
         }
     }
 
@@ -376,9 +326,7 @@ mod tests {
         let report = seed_with(&mut os).unwrap();
         assert_eq!(report.action, Action::AlreadyReady);
         assert_eq!(os.calls, ["pool_ready"]);
-        assert!(report
-            .to_string()
-            .starts_with("kernel pool already initialised"));
+        assert!(report.to_string().starts_with("kernel pool already initialised"));
     }
 
     #[test]
@@ -388,14 +336,9 @@ mod tests {
         os.credit = Some(Ok(()));
         let report = seed_with(&mut os).unwrap();
         assert_eq!(report.action, Action::Credited { bytes: SEED_BYTES });
-        assert_eq!(
-            os.calls,
-            ["pool_ready", "read_hwrng", "credit", "pool_ready"]
-        );
+        assert_eq!(os.calls, ["pool_ready", "read_hwrng", "credit", "pool_ready"]);
         assert_eq!(os.credited, vec![0xA5; SEED_BYTES]);
-        assert!(report
-            .to_string()
-            .contains("credited 64 bytes (512 bits) from /dev/hwrng"));
+        assert!(report.to_string().contains("credited 64 bytes (512 bits) from /dev/hwrng"));
     }
 
     #[test]
@@ -403,9 +346,7 @@ mod tests {
         let mut os = FakeOs::new(vec![Ok(false)]);
         os.hwrng = Some(Err(io::Error::from(io::ErrorKind::NotFound)));
         let err = seed_with(&mut os).unwrap_err();
-        assert!(
-            matches!(&err, EntropyError::HwrngUnavailable(e) if e.kind() == io::ErrorKind::NotFound)
-        );
+        assert!(matches!(&err, EntropyError::HwrngUnavailable(e) if e.kind() == io::ErrorKind::NotFound));
         assert_eq!(os.calls, ["pool_ready", "read_hwrng"]);
         assert!(err.to_string().contains("/dev/hwrng is unusable"));
     }
@@ -424,13 +365,7 @@ mod tests {
         let mut os = FakeOs::new(vec![Ok(false)]);
         os.hwrng = Some(Ok(10));
         let err = seed_with(&mut os).unwrap_err();
-        assert!(matches!(
-            err,
-            EntropyError::HwrngShortRead {
-                got: 10,
-                want: SEED_BYTES
-            }
-        ));
+        assert!(matches!(err, EntropyError::HwrngShortRead { got: 10, want: SEED_BYTES }));
         assert_eq!(os.calls, ["pool_ready", "read_hwrng"]);
     }
 
@@ -449,10 +384,7 @@ mod tests {
         let mut os = FakeOs::new(vec![Ok(false), Ok(false)]);
         os.hwrng = Some(Ok(SEED_BYTES));
         os.credit = Some(Ok(()));
-        assert!(matches!(
-            seed_with(&mut os),
-            Err(EntropyError::StillNotReady)
-        ));
+        assert!(matches!(seed_with(&mut os), Err(EntropyError::StillNotReady)));
     }
 
     #[test]

@@ -67,10 +67,10 @@ impl Gateway {
     fn keys(&self) -> std::sync::MutexGuard<'_, Keys> {
         let mut k = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         if k.current.made.elapsed() >= self.rotation {
+            // A failure keeps the current key until the next try.
             if let Ok(next) = new_key(k.current.config[0].wrapping_add(1)) {
-                let old = std::mem::replace(&mut k.current, next);
-                k.previous = Some((old, Instant::now()));
-                eprintln!("sealing key rotated: key id {} now, {} accepted for {KEY_GRACE:?}", k.current.config[0], old_id(&k));
+                k.previous = Some((std::mem::replace(&mut k.current, next), Instant::now()));
+                eprintln!("sealing key rotated: key id {}", k.current.config[0]);
             }
         }
         if k.previous.as_ref().is_some_and(|(_, retired)| retired.elapsed() > KEY_GRACE) {
@@ -130,10 +130,6 @@ impl Gateway {
         m.resize(m.len().div_ceil(SEALED_REPLY_PAD) * SEALED_REPLY_PAD, 0);
         responder.encapsulate(&m).map_err(|e| ErrorReply::new(ErrorCode::Internal, format!("cannot seal the answer: {e}")))
     }
-}
-
-fn old_id(k: &Keys) -> u8 {
-    k.previous.as_ref().map_or(0, |(p, _)| p.config[0])
 }
 
 fn put_varint(out: &mut Vec<u8>, n: usize) {

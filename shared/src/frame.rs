@@ -174,24 +174,14 @@ pub enum Kind {
 
 impl Kind {
     pub fn from_u8(b: u8) -> Result<Kind, FrameError> {
-        Ok(match b {
-            0x01 => Kind::Ping,
-            0x02 => Kind::Pong,
-            0x03 => Kind::InfoQuery,
-            0x04 => Kind::Info,
-            0x05 => Kind::Infer,
-            0x06 => Kind::Result,
-            0x07 => Kind::Error,
-            0x08 => Kind::Seed,
-            0x09 => Kind::Attest,
-            0x0A => Kind::Attestation,
-            0x0B => Kind::KeysQuery,
-            0x0C => Kind::Keys,
-            0x0D => Kind::Sealed,
-            0x0E => Kind::SealedReply,
-            other => return Err(FrameError::UnknownKind(other)),
-        })
+        Kind::ALL.into_iter().find(|k| *k as u8 == b).ok_or(FrameError::UnknownKind(b))
     }
+
+    /// Every kind, in numeric order.
+    pub const ALL: [Kind; 14] = [
+        Kind::Ping, Kind::Pong, Kind::InfoQuery, Kind::Info, Kind::Infer, Kind::Result, Kind::Error, Kind::Seed,
+        Kind::Attest, Kind::Attestation, Kind::KeysQuery, Kind::Keys, Kind::Sealed, Kind::SealedReply,
+    ];
 
     /// The largest body of a kind that carries opaque bytes (at least one).
     pub fn byte_limit(self) -> Option<usize> {
@@ -278,20 +268,9 @@ impl ErrorCode {
     /// Unknown codes from a newer peer are kept as `Internal` for display,
     /// but round-trip through [`ErrorReply::code_raw`].
     pub fn from_u16(v: u16) -> Option<ErrorCode> {
-        Some(match v {
-            1 => ErrorCode::Malformed,
-            2 => ErrorCode::UnexpectedKind,
-            3 => ErrorCode::Busy,
-            4 => ErrorCode::BadImage,
-            5 => ErrorCode::UnsupportedFormat,
-            6 => ErrorCode::ImageTooLarge,
-            7 => ErrorCode::Internal,
-            8 => ErrorCode::ShuttingDown,
-            9 => ErrorCode::KeyRejected,
-            10 => ErrorCode::SealedRequestInvalid,
-            11 => ErrorCode::AttestationUnavailable,
-            _ => return None,
-        })
+        use ErrorCode::*;
+        let all = [Malformed, UnexpectedKind, Busy, BadImage, UnsupportedFormat, ImageTooLarge, Internal, ShuttingDown];
+        all.into_iter().chain([KeyRejected, SealedRequestInvalid, AttestationUnavailable]).find(|c| *c as u16 == v)
     }
 
     /// The snake_case name used in logs, metrics and the parent's JSON errors.
