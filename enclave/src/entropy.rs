@@ -27,7 +27,7 @@
 //!
 //! What this module refuses: crediting anything that did not come from `/dev/hwrng`; waiting
 //! without a bound; and `unsafe` outside the two system calls below, each with its SAFETY note.
-//! It is the only place in the enclave crate allowed `unsafe`.
+//! With nsm.rs's ioctl, these are the only `unsafe` code in the enclave crate.
 //!
 //! The decision logic ([`seed_with`]) talks to the OS only through the [`EntropyOs`] trait, so
 //! the tests drive every branch with a fake and never touch the real devices.
