@@ -2,9 +2,10 @@
 //! pool of persistent frame connections.
 //!
 //! What it does: a [`Backend`] owns up to `pool` open connections to one model
-//! server. A request borrows one ([`Backend::infer`]), sends one frame, reads
-//! one reply, checks that the reply echoes its request id, and gives the
-//! connection back. A new connection first asks the server for its model
+//! server. A request borrows one ([`Backend::infer`], or [`Backend::relay`] for
+//! the attestation and sealed frames, whose bytes the parent passes on unread),
+//! sends one frame, reads one reply, checks that the reply echoes its request
+//! id, and gives the connection back. A new connection first asks the server for its model
 //! ([`Message::InfoQuery`]), so every reply can be labelled with the labels and
 //! identity of the model that actually produced it; the latest answer is also
 //! cached on the backend for `/ready`. On the secure backend, the first
@@ -32,6 +33,8 @@
 //! - A request that fails on a *reused* connection before any reply arrives
 //!   is retried once on a fresh one: the server may have restarted since the
 //!   connection was pooled, and inference is a pure function, so a retry is safe.
+//!   A sealed request is then the same bytes sent twice at most; what a
+//!   replay gets is the enclave's decision, not the parent's.
 //!
 //! What it refuses: a reply with another request id (except a connection-level
 //! error frame with id 0), a reply of the wrong kind, or a result whose image
@@ -212,37 +215,12 @@ impl Backend {
     pub fn infer(&self, req: InferRequest) -> Result<(InferReply, Arc<ModelInfo>), BackendError> {
         let (count, top_k) = (req.images.len(), req.top_k);
         let body = Message::Infer(req).encode_body().map_err(BackendError::Protocol)?;
-        let mut conn = self.acquire()?;
-        let mut result = self.round_trip(&mut conn.stream, Kind::Infer, &body, self.cfg.deadline);
-        if conn.reused && matches!(result, Err(BackendError::ConnectionLost(_))) {
-            // The server may have restarted since this connection was pooled.
-            self.discard(conn);
-            conn = self.acquire_fresh()?;
-            result = self.round_trip(&mut conn.stream, Kind::Infer, &body, self.cfg.deadline);
-        }
-        let reply = match result {
-            Ok(Message::Result(reply)) => reply,
-            Ok(other) => {
+        let (reply, conn) = self.exchange(Kind::Infer, &body)?;
+        let reply = match reply {
+            Message::Result(reply) => reply,
+            other => {
                 self.discard(conn);
                 return Err(BackendError::UnexpectedReply(other.kind()));
-            }
-            Err(e) => {
-                let keep = matches!(
-                    &e,
-                    BackendError::Remote(r) if matches!(
-                        r.code(),
-                        Some(ErrorCode::BadImage | ErrorCode::UnsupportedFormat | ErrorCode::ImageTooLarge)
-                    )
-                );
-                if keep {
-                    self.release(conn);
-                } else {
-                    self.discard(conn);
-                }
-                if !matches!(e, BackendError::Remote(_) | BackendError::Deadline) {
-                    self.up.store(false, Ordering::Relaxed);
-                }
-                return Err(e);
             }
         };
         if let Err(e) = check_result(count, top_k, &reply) {
@@ -253,6 +231,63 @@ impl Backend {
         self.release(conn);
         self.up.store(true, Ordering::Relaxed);
         Ok((reply, info))
+    }
+
+    /// One round trip of a frame whose bytes the parent relays without
+    /// looking at them (docs/SEALED.md): `Attest` is answered by
+    /// `Attestation`, `KeysQuery` by `Keys`, `Sealed` by `SealedReply`; the
+    /// answer's bytes are returned. Any other request or answer is an error.
+    pub fn relay(&self, request: Message) -> Result<Vec<u8>, BackendError> {
+        let kind = request.kind();
+        let body = request.encode_body().map_err(BackendError::Protocol)?;
+        drop(request);
+        let (reply, conn) = self.exchange(kind, &body)?;
+        match (kind, reply) {
+            (Kind::Attest, Message::Attestation(bytes))
+            | (Kind::KeysQuery, Message::Keys(bytes))
+            | (Kind::Sealed, Message::SealedReply(bytes)) => {
+                self.release(conn);
+                self.up.store(true, Ordering::Relaxed);
+                Ok(bytes)
+            }
+            (_, other) => {
+                self.discard(conn);
+                Err(BackendError::UnexpectedReply(other.kind()))
+            }
+        }
+    }
+
+    /// Sends one request frame on a borrowed connection and returns the reply
+    /// with the connection, still borrowed: the caller checks the reply, then
+    /// releases or discards it. On an error the connection is already dealt
+    /// with: kept when the server answered an error about this request only
+    /// (the stream is still in step), discarded otherwise. A request that
+    /// fails on a reused connection before any reply is sent once more on a
+    /// fresh one: the server may have restarted since the connection was
+    /// pooled. (For a sealed request that is the same bytes twice; a server
+    /// that did not answer the first either never got it or is gone.)
+    fn exchange(&self, kind: Kind, body: &[u8]) -> Result<(Message, Conn), BackendError> {
+        let mut conn = self.acquire()?;
+        let mut result = self.round_trip(&mut conn.stream, kind, body, self.cfg.deadline);
+        if conn.reused && matches!(result, Err(BackendError::ConnectionLost(_))) {
+            self.discard(conn);
+            conn = self.acquire_fresh()?;
+            result = self.round_trip(&mut conn.stream, kind, body, self.cfg.deadline);
+        }
+        match result {
+            Ok(reply) => Ok((reply, conn)),
+            Err(e) => {
+                if about_this_request_only(&e) {
+                    self.release(conn);
+                } else {
+                    self.discard(conn);
+                }
+                if !matches!(e, BackendError::Remote(_) | BackendError::Deadline) {
+                    self.up.store(false, Ordering::Relaxed);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Sends one frame with a fresh request id and reads the reply. An error
@@ -467,6 +502,23 @@ impl Backend {
     }
 }
 
+/// An error frame about the request itself (its image, its key, its
+/// sealed bytes, the attestation it asked for): the connection stays usable.
+fn about_this_request_only(e: &BackendError) -> bool {
+    let BackendError::Remote(r) = e else { return false };
+    matches!(
+        r.code(),
+        Some(
+            ErrorCode::BadImage
+                | ErrorCode::UnsupportedFormat
+                | ErrorCode::ImageTooLarge
+                | ErrorCode::KeyRejected
+                | ErrorCode::SealedRequestInvalid
+                | ErrorCode::AttestationUnavailable
+        )
+    )
+}
+
 /// A result must hold one entry per image, each with 1..=top_k classes.
 fn check_result(count: usize, top_k: u16, reply: &InferReply) -> Result<(), BackendError> {
     if reply.images.len() != count {
@@ -608,6 +660,11 @@ mod tests {
                     Message::Pong
                 }
                 Ok(Message::InfoQuery) => Message::Info(info()),
+                Ok(Message::Attest(nonce)) => Message::Attestation(nonce),
+                Ok(Message::KeysQuery) => Message::Keys(vec![1, 2, 3]),
+                // Key id 0 stands for a key this fake does not hold.
+                Ok(Message::Sealed(b)) if b[0] == 0 => Message::Error(ErrorReply::new(ErrorCode::KeyRejected, "no such key")),
+                Ok(Message::Sealed(b)) => Message::SealedReply(b.iter().rev().copied().collect()),
                 Ok(Message::Infer(req)) => match mode {
                     Mode::Silent => {
                         thread::sleep(Duration::from_millis(400));
@@ -657,6 +714,26 @@ mod tests {
         assert!(b.seed_sent());
         assert!(b.is_up());
         assert_eq!(b.info().map(|i| i.labels.len()), Some(3));
+    }
+
+    #[test]
+    fn relay_passes_bytes_and_keeps_the_connection_after_a_refused_key() {
+        let fake = Fake::start("relay", Mode::Good);
+        let b = Backend::new("secure", fake.addr.clone(), cfg(2, 2000), true);
+        assert_eq!(b.relay(Message::Attest(vec![9, 8])), Ok(vec![9, 8]));
+        assert_eq!(b.relay(Message::KeysQuery), Ok(vec![1, 2, 3]));
+        assert_eq!(b.relay(Message::Sealed(vec![1, 2, 3])), Ok(vec![3, 2, 1]));
+        match b.relay(Message::Sealed(vec![0, 1])) {
+            Err(BackendError::Remote(e)) => assert_eq!(e.code(), Some(ErrorCode::KeyRejected)),
+            other => panic!("expected Remote(key_rejected), got {other:?}"),
+        }
+        assert_eq!(b.relay(Message::Sealed(vec![5, 6])), Ok(vec![6, 5]));
+        assert_eq!(fake.accepted.load(Ordering::Relaxed), 1, "a refused key leaves the connection in step");
+        // A request that is not a relay frame is answered with something else: refused, connection dropped.
+        assert_eq!(b.relay(Message::Ping), Err(BackendError::UnexpectedReply(Kind::Pong)));
+        assert_eq!(b.open_connections(), 0);
+        // Nothing can carry an empty sealed request.
+        assert!(matches!(b.relay(Message::Sealed(Vec::new())), Err(BackendError::Protocol(_))));
     }
 
     #[test]
