@@ -39,7 +39,9 @@ use base64::Engine;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Value};
 use shared::frame::{ErrorCode, InferReply, InferRequest, ModelInfo};
-use shared::limits::{HTTP_BODY_GRACE, HTTP_BODY_MIN_RATE, MAX_HTTP_HEADERS, MAX_HTTP_HEADER_BYTES, MAX_IMAGES, MAX_TOP_K};
+use shared::limits::{
+    HTTP_BODY_GRACE, HTTP_BODY_MIN_RATE, MAX_HTTP_HEADERS, MAX_HTTP_HEADER_BYTES, MAX_IMAGES, MAX_NONCE_LEN, MAX_TOP_K,
+};
 
 use crate::backend::BackendError;
 
@@ -86,8 +88,20 @@ pub enum ApiError {
     TooManyImages(usize),
     NotAnImage(usize),
     UnsupportedImageFormat { index: usize, format: &'static str },
+    /// `/attestation` without a usable `nonce`: why, in fixed words.
+    BadNonce(&'static str),
+    /// A sealed route's body that is not `message/ohttp-req`.
+    NotSealedMediaType,
+    /// A sealed request with an empty body (no frame can carry it).
+    EmptySealedRequest,
+    /// A plaintext secure request while the parent runs with `--sealed-only`.
+    SealedOnly,
     Backend(BackendError),
 }
+
+/// The problem type of RFC 9458 section 5.3: the gateway does not hold the
+/// key (id or HPKE suite) a request was sealed to.
+pub const OHTTP_KEY_PROBLEM: &str = "https://iana.org/assignments/http-problem-types#ohttp-key";
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -124,6 +138,19 @@ impl fmt::Display for ApiError {
             ApiError::UnsupportedImageFormat { index, format } => {
                 write!(f, "images[{index}] is {format}; only JPEG and PNG are supported")
             }
+            ApiError::BadNonce(why) => write!(
+                f,
+                "nonce must be 1 to {MAX_NONCE_LEN} bytes as 2 to {} hex digits (?nonce=...): {why}",
+                2 * MAX_NONCE_LEN
+            ),
+            ApiError::NotSealedMediaType => write!(f, "Content-Type must be message/ohttp-req (a sealed request)"),
+            ApiError::EmptySealedRequest => write!(f, "the sealed request is empty"),
+            ApiError::SealedOnly => write!(
+                f,
+                "this server accepts secure requests sealed only: send the request encapsulated with Oblivious \
+                 HTTP, Content-Type: message/ohttp-req, to /.well-known/ohttp-gateway or /predict-secure/ \
+                 (docs/SEALED.md); plaintext is served on the public routes only"
+            ),
             ApiError::Backend(e) => write!(f, "{e}"),
         }
     }
@@ -140,7 +167,8 @@ impl ApiError {
             ApiError::BodyTimeout => 408,
             ApiError::HeadersTooLarge => 431,
             ApiError::BodyTooLarge { .. } | ApiError::TooManyImages(_) => 413,
-            ApiError::UnsupportedMediaType | ApiError::UnsupportedImageFormat { .. } => 415,
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedImageFormat { .. } | ApiError::NotSealedMediaType => 415,
+            ApiError::SealedOnly => 403,
             ApiError::BodyRead
             | ApiError::BadFraming(_)
             | ApiError::BadTopK
@@ -151,13 +179,15 @@ impl ApiError {
             | ApiError::ImageNotString(_)
             | ApiError::BadBase64 { .. }
             | ApiError::EmptyBatch
-            | ApiError::NotAnImage(_) => 400,
+            | ApiError::NotAnImage(_)
+            | ApiError::BadNonce(_)
+            | ApiError::EmptySealedRequest => 400,
             ApiError::Backend(e) => match e {
                 BackendError::Unreachable(_) | BackendError::BackingOff | BackendError::PoolExhausted => 503,
                 BackendError::Deadline => 504,
                 BackendError::Remote(r) => match r.code() {
-                    Some(ErrorCode::Busy | ErrorCode::ShuttingDown) => 503,
-                    Some(ErrorCode::BadImage) => 400,
+                    Some(ErrorCode::Busy | ErrorCode::ShuttingDown | ErrorCode::AttestationUnavailable) => 503,
+                    Some(ErrorCode::BadImage | ErrorCode::KeyRejected | ErrorCode::SealedRequestInvalid) => 400,
                     Some(ErrorCode::UnsupportedFormat) => 415,
                     Some(ErrorCode::ImageTooLarge) => 413,
                     _ => 502,
@@ -194,6 +224,10 @@ impl ApiError {
             ApiError::TooManyImages(_) => "too_many_images",
             ApiError::NotAnImage(_) => "not_an_image",
             ApiError::UnsupportedImageFormat { .. } => "unsupported_format",
+            ApiError::BadNonce(_) => "bad_nonce",
+            ApiError::NotSealedMediaType => "unsupported_media_type",
+            ApiError::EmptySealedRequest => "sealed_request_invalid",
+            ApiError::SealedOnly => "sealed_only",
             ApiError::Backend(e) => match e {
                 BackendError::Unreachable(_) | BackendError::BackingOff => "backend_unavailable",
                 BackendError::PoolExhausted => "backend_busy",
@@ -206,6 +240,9 @@ impl ApiError {
                     Some(ErrorCode::UnsupportedFormat) => "unsupported_format",
                     Some(ErrorCode::ImageTooLarge) => "image_too_large",
                     Some(ErrorCode::Internal) => "backend_internal",
+                    Some(ErrorCode::KeyRejected) => "key_rejected",
+                    Some(ErrorCode::SealedRequestInvalid) => "sealed_request_invalid",
+                    Some(ErrorCode::AttestationUnavailable) => "attestation_unavailable",
                     _ => "bad_backend_reply",
                 },
                 BackendError::Protocol(_)
@@ -229,9 +266,22 @@ impl ApiError {
         }
     }
 
-    /// The JSON error body.
+    /// The error body: JSON `{"error", "code"}`, except for a key the
+    /// enclave does not hold, which is RFC 9458's problem (see [`ApiError::content_type`]).
     pub fn body(&self) -> Value {
+        if self.code() == "key_rejected" {
+            return json!({ "type": OHTTP_KEY_PROBLEM, "title": "key identifier unknown" });
+        }
         json!({ "error": self.to_string(), "code": self.code() })
+    }
+
+    /// The media type of [`ApiError::body`].
+    pub fn content_type(&self) -> &'static str {
+        if self.code() == "key_rejected" {
+            "application/problem+json"
+        } else {
+            "application/json"
+        }
     }
 }
 
@@ -245,15 +295,50 @@ pub enum BodyKind {
 /// Media type without parameters, case-insensitive: `application/json;
 /// charset=utf-8` is JSON.
 pub fn body_kind(content_type: Option<&str>) -> Result<BodyKind, ApiError> {
-    let media = content_type
-        .and_then(|c| c.split(';').next())
-        .map(|m| m.trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    match media.as_str() {
+    match media_type(content_type).as_str() {
         "application/json" => Ok(BodyKind::Json),
         "image/jpeg" | "image/jpg" | "image/png" => Ok(BodyKind::RawImage),
         _ => Err(ApiError::UnsupportedMediaType),
     }
+}
+
+/// The media type of a Content-Type, without parameters, lower case; empty when there is none.
+pub fn media_type(content_type: Option<&str>) -> String {
+    content_type.and_then(|c| c.split(';').next()).map(|m| m.trim().to_ascii_lowercase()).unwrap_or_default()
+}
+
+/// Whether a Content-Type says the body is a sealed request (`message/ohttp-req`, RFC 9458).
+pub fn is_sealed_request(content_type: Option<&str>) -> bool {
+    media_type(content_type) == "message/ohttp-req"
+}
+
+/// The `nonce` of an `/attestation` query: 1 to [`MAX_NONCE_LEN`] bytes as
+/// hex digits (either case), given once; other parameters are ignored.
+pub fn nonce_from_query(query: Option<&str>) -> Result<Vec<u8>, ApiError> {
+    let mut hex = None;
+    for pair in query.unwrap_or("").split('&') {
+        let value = match pair.split_once('=') {
+            Some(("nonce", v)) => v,
+            None if pair == "nonce" => "",
+            _ => continue,
+        };
+        if hex.replace(value).is_some() {
+            return Err(ApiError::BadNonce("nonce is given more than once"));
+        }
+    }
+    let hex = hex.ok_or(ApiError::BadNonce("nonce is missing"))?.as_bytes();
+    if hex.is_empty() {
+        return Err(ApiError::BadNonce("nonce is empty"));
+    }
+    if hex.len() > 2 * MAX_NONCE_LEN {
+        return Err(ApiError::BadNonce("nonce is too long"));
+    }
+    if hex.len() % 2 != 0 {
+        return Err(ApiError::BadNonce("nonce has an odd number of hex digits"));
+    }
+    let digit = |c: u8| (c as char).to_digit(16).ok_or(ApiError::BadNonce("nonce is not hex"));
+    let digits = hex.iter().map(|&c| digit(c)).collect::<Result<Vec<u32>, _>>()?;
+    Ok(digits.chunks(2).map(|p| (p[0] * 16 + p[1]) as u8).collect())
 }
 
 /// `top_k` from a query string (`a=1&top_k=3`); the last `top_k` wins.
@@ -846,6 +931,51 @@ mod tests {
             assert_eq!(e.retry_after().is_some(), status == 503);
             assert_eq!(e.body()["code"], code);
         }
+    }
+
+    #[test]
+    fn nonce_query() {
+        assert_eq!(nonce_from_query(Some("nonce=00ff")), Ok(vec![0x00, 0xff]));
+        assert_eq!(nonce_from_query(Some("x=1&nonce=ABcd&y")), Ok(vec![0xab, 0xcd]));
+        let longest = "ab".repeat(MAX_NONCE_LEN);
+        assert_eq!(nonce_from_query(Some(&format!("nonce={longest}"))).map(|n| n.len()), Ok(MAX_NONCE_LEN));
+        let bad = |q: Option<&str>, why: &'static str| assert_eq!(nonce_from_query(q), Err(ApiError::BadNonce(why)), "{q:?}");
+        bad(None, "nonce is missing");
+        bad(Some("nonces=00"), "nonce is missing");
+        bad(Some("nonce="), "nonce is empty");
+        bad(Some("nonce"), "nonce is empty");
+        bad(Some("nonce=abc"), "nonce has an odd number of hex digits");
+        bad(Some("nonce=zz"), "nonce is not hex");
+        bad(Some("nonce=+1"), "nonce is not hex");
+        bad(Some("nonce=%41%42"), "nonce is not hex");
+        bad(Some(&format!("nonce={longest}00")), "nonce is too long");
+        bad(Some("nonce=00&nonce=00"), "nonce is given more than once");
+        let e = ApiError::BadNonce("x");
+        assert_eq!((e.status(), e.code()), (400, "bad_nonce"));
+    }
+
+    #[test]
+    fn sealed_errors_and_the_ohttp_key_problem() {
+        assert!(is_sealed_request(Some("message/ohttp-req")));
+        assert!(is_sealed_request(Some("Message/OHTTP-req; x=1")));
+        assert!(!is_sealed_request(Some("message/ohttp-res")));
+        assert!(!is_sealed_request(None));
+        let remote = |c: ErrorCode| ApiError::Backend(BackendError::Remote(ErrorReply::new(c, "x")));
+        let key = remote(ErrorCode::KeyRejected);
+        assert_eq!((key.status(), key.content_type()), (400, "application/problem+json"));
+        assert_eq!(key.body(), json!({ "type": OHTTP_KEY_PROBLEM, "title": "key identifier unknown" }));
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (remote(ErrorCode::SealedRequestInvalid), 400, "sealed_request_invalid"),
+            (remote(ErrorCode::AttestationUnavailable), 503, "attestation_unavailable"),
+            (ApiError::EmptySealedRequest, 400, "sealed_request_invalid"),
+            (ApiError::NotSealedMediaType, 415, "unsupported_media_type"),
+            (ApiError::SealedOnly, 403, "sealed_only"),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!((e.status(), e.code(), e.content_type()), (status, code, "application/json"), "{e:?}");
+            assert_eq!(e.body()["code"], code);
+        }
+        assert!(ApiError::SealedOnly.to_string().contains("message/ohttp-req"));
     }
 
     #[test]

@@ -39,6 +39,9 @@ options:
   --deadline-ms MS     deadline of one backend round trip (default 30000, 1..=600000)
   --pool N             connections kept open to each backend (default and most 8)
   --io-timeout-ms MS   HTTP read/write idle timeout per connection (default 10000, 1000..=300000)
+  --sealed-only        refuse plaintext secure requests (/predict-secure/ and OIP V2 <model>-secure
+                       infer) with 403 sealed_only: the enclave takes only sealed requests
+                       (Content-Type: message/ohttp-req; docs/SEALED.md)
   -h, --help           print this help
 
 ADDR is vsock:CID:PORT or unix:/path.
@@ -58,6 +61,7 @@ pub struct Config {
     pub deadline: Duration,
     pub pool: usize,
     pub io_timeout: Duration,
+    pub sealed_only: bool,
 }
 
 impl Default for Config {
@@ -71,6 +75,7 @@ impl Default for Config {
             deadline: BACKEND_DEADLINE,
             pool: BACKEND_POOL_SIZE,
             io_timeout: HTTP_IO_TIMEOUT,
+            sealed_only: false,
         }
     }
 }
@@ -99,6 +104,8 @@ pub enum CliError {
     PingWithoutAddr,
     /// A positional argument where none is expected.
     UnexpectedArgument(String),
+    /// `--flag=value` for a flag that takes no value.
+    UnexpectedValue(&'static str),
 }
 
 impl fmt::Display for CliError {
@@ -113,6 +120,7 @@ impl fmt::Display for CliError {
             CliError::BadAddr { flag, error } => write!(f, "{flag}: {error}"),
             CliError::PingWithoutAddr => write!(f, "ping needs the model server's address (vsock:CID:PORT or unix:/path)"),
             CliError::UnexpectedArgument(s) => write!(f, "unexpected argument {s:?}"),
+            CliError::UnexpectedValue(flag) => write!(f, "{flag} takes no value"),
         }
     }
 }
@@ -179,6 +187,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
             }
             // No more than the model servers' frame budget is sized for.
             "--pool" => cfg.pool = to_usize(number("--pool", &value("--pool")?, 1, BACKEND_POOL_SIZE as u64)?),
+            "--sealed-only" if inline.is_some() => return Err(CliError::UnexpectedValue("--sealed-only")),
+            "--sealed-only" => cfg.sealed_only = true,
             other if other.starts_with('-') => return Err(CliError::UnknownFlag(other.to_string())),
             other => return Err(CliError::UnexpectedArgument(other.to_string())),
         }
@@ -234,7 +244,7 @@ mod tests {
     fn all_flags_both_spellings() {
         let c = p(&[
             "--listen", "0.0.0.0:80", "--secure=unix:/s.sock", "--public", "unix:/p.sock", "--threads", "4",
-            "--max-body=1000", "--deadline-ms", "1500", "--pool", "2", "--io-timeout-ms", "2500",
+            "--max-body=1000", "--deadline-ms", "1500", "--pool", "2", "--io-timeout-ms", "2500", "--sealed-only",
         ]);
         let want = Config {
             listen: "0.0.0.0:80".parse().unwrap(),
@@ -245,6 +255,7 @@ mod tests {
             deadline: Duration::from_millis(1500),
             pool: 2,
             io_timeout: Duration::from_millis(2500),
+            sealed_only: true,
         };
         assert_eq!(c, Ok(Command::Serve(want)));
     }
@@ -275,6 +286,7 @@ mod tests {
             Err(CliError::BadAddr { flag: "--secure", error: AddrError::UnknownScheme("tcp:1".into()) })
         );
         assert_eq!(p(&["stray"]), Err(CliError::UnexpectedArgument("stray".into())));
+        assert_eq!(p(&["--sealed-only=yes"]), Err(CliError::UnexpectedValue("--sealed-only")));
         assert_eq!(p(&["--help"]), Ok(Command::Help));
     }
 

@@ -11,6 +11,7 @@
 //! - [`server`]: tiny_http, the handler threads, the routes, the access log.
 //! - [`metrics`]: Prometheus text.
 //! - [`v2`]: the Open Inference Protocol V2 routes (`/v2/...`).
+//! - [`sealed`]: the relay for attestation and sealed (Oblivious HTTP) requests.
 //! - [`listen`]: the listening socket and its timeouts.
 //! - [`fuzz`]: the request-parsing fuzz harness body (`cargo test` and `fuzz/`).
 //!
@@ -24,5 +25,6 @@ pub mod cli;
 pub mod fuzz;
 pub mod listen;
 pub mod metrics;
+pub mod sealed;
 pub mod server;
 pub mod v2;

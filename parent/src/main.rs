@@ -90,6 +90,7 @@ fn run(cfg: Config) -> ExitCode {
         public: Arc::new(Backend::new("public", cfg.public.clone(), backend_cfg, false)),
         metrics: Metrics::new(),
         max_body: cfg.max_body,
+        sealed_only: cfg.sealed_only,
     });
     let shutdown = Arc::new(AtomicBool::new(false));
     {
@@ -107,7 +108,7 @@ fn run(cfg: Config) -> ExitCode {
         }
     }
     eprintln!(
-        "parent: listening on http://{} (secure {}, public {}, {} threads, pool {}, deadline {} ms, max body {} B, io timeout {} ms)",
+        "parent: listening on http://{} (secure {}, public {}, {} threads, pool {}, deadline {} ms, max body {} B, io timeout {} ms{})",
         cfg.listen,
         cfg.secure,
         cfg.public,
@@ -115,7 +116,8 @@ fn run(cfg: Config) -> ExitCode {
         cfg.pool,
         cfg.deadline.as_millis(),
         cfg.max_body,
-        cfg.io_timeout.as_millis()
+        cfg.io_timeout.as_millis(),
+        if cfg.sealed_only { ", sealed only" } else { "" }
     );
     serve(front, app, cfg.threads, shutdown);
     eprintln!("parent: stopped");

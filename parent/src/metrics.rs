@@ -1,7 +1,10 @@
 //! Prometheus metrics of the parent, rendered as text at `/metrics`.
 //!
 //! What it counts: requests by route and status, a latency histogram by
-//! route, requests in flight, and whether each backend is up.
+//! route, requests in flight, and whether each backend is up. Sealed requests
+//! and attestation requests are routes of their own (`sealed`, `attestation`,
+//! and `ohttp_keys` for the key configurations), so they are counted by status
+//! like every other route, and nothing else of them is.
 //!
 //! Why it is built this way: label values come only from fixed sets (the
 //! [`Route`] names, the status codes the parent itself produces, the two
@@ -32,11 +35,18 @@ pub enum Route {
     V2InferSecure,
     /// `/v2/models/{name}/infer` with a name ending in `-public`.
     V2InferPublic,
+    /// `/attestation` (docs/SEALED.md).
+    Attestation,
+    /// `/.well-known/ohttp-gateway`, except a POST to it.
+    OhttpKeys,
+    /// A sealed request: a POST to `/.well-known/ohttp-gateway`, or to
+    /// `/predict-secure/` with `Content-Type: message/ohttp-req`.
+    Sealed,
     Other,
 }
 
 impl Route {
-    pub const ALL: [Route; 10] = [
+    pub const ALL: [Route; 13] = [
         Route::PredictSecure,
         Route::PredictPublic,
         Route::Health,
@@ -46,6 +56,9 @@ impl Route {
         Route::V2Metadata,
         Route::V2InferSecure,
         Route::V2InferPublic,
+        Route::Attestation,
+        Route::OhttpKeys,
+        Route::Sealed,
         Route::Other,
     ];
 
@@ -60,6 +73,9 @@ impl Route {
             Route::V2Metadata => "v2_metadata",
             Route::V2InferSecure => "v2_infer_secure",
             Route::V2InferPublic => "v2_infer_public",
+            Route::Attestation => "attestation",
+            Route::OhttpKeys => "ohttp_keys",
+            Route::Sealed => "sealed",
             Route::Other => "other",
         }
     }
@@ -76,11 +92,26 @@ impl Route {
             "/health" => Route::Health,
             "/ready" => Route::Ready,
             "/metrics" => Route::Metrics,
+            "/attestation" => Route::Attestation,
+            OHTTP_GATEWAY => Route::OhttpKeys,
             p if p == "/v2" || p.starts_with("/v2/") => crate::v2::route_of(p),
             _ => Route::Other,
         }
     }
+
+    /// The route of a request: its path's ([`Route::of_path`]), except that a
+    /// sealed request is [`Route::Sealed`] whichever of its two paths it came to.
+    pub fn of_request(is_post: bool, path: &str, content_type: Option<&str>) -> Route {
+        match Route::of_path(path) {
+            Route::OhttpKeys if is_post => Route::Sealed,
+            Route::PredictSecure if is_post && crate::api::is_sealed_request(content_type) => Route::Sealed,
+            route => route,
+        }
+    }
 }
+
+/// The path of the Oblivious HTTP gateway (RFC 9540's well-known name).
+pub const OHTTP_GATEWAY: &str = "/.well-known/ohttp-gateway";
 
 /// Upper bounds of the latency buckets, in seconds: from a cache-warm tiny
 /// model (~1 ms) to the default backend deadline (30 s).
@@ -227,6 +258,15 @@ mod tests {
         assert_eq!(Route::of_path("/v2/models/made-up/ready"), Route::V2Metadata);
         assert_eq!(Route::of_path("/v2/health/live"), Route::V2Health);
         assert_eq!(Route::of_path("/v2/models/x/explain"), Route::Other);
+        // Sealed requests and attestation.
+        assert_eq!(Route::of_path("/attestation"), Route::Attestation);
+        assert_eq!(Route::of_path("/attestation/"), Route::Other);
+        assert_eq!(Route::of_request(false, "/.well-known/ohttp-gateway", None), Route::OhttpKeys);
+        assert_eq!(Route::of_request(true, "/.well-known/ohttp-gateway", Some("text/plain")), Route::Sealed);
+        assert_eq!(Route::of_request(true, "/predict-secure/", Some("message/ohttp-req")), Route::Sealed);
+        assert_eq!(Route::of_request(true, "/predict-secure", Some("image/jpeg")), Route::PredictSecure);
+        assert_eq!(Route::of_request(false, "/predict-secure/", Some("message/ohttp-req")), Route::PredictSecure);
+        assert_eq!(Route::of_request(true, "/predict-public/", Some("message/ohttp-req")), Route::PredictPublic);
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct App {
     pub public: Arc<Backend>,
     pub metrics: Metrics,
     pub max_body: usize,
+    /// `--sealed-only`: plaintext secure requests get 403 `sealed_only`.
+    pub sealed_only: bool,
 }
 
 /// A reply before it is written.
@@ -90,8 +92,14 @@ impl Reply {
         Reply { status, body, content_type: "application/json", headers: Vec::new() }
     }
 
+    /// A 200 of bytes passed on as they are.
+    pub(crate) fn bytes(body: Vec<u8>, content_type: &'static str) -> Reply {
+        Reply { status: 200, body, content_type, headers: Vec::new() }
+    }
+
     pub(crate) fn error(e: &ApiError) -> Reply {
         let mut r = Reply::json(e.status(), &e.body());
+        r.content_type = e.content_type();
         if let Some(allow) = e.allow() {
             r.headers.push(("Allow", allow.to_string()));
         }
@@ -257,6 +265,9 @@ fn route(app: &App, rq: &mut Request, route: Route, path: &str, query: Option<&s
         Route::PredictSecure | Route::PredictPublic => {
             if *rq.method() != Method::Post {
                 Err(ApiError::MethodNotAllowed { allow: "POST" })
+            } else if route == Route::PredictSecure && app.sealed_only {
+                // Refused before the body is read. (A sealed request here is Route::Sealed.)
+                Err(ApiError::SealedOnly)
             } else {
                 // Each route holds exactly its own backend: the secure route
                 // can never be answered by the public one (fail closed).
@@ -272,6 +283,12 @@ fn route(app: &App, rq: &mut Request, route: Route, path: &str, query: Option<&s
             Ok(Reply { status: 200, body, content_type: "text/plain; version=0.0.4", headers: Vec::new() })
         }
         Route::Health | Route::Ready | Route::Metrics => Err(ApiError::MethodNotAllowed { allow: GET }),
+        // The relay for attestation and sealed requests: secure backend only.
+        Route::Attestation if *rq.method() == Method::Get => crate::sealed::attestation(app, query),
+        Route::Attestation => Err(ApiError::MethodNotAllowed { allow: "GET" }),
+        Route::OhttpKeys if *rq.method() == Method::Get => crate::sealed::keys(app),
+        Route::OhttpKeys => Err(ApiError::MethodNotAllowed { allow: "GET, POST" }),
+        Route::Sealed => crate::sealed::sealed(app, rq),
         Route::V2Health | Route::V2Metadata | Route::V2InferSecure | Route::V2InferPublic => {
             Ok(crate::v2::handle(app, rq, path))
         }
@@ -292,7 +309,8 @@ pub fn handle(app: &App, mut rq: Request) {
             Some((p, q)) => (p, Some(q.to_string())),
             None => (url, None),
         };
-        (Route::of_path(path), path.to_string(), query)
+        let is_post = *rq.method() == Method::Post;
+        (Route::of_request(is_post, path, header(&rq, "Content-Type")), path.to_string(), query)
     };
     let reply = route(app, &mut rq, r, &path, query.as_deref(), start);
     let (status, size) = (reply.status, reply.body.len());

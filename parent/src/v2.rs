@@ -4,7 +4,8 @@
 //! `GET /v2` (server metadata), `/v2/health/live`, `/v2/health/ready`, `GET /v2/models/{name}`
 //! (model metadata), `/v2/models/{name}/ready` and `POST /v2/models/{name}/infer`, each also as
 //! `/v2/models/{name}/versions/1/...`. The privacy level is in the model name: `<model>-secure`
-//! is answered by the enclave only (it fails closed, 503, exactly as `/predict-secure/`) and
+//! is answered by the enclave only (it fails closed, 503, exactly as `/predict-secure/`; with
+//! `--sealed-only` its infer is 403 `sealed_only`, as plaintext `/predict-secure/`) and
 //! `<model>-public` by the public model server, where `<model>` is the served model's name as
 //! `/ready` reports it. Any other name is 404.
 //!
@@ -639,6 +640,10 @@ pub(crate) fn handle(app: &App, rq: &mut Request, path: &str) -> Reply {
             match op {
                 ModelOp::Metadata => Reply::json(200, &model_metadata(name, &info)),
                 ModelOp::Ready => health(backend.is_up(), "ready"),
+                // `--sealed-only`: no plaintext reaches the enclave (metadata and readiness still answer).
+                ModelOp::Infer if app.sealed_only && std::ptr::eq(backend, app.secure.as_ref()) => {
+                    Reply::error(&ApiError::SealedOnly)
+                }
                 ModelOp::Infer => infer(app, backend, rq, name),
             }
         }
