@@ -4,9 +4,10 @@
         --dev-root .run/dev-nsm-root.pem --measurements .run/dev-measurements.json \\
         testdata/chelsea.jpg
 
-Prints the enclave's JSON answer on stdout and what was attested on stderr. Exit status: 0 the
-answer is a success, 1 the enclave answered an error status (its JSON is printed all the same),
-2 bad arguments, 3 the attestation was refused, 4 any other failure (transport, answer).
+Prints the enclave's JSON answer on stdout and what was attested on stderr. Exit status, as the
+Rust client's (tools/sealed-client): 0 the answer is a success, 1 the attestation was refused
+(nothing was sent), 2 bad arguments, 3 any other failure (transport, answer), 4 the enclave
+answered an error status (its JSON is printed all the same).
 """
 
 import argparse
@@ -116,18 +117,18 @@ def main(argv=None):
         status, answer = seal_and_send(args.url, key, image, top_k=args.top_k, timeout=args.timeout)
     except VerificationError as err:
         print(f"sealed_client: attestation refused ({type(err).__name__}): {err}", file=sys.stderr)
-        return 3
+        return 1
     except MeasurementsError as err:
         print(f"sealed_client: {err}", file=sys.stderr)
         return 2
     except SealedClientError as err:
         print(f"sealed_client: {type(err).__name__}: {err}", file=sys.stderr)
-        return 4
+        return 3
     except ValueError as err:  # a malformed --url
         print(f"sealed_client: {err}", file=sys.stderr)
         return 2
     print(json.dumps(answer))
-    return 0 if 200 <= status < 300 else 1
+    return 0 if 200 <= status < 300 else 4
 
 
 if __name__ == "__main__":

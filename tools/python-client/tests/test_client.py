@@ -165,21 +165,21 @@ class Cli(unittest.TestCase):
         self.assertEqual(json.loads(out)["class_ids"], [285])
         self.assertIn("DEVELOPMENT root", err)
 
-    def test_inner_error_exits_1(self):
+    def test_inner_error_exits_4(self):
         bad = self.file("x.gif", b"GIF89a")
         code, out, _ = self.run_cli(
             "--dev-root", self.root, "--measurements", self.measurements, bad
         )
-        self.assertEqual((code, json.loads(out)["code"]), (1, "bad_image"))
+        self.assertEqual((code, json.loads(out)["code"]), (4, "bad_image"))
 
-    def test_refusals_exit_3(self):
+    def test_refusals_exit_1(self):
         for args in (
             (),
             ("--measurements", self.measurements),
             ("--dev-root", self.root, "--pcr", "0=" + "00" * 48),
         ):
             code, out, err = self.run_cli(*args, self.image)
-            self.assertEqual((code, out), (3, ""), err)
+            self.assertEqual((code, out), (1, ""), err)
             self.assertIn("attestation refused", err)
 
     def test_bad_arguments_exit_2(self):
