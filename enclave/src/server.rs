@@ -27,6 +27,11 @@
 //!   and dropped for at most [`DRAIN_MAX_BYTES`] and [`DRAIN_TIMEOUT`];
 //! - a request whose connection hangs up, or one of whose images fails, is
 //!   cancelled: its images still queued are not run.
+//! - a sealed request (sealed.rs) reserves twice its length (it is held
+//!   sealed and opened at once for a moment); one that names a key we do not
+//!   hold is answered `key_rejected`, one that does not open
+//!   `sealed_request_invalid`; an error inside an opened request (not an
+//!   image, a bad path) is answered sealed, as the inner HTTP status.
 //!
 //! Nothing from a request (image bytes, results) is ever logged.
 
@@ -37,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shared::frame::{
-    decode_infer_body, read_body, read_header, truncate_utf8, write_frame, ErrorCode, ErrorReply, Frame, FrameError,
+    check_opaque, decode_infer_body, read_body, read_header, truncate_utf8, write_frame, ErrorCode, ErrorReply, Frame, FrameError,
     Header, ImageResult, InferReply, Kind, Message,
 };
 use shared::limits::{DRAIN_MAX_BYTES, DRAIN_TIMEOUT, FRAME_BODY_TIMEOUT, FRAME_MEMORY_BUDGET, MAX_STRING_LEN, SHUTDOWN_GRACE};
@@ -336,6 +341,9 @@ fn infer(body: Arc<HeldBody>, ctx: &Ctx, stream: &Stream) -> Option<Message> {
 fn open_sealed(body: HeldBody, ctx: &Ctx, stream: &Stream) -> Option<Message> {
     let start = Instant::now();
     let HeldBody { bytes, _grant } = body;
+    if let Err(e) = check_opaque(Kind::Sealed, &bytes) {
+        return Some(Message::Error(ErrorReply::new(ErrorCode::Malformed, e.to_string())));
+    }
     let (opened, responder) = match ctx.gateway.open(&bytes) {
         Ok(opened) => opened,
         Err(e) => return Some(Message::Error(e)),
