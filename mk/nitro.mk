@@ -9,7 +9,8 @@
 #
 # Overridable: ENCLAVE_CID (16), ENCLAVE_CPUS (2), ENCLAVE_MEMORY_MIB (computed, see
 # scripts/nitro/lib.sh), ALLOCATOR_YAML, SECURE_ADDR (vsock:CID:5005), PING_TIMEOUT (s),
-# DEBUG=1 (debug mode + console from boot), RUST_IMAGE (builder image, pin by digest), EIF_IMAGE,
+# DEBUG=1 (debug mode + console from boot), SEALED_ONLY=1 (the front refuses plaintext secure
+# requests), RUST_IMAGE (builder image, pin by digest), EIF_IMAGE,
 # and for the preflight BUILD_DISK_MIB / DOCKER_DISK_MIB (free space the build needs: 2048 / 4096)
 # and PYTHON3 (else the first Python >= 3.11 of PYTHON_CANDIDATES).
 # `make run` listens on port 80 unless PORT is given on the command line or in the environment.
@@ -32,6 +33,7 @@ SECURE_ADDR        ?= vsock:$(ENCLAVE_CID):5005
 PING_TIMEOUT       ?= 60
 LISTEN_IP          ?= 0.0.0.0
 DEBUG              ?=
+SEALED_ONLY        ?=
 # What `make eif` prepares first: the host binaries (public server, front) and the model, so
 # that `make eif && make run` is the whole deployment. Tests set it empty.
 EIF_DEPS           ?= build model
@@ -42,7 +44,7 @@ NITRO_ENV = MODEL='$(MODEL)' MODEL_DIR='$(MODEL_DIR)' EIF='$(EIF)' MEASUREMENTS=
   EIF_IMAGE='$(EIF_IMAGE)' RUST_IMAGE='$(RUST_IMAGE)' BIN_DIR='$(BIN_DIR)' RUN_DIR='$(RUN_DIR)' \
   ENCLAVE_CID='$(ENCLAVE_CID)' ENCLAVE_CPUS='$(ENCLAVE_CPUS)' ENCLAVE_MEMORY_MIB='$(ENCLAVE_MEMORY_MIB)' \
   ALLOCATOR_YAML='$(ALLOCATOR_YAML)' MEMINFO='$(MEMINFO)' SECURE_ADDR='$(SECURE_ADDR)' \
-  PING_TIMEOUT='$(PING_TIMEOUT)' LISTEN_IP='$(LISTEN_IP)' PORT='$(RUN_PORT)' DEBUG='$(DEBUG)' \
+  PING_TIMEOUT='$(PING_TIMEOUT)' LISTEN_IP='$(LISTEN_IP)' PORT='$(RUN_PORT)' DEBUG='$(DEBUG)' SEALED_ONLY='$(SEALED_ONLY)' \
   STATIC_BIN='$(STATIC_BIN)' IMAGE_BIN='$(IMAGE_BIN)' PARENT_BIN='$(BIN_DIR)/parent' CARGO='$(CARGO)' \
   PYTHON3='$(PYTHON3)' PYTHON_CANDIDATES='$(PYTHON_CANDIDATES)'
 

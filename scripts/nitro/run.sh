@@ -16,7 +16,8 @@
 #      (private address, and the public one when the instance metadata service gives one).
 # Any failure stops what this run started and says why.
 # Env: EIF, MODEL, MODEL_DIR, ENCLAVE_CID, SECURE_ADDR, PING_TIMEOUT, READY_TIMEOUT, RUN_DIR,
-#      PORT, LISTEN_IP, BIN_DIR, DEBUG, ENCLAVE_CPUS, ENCLAVE_MEMORY_MIB (+ allocator.sh's).
+#      PORT, LISTEN_IP, BIN_DIR, DEBUG, ENCLAVE_CPUS, ENCLAVE_MEMORY_MIB (+ allocator.sh's),
+#      SEALED_ONLY=1 (the parent refuses plaintext /predict-secure/: --sealed-only).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd -P)
 . "$here/lib.sh"
@@ -31,6 +32,8 @@ port=${PORT:-80}
 listen_ip=${LISTEN_IP:-0.0.0.0}
 bin_dir=${BIN_DIR:-target/release}
 debug=${DEBUG:-}
+sealed_only=()
+[ -z "${SEALED_ONLY:-}" ] || sealed_only=(--sealed-only)
 [ "$debug" = 0 ] && debug=
 e29_wait=2
 
@@ -174,7 +177,7 @@ fi
 say "the public model server answers at unix:$public_sock"
 
 start_bg parent "$here/supervise.sh" parent --count-file "$run_dir/parent.restarts" -- \
-    "$parent_bin" --listen "$listen_ip:$port" --secure "$secure" --public "unix:$public_sock"
+    "$parent_bin" --listen "$listen_ip:$port" --secure "$secure" --public "unix:$public_sock" ${sealed_only[@]+"${sealed_only[@]}"}
 ready=
 for _ in $(seq 1 $((ready_timeout * 5))); do
     if ready=$(curl -fsS --max-time 2 "http://127.0.0.1:$port/ready" 2>/dev/null); then break; fi
