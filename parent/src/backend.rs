@@ -240,6 +240,7 @@ impl Backend {
     pub fn relay(&self, request: Message) -> Result<Vec<u8>, BackendError> {
         let kind = request.kind();
         let body = request.encode_body().map_err(BackendError::Protocol)?;
+        // The frame body is a copy: a 16 MiB sealed request is held once, not twice.
         drop(request);
         let (reply, conn) = self.exchange(kind, &body)?;
         match (kind, reply) {
