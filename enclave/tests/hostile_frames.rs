@@ -24,7 +24,7 @@ mod images;
 use images::{flat_rgb_png, grey_jpeg, grey_png, jpeg, jpeg_bomb, photo, png, png_bomb, png_iccp_bomb};
 use shared::frame::*;
 use shared::limits::{
-    FRAME_BODY_TIMEOUT, FRAME_MEMORY_BUDGET, IMAGE_MEMORY_BUDGET, MAX_FRAME_LEN, MAX_IMAGES, MAX_SEED_LEN, MAX_TOP_K,
+    FRAME_BODY_TIMEOUT, FRAME_MEMORY_BUDGET, IMAGE_MEMORY_BUDGET, MAX_FRAME_LEN, MAX_FRAME_TOP_K, MAX_IMAGES, MAX_SEED_LEN,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -131,7 +131,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, bool, Expect)> {
         ("InfoQuery with a body", frame(0x03, &[1, 2, 3]), false, Keep(Malformed)),
         ("Infer with zero images", frame(0x05, &infer_body(3, 0, &[])), false, Keep(Malformed)),
         ("Infer with top_k 0", frame(0x05, &infer_body(0, 1, &[b"x"])), false, Keep(Malformed)),
-        ("Infer with top_k over the limit", frame(0x05, &infer_body(MAX_TOP_K as u16 + 1, 1, &[b"x"])), false, Keep(Malformed)),
+        ("Infer with top_k over the limit", frame(0x05, &infer_body(MAX_FRAME_TOP_K as u16 + 1, 1, &[b"x"])), false, Keep(Malformed)),
         ("Infer with too many images", frame(0x05, &infer_body(3, (MAX_IMAGES + 1) as u16, &sixty_five)), false, Keep(Malformed)),
         ("Infer count above the images present", frame(0x05, &big_count), false, Keep(Malformed)),
         ("Infer count below the images present", frame(0x05, &infer_body(3, 1, &[b"ab", b"cd"])), false, Keep(Malformed)),

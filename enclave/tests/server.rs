@@ -18,7 +18,7 @@ mod images;
 
 use images::{encode_jpeg as jpeg, encode_png as png, photo, png_bomb};
 use shared::frame::*;
-use shared::limits::{MAX_FRAME_LEN, MAX_IMAGES};
+use shared::limits::{MAX_FRAME_LEN, MAX_FRAME_TOP_K, MAX_IMAGES};
 use tract_onnx::prelude::*;
 
 fn root() -> PathBuf {
@@ -193,6 +193,30 @@ fn jpeg_and_png_answers_match_tract_run_directly() {
             assert!((a.score - b.score).abs() < 1e-5, "{} vs {}", a.score, b.score);
         }
         assert!(got.timings.infer_us > 0 || got.timings.decode_us > 0);
+    }
+}
+
+/// A top_k above the model's classes (up to MAX_FRAME_TOP_K, what the parent asks for the OIP's
+/// full FP32 output) is answered with every class once, best first, the softmax of the model's
+/// output: min(top_k, num_classes) scores.
+#[test]
+fn top_k_over_the_classes_returns_every_class_best_first() {
+    let s = Server::start("tiny-test", &[]);
+    let mut c = s.connect();
+    let images = vec![png(&photo(64, 48, 7)), jpeg(&photo(80, 120, 8))];
+    for k in [10, 11, MAX_FRAME_TOP_K as u16] {
+        let reply = expect_result(infer(&mut c, images.clone(), k));
+        for (img, got) in images.iter().zip(&reply.images) {
+            assert_eq!(got.top.len(), 10, "top_k {k}");
+            let mut ids: Vec<u32> = got.top.iter().map(|c| c.class_id).collect();
+            assert!(got.top.windows(2).all(|w| w[0].score >= w[1].score), "not best first: {:?}", got.top);
+            let want = direct("tiny-test", &tiny_pre(), img, 10);
+            assert_eq!(ids, want.iter().map(|c| c.class_id).collect::<Vec<_>>());
+            ids.sort_unstable();
+            assert_eq!(ids, (0..10).collect::<Vec<u32>>());
+            let sum: f32 = got.top.iter().map(|c| c.score).sum();
+            assert!((sum - 1.0).abs() < 1e-5, "scores sum to {sum}");
+        }
     }
 }
 

@@ -43,11 +43,11 @@
 //!                 input_shape:[u32;4] (N,C,H,W)  num_classes:u32
 //!                 label_source:str  label_count:u32 (0 or num_classes)
 //!                 label_count x label:str
-//!  0x05 Infer     top_k:u16 (1..=MAX_TOP_K)  image_count:u16 (1..=MAX_IMAGES)
+//!  0x05 Infer     top_k:u16 (1..=MAX_FRAME_TOP_K)  image_count:u16 (1..=MAX_IMAGES)
 //!                 image_count x { len:u32  bytes:[u8;len] }
 //!  0x06 Result    image_count:u16 (1..=MAX_IMAGES)
 //!                 image_count x { queue_us:u32  decode_us:u32  infer_us:u32
-//!                                 k:u16 (<=MAX_TOP_K)
+//!                                 k:u16 (<=MAX_FRAME_TOP_K; min(top_k, num_classes))
 //!                                 k x { class_id:u32  score:f32 } }
 //!  0x07 Error     code:u16  message:str
 //!  0x08 Seed      bytes (1..=MAX_SEED_LEN), mixed into the enclave's pool
@@ -67,8 +67,8 @@ use std::io::{self, Read, Write};
 use std::ops::Range;
 
 use crate::limits::{
-    MAX_DOCUMENT_LEN, MAX_FRAME_LEN, MAX_IMAGES, MAX_KEYS_LEN, MAX_LABELS, MAX_NONCE_LEN, MAX_SEED_LEN, MAX_STRING_LEN,
-    MAX_TOP_K,
+    MAX_DOCUMENT_LEN, MAX_FRAME_LEN, MAX_FRAME_TOP_K, MAX_IMAGES, MAX_KEYS_LEN, MAX_LABELS, MAX_NONCE_LEN, MAX_SEED_LEN,
+    MAX_STRING_LEN,
 };
 
 /// The two bytes every frame starts with ("NE", for Nitro Enclave). A peer
@@ -99,7 +99,7 @@ pub enum FrameError {
     EmptyBatch,
     /// An inference request or reply with more than [`MAX_IMAGES`] images.
     TooManyImages(usize),
-    /// `top_k` of zero or over [`MAX_TOP_K`].
+    /// `top_k` of zero or over [`MAX_FRAME_TOP_K`], or a result with more scores.
     BadTopK(usize),
     /// A string longer than [`MAX_STRING_LEN`].
     StringTooLong(usize),
@@ -129,7 +129,7 @@ impl fmt::Display for FrameError {
             FrameError::TrailingBytes(n) => write!(f, "{n} unexpected trailing bytes after the frame body"),
             FrameError::EmptyBatch => write!(f, "the request holds no images"),
             FrameError::TooManyImages(n) => write!(f, "{n} images in one request, over the limit of {MAX_IMAGES}"),
-            FrameError::BadTopK(k) => write!(f, "top_k must be between 1 and {MAX_TOP_K}, got {k}"),
+            FrameError::BadTopK(k) => write!(f, "top_k must be between 1 and {MAX_FRAME_TOP_K}, got {k}"),
             FrameError::StringTooLong(n) => write!(f, "string of {n} bytes is over the limit of {MAX_STRING_LEN}"),
             FrameError::InvalidUtf8 => write!(f, "string is not valid UTF-8"),
             FrameError::InvalidBool(b) => write!(f, "boolean byte must be 0 or 1, got {b}"),
@@ -491,7 +491,7 @@ impl Message {
                     for v in [t.queue_us, t.decode_us, t.infer_us] {
                         w.extend_from_slice(&v.to_le_bytes());
                     }
-                    if img.top.len() > MAX_TOP_K {
+                    if img.top.len() > MAX_FRAME_TOP_K {
                         return Err(FrameError::BadTopK(img.top.len()));
                     }
                     w.extend_from_slice(&(img.top.len() as u16).to_le_bytes());
@@ -641,7 +641,7 @@ fn check_image_count(n: usize) -> Result<(), FrameError> {
 }
 
 fn check_top_k(k: usize) -> Result<(), FrameError> {
-    if k == 0 || k > MAX_TOP_K {
+    if k == 0 || k > MAX_FRAME_TOP_K {
         return Err(FrameError::BadTopK(k));
     }
     Ok(())
@@ -717,9 +717,11 @@ fn decode_result(r: &mut Reader<'_>) -> Result<InferReply, FrameError> {
     for _ in 0..count {
         let timings = StageTimings { queue_us: r.u32()?, decode_us: r.u32()?, infer_us: r.u32()? };
         let k = usize::from(r.u16()?);
-        if k > MAX_TOP_K {
+        if k > MAX_FRAME_TOP_K {
             return Err(FrameError::BadTopK(k));
         }
+        // 8 bytes a score: a k the body cannot hold is refused before the vector is sized by it.
+        r.ensure(k * 8)?;
         let mut top = Vec::with_capacity(k);
         for _ in 0..k {
             top.push(ClassScore { class_id: r.u32()?, score: f32::from_le_bytes(r.array()?) });

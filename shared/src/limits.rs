@@ -20,9 +20,25 @@ pub const MAX_FRAME_LEN: u32 = MAX_HTTP_BODY as u32 + 64 * 1024;
 /// keeps one request's work (64 x ~60 ms) well under the request deadline.
 pub const MAX_IMAGES: usize = 64;
 
-/// Most classes returned per image. A client asking for more wants the whole
-/// distribution, which is not what this appliance serves.
+/// Most classes returned per image through the study API (`top_k`), the
+/// sealed route and the Open Inference Protocol's classification extension.
+/// A client wanting the whole distribution asks for the OIP's full FP32
+/// output instead, which the parent fetches with [`MAX_FRAME_TOP_K`].
 pub const MAX_TOP_K: usize = 100;
+
+/// Most scores per image in a frame: the `top_k` of an `Infer` frame and the
+/// `k` of each image in a `Result` frame. Above [`MAX_TOP_K`] so that the
+/// parent can ask for every class of a model (the OIP's full FP32
+/// `[N, num_classes]` output); the model server answers min(top_k,
+/// num_classes) scores, best first. Bounded so that the largest `Result`
+/// frame fits [`MAX_FRAME_LEN`]: 2 (image count) + [`MAX_IMAGES`] x (12
+/// (timings) + 2 (k) + 32,768 x 8 (class id and score)) = 2 + 64 x 262,158 =
+/// 16,778,114 bytes, under 16,842,752. `u16::MAX` (65,535) scores would make
+/// it 33,554,818 bytes, twice the limit. ImageNet-21k's 21,843 classes fit; a
+/// model with more classes is served top-k only (`full_output_refused`). A
+/// reply never holds more scores than the model has classes: for
+/// EfficientNet-Lite0's 1000, at most 2 + 64 x 8,014 = 512,898 bytes.
+pub const MAX_FRAME_TOP_K: usize = 32_768;
 
 /// Longest string in a frame (model name, label, error message), in bytes.
 pub const MAX_STRING_LEN: usize = 4096;
@@ -227,6 +243,9 @@ mod tests {
         assert!(MAX_HTTP_BODY + 1024 < MAX_FRAME_LEN as usize);
         // Every image header of a full request fits beside the body.
         assert!(MAX_FRAME_LEN as usize - MAX_HTTP_BODY >= 4 + MAX_IMAGES * 4);
+        // A Result frame of MAX_IMAGES images of MAX_FRAME_TOP_K scores each fits, and k fits its u16.
+        assert!(2 + MAX_IMAGES * (12 + 2 + MAX_FRAME_TOP_K * 8) <= MAX_FRAME_LEN as usize);
+        assert!(MAX_TOP_K <= MAX_FRAME_TOP_K && MAX_FRAME_TOP_K <= usize::from(u16::MAX));
         // The parent's pool, full, fits the model server's frame budget.
         assert!(BACKEND_POOL_SIZE as u64 * u64::from(MAX_FRAME_LEN) <= FRAME_MEMORY_BUDGET);
         // A 12 MP baseline JPEG (4 bytes a pixel with the decoder's buffers) is served.

@@ -154,8 +154,57 @@ fn too_many_images() {
 #[test]
 fn bad_top_k() {
     assert_eq!(Frame::decode(&raw(5, &infer_body(0, &[b"x"]))), Err(FrameError::BadTopK(0)));
-    let k = (MAX_TOP_K + 1) as u16;
-    assert_eq!(Frame::decode(&raw(5, &infer_body(k, &[b"x"]))), Err(FrameError::BadTopK(MAX_TOP_K + 1)));
+    let k = (MAX_FRAME_TOP_K + 1) as u16;
+    assert_eq!(Frame::decode(&raw(5, &infer_body(k, &[b"x"]))), Err(FrameError::BadTopK(MAX_FRAME_TOP_K + 1)));
+    assert_eq!(Frame::decode(&raw(5, &infer_body(u16::MAX, &[b"x"]))), Err(FrameError::BadTopK(usize::from(u16::MAX))));
+    let f = Frame::new(1, Message::Infer(InferRequest { top_k: k, images: vec![vec![1]] }));
+    assert_eq!(f.encode(), Err(FrameError::BadTopK(MAX_FRAME_TOP_K + 1)));
+    // The HTTP side's MAX_TOP_K is not the frame's bound: a frame may ask for every class.
+    for k in [MAX_TOP_K + 1, MAX_FRAME_TOP_K] {
+        let got = Frame::decode(&raw(5, &infer_body(k as u16, &[b"x"]))).unwrap();
+        assert_eq!(got.message, Message::Infer(InferRequest { top_k: k as u16, images: vec![b"x".to_vec()] }));
+    }
+}
+
+/// One image's result as it is laid out in a Result body.
+fn result_image(k: u16, scores: usize) -> Vec<u8> {
+    let mut b = [7u32, 8, 9].iter().flat_map(|t| t.to_le_bytes()).collect::<Vec<_>>();
+    b.extend_from_slice(&k.to_le_bytes());
+    for i in 0..scores as u32 {
+        b.extend_from_slice(&i.to_le_bytes());
+        b.extend_from_slice(&0.5f32.to_le_bytes());
+    }
+    b
+}
+
+#[test]
+fn result_scores_up_to_the_frame_bound() {
+    // The largest Result, MAX_IMAGES images of MAX_FRAME_TOP_K scores, fits MAX_FRAME_LEN and round-trips.
+    let image = ImageResult {
+        timings: StageTimings { queue_us: 1, decode_us: 2, infer_us: 3 },
+        top: (0..MAX_FRAME_TOP_K as u32).map(|i| ClassScore { class_id: i, score: 1.0 / (1.0 + i as f32) }).collect(),
+    };
+    let largest = Frame::new(3, Message::Result(InferReply { images: vec![image.clone(); MAX_IMAGES] }));
+    let bytes = largest.encode().unwrap();
+    assert_eq!(bytes.len() - HEADER_LEN, 2 + MAX_IMAGES * (12 + 2 + MAX_FRAME_TOP_K * 8));
+    assert!(bytes.len() - HEADER_LEN <= MAX_FRAME_LEN as usize);
+    assert_eq!(Frame::decode(&bytes).unwrap(), largest);
+    // One score more is refused by the encoder and by the decoder.
+    let mut over = image;
+    over.top.push(ClassScore { class_id: 0, score: 0.0 });
+    let f = Frame::new(3, Message::Result(InferReply { images: vec![over] }));
+    assert_eq!(f.encode(), Err(FrameError::BadTopK(MAX_FRAME_TOP_K + 1)));
+    let mut body = 1u16.to_le_bytes().to_vec();
+    body.extend_from_slice(&result_image((MAX_FRAME_TOP_K + 1) as u16, MAX_FRAME_TOP_K + 1));
+    assert_eq!(Frame::decode(&raw(6, &body)), Err(FrameError::BadTopK(MAX_FRAME_TOP_K + 1)));
+    // A k the body cannot hold is refused from the count, before anything is sized by it.
+    let mut body = 1u16.to_le_bytes().to_vec();
+    body.extend_from_slice(&result_image(MAX_FRAME_TOP_K as u16, 3));
+    assert_eq!(Frame::decode(&raw(6, &body)), Err(FrameError::Truncated { needed: MAX_FRAME_TOP_K * 8, available: 24 }));
+    // More scores than k: trailing bytes.
+    let mut body = 1u16.to_le_bytes().to_vec();
+    body.extend_from_slice(&result_image(2, 3));
+    assert_eq!(Frame::decode(&raw(6, &body)), Err(FrameError::TrailingBytes(8)));
 }
 
 #[test]
@@ -266,7 +315,7 @@ fn generate(rng: &mut Rng) -> Message {
         }
         4 => {
             let n = 1 + rng.below(MAX_IMAGES as u64) as usize;
-            let top_k = 1 + rng.below(MAX_TOP_K as u64) as u16;
+            let top_k = 1 + rng.below(MAX_FRAME_TOP_K as u64) as u16;
             let images = (0..n)
                 .map(|_| {
                     let len = rng.below(300) as usize;
