@@ -129,10 +129,11 @@ pub fn parse_request_round_trip(data: &[u8]) {
 ///
 /// Promises: no panic; a refusal is 400, 413 or 415 with a non-empty code and a message under
 /// 600 bytes; an accepted request has 1..=`MAX_IMAGES` images, each with JPEG or PNG magic, no
-/// more image bytes than the body had, a `top_k` in `1..=MAX_TOP_K`; and it round-trips: written
-/// back in the binary form, it parses to the same request.
+/// more image bytes than the body had, one output or the two forms of it (never one form twice,
+/// never both binary), a classification `k` in `1..=MAX_TOP_K`; and it round-trips: written
+/// back in the binary form, its outputs listed, it parses to the same request.
 pub fn parse_infer_round_trip(data: &[u8]) {
-    use crate::v2::parse_infer;
+    use crate::v2::{parse_infer, Form};
     let Some((&flags, mut rest)) = data.split_first() else { return };
     let mut header_len = None;
     if flags & 1 != 0 {
@@ -150,9 +151,19 @@ pub fn parse_infer_round_trip(data: &[u8]) {
             assert!(!e.code.is_empty() && e.message.len() < 600, "{e:?}");
         }
         Ok(req) => {
-            let images = &req.infer.images;
+            let images = &req.images;
             assert!((1..=MAX_IMAGES).contains(&images.len()));
-            assert!((1..=MAX_TOP_K).contains(&usize::from(req.infer.top_k)));
+            let outputs = &req.outputs;
+            assert!((1..=2).contains(&outputs.len()), "{outputs:?}");
+            if let [a, b] = outputs.as_slice() {
+                assert!(!(a.binary && b.binary), "{outputs:?}");
+                assert!(matches!((a.form, b.form), (Form::Full, Form::Classification(_)) | (Form::Classification(_), Form::Full)), "{outputs:?}");
+            }
+            for o in outputs {
+                if let Form::Classification(k) = o.form {
+                    assert!((1..=MAX_TOP_K).contains(&usize::from(k)), "classification {k} accepted");
+                }
+            }
             assert!(images.iter().map(Vec::len).sum::<usize>() <= rest.len());
             for i in images {
                 assert!(i.starts_with(&[0xFF, 0xD8, 0xFF]) || i.starts_with(b"\x89PNG\r\n\x1a\n"));
@@ -165,7 +176,10 @@ pub fn parse_infer_round_trip(data: &[u8]) {
             let header = json!({
                 "id": req.id,
                 "inputs": [{ "name": "image", "datatype": "BYTES", "shape": [images.len()], "parameters": { "binary_data_size": tail.len() } }],
-                "outputs": [{ "name": "probabilities", "parameters": { "classification": req.infer.top_k, "binary_data": req.binary_output } }],
+                "outputs": outputs.iter().map(|o| match o.form {
+                    Form::Full => json!({ "name": "probabilities", "parameters": { "binary_data": o.binary } }),
+                    Form::Classification(k) => json!({ "name": "probabilities", "parameters": { "classification": k, "binary_data": o.binary } }),
+                }).collect::<Vec<_>>(),
             });
             let mut header = header;
             if req.id.is_none() {

@@ -14,19 +14,26 @@
 //! a 4-byte little-endian length then its bytes), which is what tritonclient sends with
 //! `binary_data=True`; or in JSON as base64 strings, only when the input says
 //! `"parameters": {"content_type": "base64"}` (a BYTES element in JSON is a UTF-8 string, which
-//! a JPEG or PNG never is). The one output is `probabilities`, served only through Triton's
-//! classification extension (`"parameters": {"classification": k}`, 1 <= k <= `MAX_TOP_K`):
-//! `BYTES` strings `"score:class_id:label"`, shape `[N, k]`, in JSON or in binary form
-//! (`binary_data`).
+//! a JPEG or PNG never is). The one output is `probabilities`, in two forms, in JSON or in binary
+//! form (`binary_data`): in full, the model's `FP32 [N, num_classes]` softmax probabilities in
+//! class order (an output without `classification`, or a request without `outputs`, which asks
+//! for all outputs in full); and through Triton's classification extension
+//! (`"parameters": {"classification": k}`, 1 <= k <= `MAX_TOP_K`), `BYTES` strings
+//! `"score:class_id:label"`, shape `[N, k]`. Both forms may be asked at once, as two outputs of
+//! the one name (answered in the order asked, at most one of them binary). For the full form the
+//! parent asks the model server for every class (`top_k` = num_classes, at most
+//! `MAX_FRAME_TOP_K`), which sends them best first with their class ids; [`full_rows`] puts them
+//! back in class order and refuses a reply that does not hold every class exactly once (502
+//! `bad_backend_reply`): no value is made up.
 //!
 //! What it refuses (each a `{"error": ..., "code": ...}` with its status, the protocol's error
-//! shape plus our stable code): a request for the full FP32 `[N, num_classes]` output, or with
-//! no `outputs` (which means all outputs in full), and a preprocessed tensor (`FP32`, `UINT8`...)
-//! as input: the enclave's frames carry encoded images in and top-k scores out, nothing else, and
-//! a new frame kind in the trusted base (shared/, enclave/) is out of scope. Also every malformed
-//! request: a header length that is not digits or exceeds the body, binary sizes that do not add
-//! up to the body, an element count that is not the shape's, more than `MAX_IMAGES` images, an
-//! element length past its buffer, unknown input or output names, compressed bodies.
+//! shape plus our stable code): a preprocessed tensor (`FP32`, `UINT8`...) as input, since the
+//! enclave's frames carry encoded images in, and a new frame kind in the trusted base (shared/,
+//! enclave/) is out of scope; the full output of a model with more than `MAX_FRAME_TOP_K` classes
+//! (`full_output_refused`: a frame cannot carry them). Also every malformed request: a header
+//! length that is not digits or exceeds the body, binary sizes that do not add up to the body, an
+//! element count that is not the shape's, more than `MAX_IMAGES` images, an element length past
+//! its buffer, unknown input or output names, one form asked twice or both binary, compressed bodies.
 //!
 //! Why it is built this way: the request header is parsed by a visitor that builds a
 //! `serde_json::Value` with a budget of [`MAX_JSON_VALUES`] values, so a hostile body (a 16 MiB
@@ -41,9 +48,10 @@ use std::sync::Arc;
 
 use base64::Engine;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Map, Value};
 use shared::frame::{InferReply, InferRequest, ModelInfo};
-use shared::limits::{MAX_ID_LEN, MAX_IMAGES, MAX_JSON_VALUES, MAX_TOP_K};
+use shared::limits::{MAX_FRAME_TOP_K, MAX_ID_LEN, MAX_IMAGES, MAX_JSON_VALUES, MAX_TOP_K};
 
 use crate::api::{check_image, ApiError, B64};
 use crate::backend::Backend;
@@ -53,7 +61,7 @@ use tiny_http::{Method, Request};
 
 /// The one input's name.
 pub const INPUT: &str = "image";
-/// The one output's name (served through the classification extension only).
+/// The one output's name (in full, or through the classification extension).
 pub const OUTPUT: &str = "probabilities";
 /// The only model version.
 pub const VERSION: &str = "1";
@@ -153,24 +161,58 @@ fn bad(code: &'static str, message: impl Into<String>) -> V2Error {
     err(400, code, message)
 }
 
-/// The message for a request that would need the full FP32 output.
-pub const FULL_OUTPUT_REFUSED: &str = "only the classification form of output \"probabilities\" is served: request it as \
-     {\"name\": \"probabilities\", \"parameters\": {\"classification\": k}} with 1 <= k <= 100; the full FP32 \
-     [N, num_classes] tensor (and a request without \"outputs\", which asks for it) would need a new frame kind \
-     in the enclave's trusted base, which carries top-k scores only";
-
 /// The message for a preprocessed tensor as input.
 pub const TENSOR_INPUT_REFUSED: &str = "input \"image\" must be BYTES (encoded JPEG or PNG images): a preprocessed \
      tensor (FP32, UINT8...) would need a new frame kind in the enclave's trusted base, which takes encoded images only";
 
+/// A form of output `probabilities`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// The model's output: FP32 `[N, num_classes]`, every class's probability in class order.
+    Full,
+    /// Triton's classification extension: the `k` best, BYTES `"score:class_id:label"`, `[N, k]`.
+    Classification(u16),
+}
+
+/// One requested output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Output {
+    pub form: Form,
+    /// In binary form (after the JSON header), else in the header's `data`.
+    pub binary: bool,
+}
+
 /// What an infer request asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct V2Request {
-    pub infer: InferRequest,
+    /// Encoded images (JPEG or PNG), 1 to `MAX_IMAGES`.
+    pub images: Vec<Vec<u8>>,
     /// The request's `id`, echoed in the reply.
     pub id: Option<String>,
-    /// The classification output in binary form.
-    pub binary_output: bool,
+    /// The outputs to answer, in the order asked: one, or both forms (at most one binary).
+    pub outputs: Vec<Output>,
+}
+
+impl V2Request {
+    /// The `top_k` to ask the model server for: every class when the full output is asked
+    /// (`full_output_refused` when a frame cannot carry them), else the classification's `k`.
+    pub fn top_k(&self, num_classes: u32) -> Result<u16, V2Error> {
+        if self.outputs.iter().any(|o| o.form == Form::Full) {
+            return match usize::try_from(num_classes) {
+                Ok(n @ 1..=MAX_FRAME_TOP_K) => Ok(n as u16),
+                Ok(0) => Err(err(502, "bad_backend_reply", "the model server reports a model without classes")),
+                _ => Err(bad(
+                    "full_output_refused",
+                    format!(
+                        "this model has {num_classes} classes and a frame carries at most {MAX_FRAME_TOP_K} scores \
+                         per image: ask for output \"probabilities\" with \"parameters\": {{\"classification\": k}}, \
+                         1 <= k <= {MAX_TOP_K}"
+                    ),
+                )),
+            };
+        }
+        Ok(self.outputs.iter().map(|o| if let Form::Classification(k) = o.form { k } else { 1 }).max().unwrap_or(1))
+    }
 }
 
 /// A JSON value built with a budget of values (see [`MAX_JSON_VALUES`]).
@@ -376,28 +418,13 @@ pub fn parse_infer(
     let req_params = params(req, "the request")?;
     let binary_output_all = opt_bool(req_params, "binary_data_output", "the request")?;
 
-    // The output first: a request for the full tensor is refused before any image is decoded.
+    // The outputs: none listed (or an empty list) means all outputs, in full.
     let outputs = match req.get("outputs") {
-        Some(Value::Array(a)) => a,
+        None => vec![Output { form: Form::Full, binary: binary_output_all }],
+        Some(Value::Array(a)) if a.is_empty() => vec![Output { form: Form::Full, binary: binary_output_all }],
+        Some(Value::Array(a)) => parse_outputs(a, binary_output_all)?,
         Some(_) => return Err(bad("bad_outputs", "\"outputs\" must be an array")),
-        None => return Err(bad("full_output_refused", FULL_OUTPUT_REFUSED)),
     };
-    let [output] = outputs.as_slice() else {
-        return Err(bad("bad_outputs", format!("this model has exactly one output, \"{OUTPUT}\"; the request names {}", outputs.len())));
-    };
-    let output = as_object(output, "an output")?;
-    match output.get("name") {
-        Some(Value::String(n)) if n == OUTPUT => {}
-        Some(Value::String(_)) => return Err(bad("unknown_output", format!("unknown output name; this model's one output is \"{OUTPUT}\""))),
-        _ => return Err(bad("bad_outputs", "an output needs a \"name\" string")),
-    }
-    let out_params = params(output, "output \"probabilities\"")?;
-    let k = match out_params.and_then(|p| p.get("classification")).map(Value::as_u64) {
-        None | Some(Some(0)) => return Err(bad("full_output_refused", FULL_OUTPUT_REFUSED)),
-        Some(Some(k)) if k <= MAX_TOP_K as u64 => k as u16,
-        Some(_) => return Err(bad("bad_classification", format!("\"classification\" must be a whole number from 1 to {MAX_TOP_K}"))),
-    };
-    let binary_output = binary_output_all || opt_bool(out_params, "binary_data", "output \"probabilities\"")?;
     // The input.
     let inputs = match req.get("inputs") {
         Some(Value::Array(a)) => a,
@@ -502,7 +529,50 @@ pub fn parse_infer(
         })?;
     }
 
-    Ok(V2Request { infer: InferRequest { top_k: k, images }, id, binary_output })
+    Ok(V2Request { images, id, outputs })
+}
+
+/// The listed outputs: `probabilities` once, or twice in its two forms (at most one binary:
+/// tritonclient finds a binary output's data by its name, which both forms share).
+fn parse_outputs(list: &[Value], binary_output_all: bool) -> Result<Vec<Output>, V2Error> {
+    if list.len() > 2 {
+        return Err(bad(
+            "bad_outputs",
+            format!("this model has one output, \"{OUTPUT}\", in two forms at most (full and classification); the request names {}", list.len()),
+        ));
+    }
+    let mut outputs: Vec<Output> = Vec::with_capacity(list.len());
+    for output in list {
+        let output = as_object(output, "an output")?;
+        match output.get("name") {
+            Some(Value::String(n)) if n == OUTPUT => {}
+            Some(Value::String(_)) => return Err(bad("unknown_output", format!("unknown output name; this model's one output is \"{OUTPUT}\""))),
+            _ => return Err(bad("bad_outputs", "an output needs a \"name\" string")),
+        }
+        let out_params = params(output, "output \"probabilities\"")?;
+        let form = match out_params.and_then(|p| p.get("classification")).map(Value::as_u64) {
+            None | Some(Some(0)) => Form::Full,
+            Some(Some(k)) if k <= MAX_TOP_K as u64 => Form::Classification(k as u16),
+            Some(_) => return Err(bad("bad_classification", format!("\"classification\" must be a whole number from 1 to {MAX_TOP_K}"))),
+        };
+        let binary = binary_output_all || opt_bool(out_params, "binary_data", "output \"probabilities\"")?;
+        if let Some(first) = outputs.first() {
+            if matches!((first.form, form), (Form::Full, Form::Full) | (Form::Classification(_), Form::Classification(_))) {
+                return Err(bad("bad_outputs", format!("output \"{OUTPUT}\" is asked twice in the same form")));
+            }
+            if first.binary && binary {
+                return Err(bad(
+                    "bad_outputs",
+                    format!(
+                        "both forms of output \"{OUTPUT}\" in binary form: clients find binary data by output name, \
+                         which they share; ask one of them with \"binary_data\": false"
+                    ),
+                ));
+            }
+        }
+        outputs.push(Output { form, binary });
+    }
+    Ok(outputs)
 }
 
 /// Triton's classification string: `score:class_id:label` (`score:class_id` without a label).
@@ -514,33 +584,150 @@ fn classification(score: f32, class_id: u32, label: &str) -> String {
     }
 }
 
-/// An infer reply: the body, its Content-Type, and the Inference-Header-Content-Length value
-/// when it is binary. `Err` when the backend's lists are not all of one length.
-pub fn render_infer(model: &str, id: Option<&str>, binary: bool, info: &ModelInfo, reply: &InferReply) -> Result<(Vec<u8>, &'static str, Option<usize>), V2Error> {
-    let k = reply.images.first().map_or(0, |i| i.top.len());
-    if reply.images.iter().any(|i| i.top.len() != k) {
-        return Err(err(502, "bad_backend_reply", "the model server's top-k lists are not all of one length"));
+fn bad_reply(message: String) -> V2Error {
+    err(502, "bad_backend_reply", message)
+}
+
+/// The rows of the full FP32 output, flat, row-major: each image's scores, which the model
+/// server sends best first with their class ids, put back in class order. Each image must carry
+/// every class id below `num_classes` exactly once (a missing, repeated or out-of-range id is a
+/// bad backend reply, 502): no value is made up or left out.
+pub fn full_rows(num_classes: u32, reply: &InferReply) -> Result<Vec<f32>, V2Error> {
+    let classes = num_classes as usize;
+    // Checked first, so nothing is sized by num_classes alone: the frame decoder bounds each
+    // list by MAX_FRAME_TOP_K.
+    if let Some((i, img)) = reply.images.iter().enumerate().find(|(_, img)| img.top.len() != classes) {
+        return Err(bad_reply(format!("image {i}: the model server sent {} scores for {classes} classes", img.top.len())));
     }
-    let label = |id: u32| -> &str { info.labels.get(id as usize).map(String::as_str).unwrap_or("") };
-    let strings: Vec<String> =
-        reply.images.iter().flat_map(|i| i.top.iter().map(|c| classification(c.score, c.class_id, label(c.class_id)))).collect();
-    let mut out = json!({ "name": OUTPUT, "datatype": "BYTES", "shape": [reply.images.len(), k] });
-    let mut tail = Vec::new();
-    if binary {
-        for s in &strings {
-            tail.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            tail.extend_from_slice(s.as_bytes());
+    let mut rows = vec![0f32; reply.images.len() * classes];
+    let mut seen = vec![false; classes];
+    for (i, (img, row)) in reply.images.iter().zip(rows.chunks_exact_mut(classes.max(1))).enumerate() {
+        seen.fill(false);
+        for c in &img.top {
+            let id = c.class_id as usize;
+            match seen.get_mut(id) {
+                None => return Err(bad_reply(format!("image {i}: class id {id} out of range (the model has {classes})"))),
+                Some(true) => return Err(bad_reply(format!("image {i}: class id {id} sent twice"))),
+                Some(s) => {
+                    *s = true;
+                    row[id] = c.score;
+                }
+            }
         }
-        out["parameters"] = json!({ "binary_data_size": tail.len() });
-    } else {
-        out["data"] = json!(strings);
     }
-    let mut v = json!({ "model_name": model, "model_version": VERSION, "outputs": [out] });
-    if let Some(id) = id {
-        v["id"] = json!(id);
+    Ok(rows)
+}
+
+/// An output tensor's data.
+enum Data {
+    Fp32(Vec<f32>),
+    Bytes(Vec<String>),
+}
+
+impl Data {
+    /// Appends the binary tensor data extension's bytes, little-endian FP32 or each BYTES element
+    /// as a 4-byte little-endian length and its bytes; returns how many.
+    fn append_binary(&self, out: &mut Vec<u8>) -> usize {
+        let start = out.len();
+        match self {
+            Data::Fp32(v) => v.iter().for_each(|f| out.extend_from_slice(&f.to_le_bytes())),
+            Data::Bytes(v) => v.iter().for_each(|s| {
+                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }),
+        }
+        out.len() - start
     }
-    let mut body = v.to_string().into_bytes();
-    if binary {
+}
+
+/// One output of the reply as it appears in the JSON header: its data, or its binary size.
+struct OutputJson<'a> {
+    datatype: &'static str,
+    shape: [usize; 2],
+    data: Result<&'a Data, usize>,
+}
+
+impl Serialize for OutputJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("name", OUTPUT)?;
+        m.serialize_entry("datatype", self.datatype)?;
+        m.serialize_entry("shape", &self.shape)?;
+        match self.data {
+            // f32 written as f32 (the shortest text that reads back as the same f32), not widened to f64.
+            Ok(Data::Fp32(v)) => m.serialize_entry("data", v)?,
+            Ok(Data::Bytes(v)) => m.serialize_entry("data", v)?,
+            Err(size) => m.serialize_entry("parameters", &json!({ "binary_data_size": size }))?,
+        }
+        m.end()
+    }
+}
+
+/// The reply's JSON header.
+struct ReplyJson<'a> {
+    model: &'a str,
+    id: Option<&'a str>,
+    outputs: Vec<OutputJson<'a>>,
+}
+
+impl Serialize for ReplyJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        if let Some(id) = self.id {
+            m.serialize_entry("id", id)?;
+        }
+        m.serialize_entry("model_name", self.model)?;
+        m.serialize_entry("model_version", VERSION)?;
+        m.serialize_entry("outputs", &self.outputs)?;
+        m.end()
+    }
+}
+
+/// An infer reply: the body, its Content-Type, and the Inference-Header-Content-Length value
+/// when an output is binary. The outputs come in the order asked, binary data after the header
+/// in that order. `Err` (502) when the backend's reply cannot make them: a list shorter than the
+/// min(k, num_classes) best the classification needs, or a full row without every class exactly
+/// once ([`full_rows`]).
+pub fn render_infer(
+    model: &str,
+    id: Option<&str>,
+    outputs: &[Output],
+    info: &ModelInfo,
+    reply: &InferReply,
+) -> Result<(Vec<u8>, &'static str, Option<usize>), V2Error> {
+    let n = reply.images.len();
+    let mut tensors = Vec::with_capacity(outputs.len());
+    for out in outputs {
+        let tensor = match out.form {
+            Form::Full => ("FP32", [n, info.num_classes as usize], Data::Fp32(full_rows(info.num_classes, reply)?)),
+            Form::Classification(k) => {
+                // The k best of each image's list, which is best first: min(k, num_classes) of them
+                // (the list holds every class when the full output is asked too).
+                let k = usize::from(k).min(info.num_classes as usize);
+                if reply.images.iter().any(|i| i.top.len() < k) {
+                    return Err(bad_reply(format!("the model server sent fewer than the {k} best classes of an image")));
+                }
+                let label = |id: u32| -> &str { info.labels.get(id as usize).map(String::as_str).unwrap_or("") };
+                let strings =
+                    reply.images.iter().flat_map(|i| i.top[..k].iter().map(|c| classification(c.score, c.class_id, label(c.class_id))));
+                ("BYTES", [n, k], Data::Bytes(strings.collect()))
+            }
+        };
+        tensors.push((out.binary, tensor));
+    }
+    let mut tail = Vec::new();
+    let mut json_outputs = Vec::with_capacity(tensors.len());
+    for (binary, (datatype, shape, data)) in &tensors {
+        let data = if *binary {
+            Err(data.append_binary(&mut tail))
+        } else {
+            Ok(data)
+        };
+        json_outputs.push(OutputJson { datatype, shape: *shape, data });
+    }
+    let header = ReplyJson { model, id, outputs: json_outputs };
+    let mut body = serde_json::to_vec(&header).map_err(|e| err(500, "internal", format!("cannot write the reply: {e}")))?;
+    if outputs.iter().any(|o| o.binary) {
         let header_len = body.len();
         body.extend_from_slice(&tail);
         Ok((body, "application/octet-stream", Some(header_len)))
@@ -644,13 +831,13 @@ pub(crate) fn handle(app: &App, rq: &mut Request, path: &str) -> Reply {
                 ModelOp::Infer if app.sealed_only && std::ptr::eq(backend, app.secure.as_ref()) => {
                     Reply::error(&ApiError::SealedOnly)
                 }
-                ModelOp::Infer => infer(app, backend, rq, name),
+                ModelOp::Infer => infer(app, backend, rq, name, &info),
             }
         }
     }
 }
 
-fn infer(app: &App, backend: &Backend, rq: &mut Request, name: &str) -> Reply {
+fn infer(app: &App, backend: &Backend, rq: &mut Request, name: &str, model: &ModelInfo) -> Reply {
     let content_type = header(rq, "Content-Type").map(str::to_string);
     let content_encoding = header(rq, "Content-Encoding").map(str::to_string);
     let header_length = header(rq, "Inference-Header-Content-Length").map(str::to_string);
@@ -667,13 +854,19 @@ fn infer(app: &App, backend: &Backend, rq: &mut Request, name: &str) -> Reply {
         Err(e) => return error_reply(&e),
     };
     drop(body);
-    let V2Request { infer, id, binary_output } = req;
+    // Every class for the full output, else the classification's k.
+    let top_k = match req.top_k(model.num_classes) {
+        Ok(k) => k,
+        Err(e) => return error_reply(&e),
+    };
+    let V2Request { images, id, outputs } = req;
     // The backend the name selected, and only it: `-secure` fails closed here.
-    let (reply, info) = match backend.infer(infer) {
+    let (reply, info) = match backend.infer(InferRequest { top_k, images }) {
         Ok(x) => x,
         Err(e) => return Reply::error(&ApiError::Backend(e)),
     };
-    match render_infer(name, id.as_deref(), binary_output, &info, &reply) {
+    // The rows are checked against the model of the connection that answered.
+    match render_infer(name, id.as_deref(), &outputs, &info, &reply) {
         Ok((body, content_type, header_len)) => {
             let mut r = Reply { status: 200, body, content_type, headers: Vec::new() };
             if let Some(n) = header_len {
@@ -693,6 +886,7 @@ pub fn error_body(e: &V2Error) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::frame::{ClassScore, ImageResult, StageTimings};
 
     const JPEG: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3];
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n....";
@@ -742,8 +936,9 @@ mod tests {
     fn binary_and_json_forms() {
         let (hl, body) = binary(&header(json!([2]), 4 + JPEG.len() + 4 + PNG.len(), json!(3)), &[JPEG, PNG]);
         let r = parse_infer(Some("application/octet-stream"), None, Some(&hl), &body).unwrap();
-        assert_eq!(r.infer, InferRequest { top_k: 3, images: vec![JPEG.to_vec(), PNG.to_vec()] });
-        assert!(r.binary_output);
+        assert_eq!(r.images, vec![JPEG.to_vec(), PNG.to_vec()]);
+        assert_eq!(r.outputs, vec![Output { form: Form::Classification(3), binary: true }]);
+        assert_eq!(r.top_k(1000), Ok(3));
         let b64 = base64::engine::general_purpose::STANDARD.encode(JPEG);
         let j = json!({
             "id": "x1",
@@ -751,7 +946,79 @@ mod tests {
             "outputs": [{ "name": "probabilities", "parameters": { "classification": 5 } }],
         });
         let r = parse_infer(Some("application/json"), None, None, j.to_string().as_bytes()).unwrap();
-        assert_eq!((r.infer.top_k, r.infer.images.len(), r.id.as_deref(), r.binary_output), (5, 1, Some("x1"), false));
+        assert_eq!((r.images.len(), r.id.as_deref()), (1, Some("x1")));
+        assert_eq!(r.outputs, vec![Output { form: Form::Classification(5), binary: false }]);
+    }
+
+    #[test]
+    fn output_forms() {
+        let outs = |outputs: Option<Value>, params: Value| {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(JPEG);
+            let mut j = json!({
+                "parameters": params,
+                "inputs": [{ "name": "image", "datatype": "BYTES", "shape": [1], "parameters": { "content_type": "base64" }, "data": [b64] }],
+            });
+            if let Some(o) = outputs {
+                j["outputs"] = o;
+            }
+            parse_infer(None, None, None, j.to_string().as_bytes()).map(|r| r.outputs)
+        };
+        let full = |binary| Output { form: Form::Full, binary };
+        let class = |k, binary| Output { form: Form::Classification(k), binary };
+        // No outputs, or an empty list: all outputs in full, binary as the request says.
+        assert_eq!(outs(None, json!({})), Ok(vec![full(false)]));
+        assert_eq!(outs(None, json!({ "binary_data_output": true })), Ok(vec![full(true)]));
+        assert_eq!(outs(Some(json!([])), json!({})), Ok(vec![full(false)]));
+        // Without classification, or with 0: in full.
+        assert_eq!(outs(Some(json!([{ "name": "probabilities" }])), json!({})), Ok(vec![full(false)]));
+        assert_eq!(
+            outs(Some(json!([{ "name": "probabilities", "parameters": { "classification": 0, "binary_data": true } }])), json!({})),
+            Ok(vec![full(true)])
+        );
+        // Both forms, in the order asked, one of them binary.
+        let both = json!([
+            { "name": "probabilities", "parameters": { "binary_data": true } },
+            { "name": "probabilities", "parameters": { "classification": 5 } },
+        ]);
+        assert_eq!(outs(Some(both), json!({})), Ok(vec![full(true), class(5, false)]));
+        let both = json!([{ "name": "probabilities", "parameters": { "classification": 100, "binary_data": true } }, { "name": "probabilities" }]);
+        assert_eq!(outs(Some(both), json!({})), Ok(vec![class(100, true), full(false)]));
+        // Refused: one form twice, both binary, three outputs, a bad classification.
+        let code = |r: Result<Vec<Output>, V2Error>| r.map_err(|e| (e.status, e.code));
+        let p = json!({ "name": "probabilities" });
+        let c = json!({ "name": "probabilities", "parameters": { "classification": 3 } });
+        assert_eq!(code(outs(Some(json!([p, p])), json!({}))), Err((400, "bad_outputs")));
+        assert_eq!(code(outs(Some(json!([c, c])), json!({}))), Err((400, "bad_outputs")));
+        assert_eq!(code(outs(Some(json!([p, c, p])), json!({}))), Err((400, "bad_outputs")));
+        assert_eq!(code(outs(Some(json!([p, c])), json!({ "binary_data_output": true }))), Err((400, "bad_outputs")));
+        let pb = json!({ "name": "probabilities", "parameters": { "binary_data": true } });
+        let cb = json!({ "name": "probabilities", "parameters": { "classification": 3, "binary_data": true } });
+        assert_eq!(code(outs(Some(json!([pb, cb])), json!({}))), Err((400, "bad_outputs")));
+        let e = outs(Some(json!([pb, cb])), json!({})).unwrap_err();
+        assert!(e.message.contains("\"binary_data\": false"), "{}", e.message);
+        let c101 = json!({ "name": "probabilities", "parameters": { "classification": 101 } });
+        assert_eq!(code(outs(Some(json!([p, c101])), json!({}))), Err((400, "bad_classification")));
+        let cneg = json!({ "name": "probabilities", "parameters": { "classification": -1 } });
+        assert_eq!(code(outs(Some(json!([cneg])), json!({}))), Err((400, "bad_classification")));
+        assert_eq!(code(outs(Some(json!([p, { "name": "logits" }])), json!({}))), Err((400, "unknown_output")));
+        assert_eq!(code(outs(Some(json!([p, 7])), json!({}))), Err((400, "bad_request")));
+        assert_eq!(code(outs(Some(json!({ "name": "probabilities" })), json!({}))), Err((400, "bad_outputs")));
+    }
+
+    #[test]
+    fn top_k_asked_of_the_backend() {
+        let req = |outputs: Vec<Output>| V2Request { images: vec![JPEG.to_vec()], id: None, outputs };
+        let full = Output { form: Form::Full, binary: true };
+        let class = Output { form: Form::Classification(7), binary: false };
+        assert_eq!(req(vec![class]).top_k(1000), Ok(7));
+        assert_eq!(req(vec![full]).top_k(1000), Ok(1000));
+        assert_eq!(req(vec![class, full]).top_k(10), Ok(10));
+        assert_eq!(req(vec![full]).top_k(MAX_FRAME_TOP_K as u32), Ok(MAX_FRAME_TOP_K as u16));
+        // More classes than a frame carries: only the classification form is served.
+        let e = req(vec![full]).top_k(MAX_FRAME_TOP_K as u32 + 1).unwrap_err();
+        assert_eq!((e.status, e.code), (400, "full_output_refused"));
+        assert_eq!(req(vec![class]).top_k(100_000), Ok(7));
+        assert_eq!(req(vec![full]).top_k(0).map_err(|e| e.code), Err("bad_backend_reply"));
     }
 
     #[test]
@@ -778,7 +1045,7 @@ mod tests {
         let (hl5, body5) = binary(&header(json!([65]), 4 + JPEG.len(), json!(5)), &[JPEG]);
         assert_eq!(code(p(&hl5, &body5)), (413, "too_many_images"));
         let (hl6, body6) = binary(&header(json!([1]), 4 + JPEG.len(), json!(0)), &[JPEG]);
-        assert_eq!(code(p(&hl6, &body6)), (400, "full_output_refused"));
+        assert_eq!(p(&hl6, &body6).unwrap().outputs, vec![Output { form: Form::Full, binary: true }]);
         let (hl7, body7) = binary(&header(json!([1]), 4 + JPEG.len(), json!(101)), &[JPEG]);
         assert_eq!(code(p(&hl7, &body7)), (400, "bad_classification"));
         let (hl8, body8) = binary(&header(json!([1]), 4 + 5, json!(5)), &[b"hello"]);
@@ -789,8 +1056,8 @@ mod tests {
         let j = |v: Value| parse_infer(Some("application/json"), None, None, v.to_string().as_bytes());
         let input = json!({ "name": "image", "datatype": "BYTES", "shape": [1], "data": ["abc"] });
         let out = json!([{ "name": "probabilities", "parameters": { "classification": 5 } }]);
-        assert_eq!(code(j(json!({ "inputs": [input] }))), (400, "full_output_refused"));
-        assert_eq!(code(j(json!({ "inputs": [input], "outputs": [{ "name": "probabilities" }] }))), (400, "full_output_refused"));
+        assert_eq!(code(j(json!({ "inputs": [input] }))), (400, "bytes_not_base64"));
+        assert_eq!(code(j(json!({ "inputs": [input], "outputs": [{ "name": "probabilities" }] }))), (400, "bytes_not_base64"));
         assert_eq!(code(j(json!({ "inputs": [input], "outputs": out }))), (400, "bytes_not_base64"));
         let fp32 = json!({ "name": "image", "datatype": "FP32", "shape": [1, 3, 224, 224], "data": [0.0] });
         assert_eq!(code(j(json!({ "inputs": [fp32], "outputs": out }))), (400, "unsupported_datatype"));
@@ -805,35 +1072,119 @@ mod tests {
         assert_eq!(code(parse_infer(None, None, None, &"[".repeat(100_000).into_bytes())), (400, "bad_json"));
     }
 
-    #[test]
-    fn renders_classification() {
-        use shared::frame::{ClassScore, ImageResult, StageTimings};
-        let info = ModelInfo {
+    fn model(num_classes: u32) -> ModelInfo {
+        ModelInfo {
             name: "m".into(),
             sha256: [0; 32],
             synthetic: false,
             input_shape: [1, 3, 224, 224],
-            num_classes: 2,
+            num_classes,
             label_source: "x".into(),
-            labels: vec!["zero".into(), "tiger cat".into()],
-        };
-        let img = ImageResult {
-            timings: StageTimings::default(),
-            top: vec![ClassScore { class_id: 1, score: 0.75 }, ClassScore { class_id: 0, score: 0.25 }],
-        };
+            labels: (0..num_classes).map(|i| if i == 1 { "tiger cat".into() } else { format!("c{i}") }).collect(),
+        }
+    }
+
+    /// One image's scores as the model server sends them: best first, with class ids.
+    fn image(scores: &[(u32, f32)]) -> ImageResult {
+        ImageResult { timings: StageTimings::default(), top: scores.iter().map(|&(class_id, score)| ClassScore { class_id, score }).collect() }
+    }
+
+    #[test]
+    fn renders_classification() {
+        let info = model(2);
+        let img = image(&[(1, 0.75), (0, 0.25)]);
         let reply = InferReply { images: vec![img.clone(), img] };
-        let (body, ct, hl) = render_infer("m-secure", Some("a"), false, &info, &reply).unwrap();
+        let two = |binary| [Output { form: Form::Classification(2), binary }];
+        let (body, ct, hl) = render_infer("m-secure", Some("a"), &two(false), &info, &reply).unwrap();
         assert_eq!((ct, hl), ("application/json", None));
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["outputs"][0]["shape"], json!([2, 2]));
         assert_eq!(v["outputs"][0]["data"][0], "0.750000:1:tiger cat");
-        assert_eq!(v["id"], "a");
-        let (body, ct, hl) = render_infer("m-secure", None, true, &info, &reply).unwrap();
+        assert_eq!((&v["id"], &v["model_name"], &v["model_version"]), (&json!("a"), &json!("m-secure"), &json!("1")));
+        let (body, ct, hl) = render_infer("m-secure", None, &two(true), &info, &reply).unwrap();
         let hl = hl.unwrap();
         assert_eq!(ct, "application/octet-stream");
         let v: Value = serde_json::from_slice(&body[..hl]).unwrap();
         assert_eq!(v["outputs"][0]["parameters"]["binary_data_size"], body.len() - hl);
+        assert!(v.get("id").is_none() && v["outputs"][0].get("data").is_none());
         assert_eq!(&body[hl..hl + 4], &20u32.to_le_bytes());
         assert_eq!(&body[hl + 4..hl + 24], b"0.750000:1:tiger cat");
+        // k over the classes: the classes there are; fewer than min(k, classes): a bad backend reply.
+        let (body, _, _) = render_infer("m", None, &[Output { form: Form::Classification(5), binary: false }], &info, &reply).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["outputs"][0]["shape"], json!([2, 2]));
+        let short = InferReply { images: vec![image(&[(1, 0.75), (0, 0.25)]), image(&[(1, 0.75)])] };
+        let e = render_infer("m", None, &two(false), &info, &short).unwrap_err();
+        assert_eq!((e.status, e.code), (502, "bad_backend_reply"));
+    }
+
+    #[test]
+    fn assembles_full_rows_by_class_id() {
+        // Best first as sent; rows come out in class order.
+        let reply = InferReply { images: vec![image(&[(2, 0.5), (0, 0.3), (1, 0.2)]), image(&[(0, 0.9), (2, 0.06), (1, 0.04)])] };
+        assert_eq!(full_rows(3, &reply), Ok(vec![0.3, 0.2, 0.5, 0.9, 0.04, 0.06]));
+        let refused = |images: Vec<ImageResult>| {
+            let e = full_rows(3, &InferReply { images }).unwrap_err();
+            assert_eq!((e.status, e.code), (502, "bad_backend_reply"), "{}", e.message);
+            e.message
+        };
+        // A class id missing (fewer scores than classes), sent twice, out of range; more scores than classes.
+        assert!(refused(vec![image(&[(2, 0.5), (0, 0.5)])]).contains("2 scores for 3 classes"));
+        assert!(refused(vec![image(&[(2, 0.5), (0, 0.3), (1, 0.2)]), image(&[(2, 0.5), (0, 0.5)])]).starts_with("image 1:"));
+        assert!(refused(vec![image(&[(2, 0.5), (0, 0.3), (2, 0.2)])]).contains("class id 2 sent twice"));
+        assert!(refused(vec![image(&[(2, 0.5), (0, 0.3), (3, 0.2)])]).contains("class id 3 out of range"));
+        assert!(refused(vec![image(&[(2, 0.5), (0, 0.3), (u32::MAX, 0.2)])]).contains("out of range"));
+        assert!(refused(vec![image(&[(2, 0.4), (0, 0.3), (1, 0.2), (1, 0.1)])]).contains("4 scores for 3 classes"));
+        // A model without classes, and an empty reply, make no rows and do not panic.
+        assert_eq!(full_rows(0, &InferReply { images: vec![image(&[])] }), Ok(vec![]));
+        assert_eq!(full_rows(3, &InferReply { images: vec![] }), Ok(vec![]));
+    }
+
+    #[test]
+    fn renders_the_full_output_and_both_forms() {
+        let info = model(3);
+        let reply = InferReply { images: vec![image(&[(2, 0.5), (0, 0.3), (1, 0.2)]), image(&[(1, 0.7), (0, 0.2), (2, 0.1)])] };
+        let full = |binary| Output { form: Form::Full, binary };
+        // JSON: FP32 written as f32 (0.3, not 0.30000001192092896), flat and row-major.
+        let (body, ct, hl) = render_infer("m-public", Some("r"), &[full(false)], &info, &reply).unwrap();
+        assert_eq!((ct, hl), ("application/json", None));
+        let text = String::from_utf8(body).unwrap();
+        assert!(text.contains(r#""data":[0.3,0.2,0.5,0.2,0.7,0.1]"#), "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["outputs"][0], json!({ "name": "probabilities", "datatype": "FP32", "shape": [2, 3], "data": [0.3, 0.2, 0.5, 0.2, 0.7, 0.1] }));
+        // Binary: little-endian f32, row-major, its size in binary_data_size.
+        let (body, ct, hl) = render_infer("m-public", None, &[full(true)], &info, &reply).unwrap();
+        let hl = hl.unwrap();
+        assert_eq!(ct, "application/octet-stream");
+        let v: Value = serde_json::from_slice(&body[..hl]).unwrap();
+        assert_eq!(v["outputs"][0], json!({ "name": "probabilities", "datatype": "FP32", "shape": [2, 3], "parameters": { "binary_data_size": 24 } }));
+        let floats: Vec<f32> = body[hl..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        assert_eq!(floats, vec![0.3, 0.2, 0.5, 0.2, 0.7, 0.1]);
+        // Every f32 bit pattern survives JSON exactly, except the non-finite ones (JSON has no NaN: null).
+        let odd = InferReply { images: vec![image(&[(0, f32::MIN_POSITIVE), (1, 1.0 - f32::EPSILON), (2, f32::NAN)])] };
+        let (body, _, _) = render_infer("m", None, &[full(false)], &info, &odd).unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        let data = v["outputs"][0]["data"].as_array().unwrap();
+        assert_eq!(data[0].as_f64().map(|f| f as f32), Some(f32::MIN_POSITIVE));
+        assert_eq!(data[1].as_f64().map(|f| f as f32), Some(1.0 - f32::EPSILON));
+        assert!(data[2].is_null());
+        // Both forms, in the order asked: the classification from the head of the full list.
+        let class2 = |binary| Output { form: Form::Classification(2), binary };
+        let (body, _, hl) = render_infer("m", None, &[class2(false), full(true)], &info, &reply).unwrap();
+        let hl = hl.unwrap();
+        let v: Value = serde_json::from_slice(&body[..hl]).unwrap();
+        assert_eq!(v["outputs"][0], json!({ "name": "probabilities", "datatype": "BYTES", "shape": [2, 2], "data": ["0.500000:2:c2", "0.300000:0:c0", "0.700000:1:tiger cat", "0.200000:0:c0"] }));
+        assert_eq!(v["outputs"][1]["parameters"]["binary_data_size"], 24);
+        assert_eq!(body.len() - hl, 24);
+        let (body, _, hl) = render_infer("m", None, &[full(false), class2(true)], &info, &reply).unwrap();
+        let hl = hl.unwrap();
+        let v: Value = serde_json::from_slice(&body[..hl]).unwrap();
+        assert_eq!(v["outputs"][0]["data"], json!([0.3, 0.2, 0.5, 0.2, 0.7, 0.1]));
+        assert_eq!((&v["outputs"][1]["datatype"], &v["outputs"][1]["shape"]), (&json!("BYTES"), &json!([2, 2])));
+        assert_eq!(&body[hl..hl + 4], &13u32.to_le_bytes());
+        assert_eq!(&body[hl + 4..hl + 17], b"0.500000:2:c2");
+        // A full row that is not every class once: 502, whichever form comes first.
+        let dup = InferReply { images: vec![image(&[(2, 0.5), (2, 0.3), (1, 0.2)])] };
+        let e = render_infer("m", None, &[class2(false), full(false)], &info, &dup).unwrap_err();
+        assert_eq!((e.status, e.code), (502, "bad_backend_reply"));
     }
 }

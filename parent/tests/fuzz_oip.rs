@@ -52,12 +52,22 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         "inputs": [{ "name": "image", "datatype": "BYTES", "shape": [2, 1], "parameters": { "content_type": "base64" }, "data": [b64(JPEG), b64(PNG)] }],
         "outputs": [{ "name": "probabilities", "parameters": { "classification": 3 } }],
     });
+    let both_forms = json!({
+        "parameters": { "binary_data_output": false },
+        "inputs": [{ "name": "image", "datatype": "BYTES", "shape": [1], "parameters": { "content_type": "base64" }, "data": [b64(JPEG)] }],
+        "outputs": [
+            { "name": "probabilities", "parameters": { "binary_data": true } },
+            { "name": "probabilities", "parameters": { "classification": 5, "binary_data": false } },
+        ],
+    });
     vec![
         ("binary_two_images", binary(&[JPEG, PNG], 5)),
         ("binary_one_image_k100", binary(&[JPEG], 100)),
         ("json_base64", input(false, None, json_form.to_string().as_bytes())),
         ("no_outputs", input(false, None, br#"{"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["x"]}]}"#)),
         ("fp32_input", input(false, None, br#"{"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 3], "data": [0.5, 1, 2]}], "outputs": []}"#)),
+        ("binary_full_output", binary(&[JPEG, PNG], 0)),
+        ("json_both_forms", input(false, None, both_forms.to_string().as_bytes())),
     ]
 }
 

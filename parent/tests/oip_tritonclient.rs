@@ -2,7 +2,9 @@
 //! (efficientnet-lite0) over the Open Inference Protocol V2 routes: server and model
 //! metadata and readiness, infer on `<model>-secure` and `<model>-public` with the BYTES
 //! input in binary and in JSON (base64) form, the classification extension in binary and
-//! JSON form, errors, and the same top-5 as the study API for testdata/chelsea.jpg.
+//! JSON form, the full FP32 output `[N, 1000]` in binary and JSON form (`as_numpy`: its argmax
+//! and top-5 the study API's, each row a softmax summing to 1), both forms in one request,
+//! errors, and the same top-5 as the study API for testdata/chelsea.jpg.
 //!
 //! The client is tools/oip/client_test.py, run with the venv tools/oip/venv.sh makes
 //! (build/oip-venv, tritonclient pinned and hash-checked in tools/oip/requirements.txt; made
@@ -16,7 +18,7 @@ use common::*;
 use serde_json::{json, Value};
 
 /// Checks client_test.py runs (its "N passed" line must say exactly this many).
-const CLIENT_CHECKS: usize = 16;
+const CLIENT_CHECKS: usize = 24;
 
 #[test]
 fn tritonclient_metadata_readiness_infer_and_errors_on_both_names() {

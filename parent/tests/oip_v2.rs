@@ -1,6 +1,7 @@
 //! The Open Inference Protocol V2 routes over raw HTTP, against a real parent and two real
 //! model servers (tiny-test): a KServe V2 JSON inference request written by hand from the
-//! spec's text, the hostile suite for the new parsing surface (each malformed request has its
+//! spec's text, the full FP32 output in JSON and binary form and with the classification form
+//! beside it, the hostile suite for the new parsing surface (each malformed request has its
 //! exact status and code, in the protocol's `{"error": ...}` shape), the secure name failing
 //! closed, fixed metric labels and a log with nothing of the requests.
 //!
@@ -110,6 +111,65 @@ fn kserve_v2_json_example_hostile_suite_fail_closed_metrics_and_log() {
     assert_eq!(head["outputs"][0]["shape"], json!([2, 2]));
     assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], r.body.len() - hl);
 
+    // The full FP32 output, [N, num_classes]: in JSON (a request without outputs asks for all
+    // outputs in full), in binary form (little-endian f32 after the header), and beside the
+    // classification form in one request. Rows are softmax probabilities in class order.
+    let classes = get(port, &format!("/v2/models/{sec}")).json()["outputs"][0]["shape"][1].as_u64().expect("num_classes") as usize;
+    assert_eq!(classes, 10, "tiny-test's classes");
+    let b64_input = json!({ "name": "image", "datatype": "BYTES", "shape": [2], "parameters": { "content_type": "base64" }, "data": [b64(&jpeg), b64(&png)] });
+    for name in [&sec, &publ] {
+        let path = format!("/v2/models/{name}/infer");
+        let r = raw(port, &json_request(&path, &json!({ "id": "f", "inputs": [b64_input] })));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("Content-Type"), Some("application/json"));
+        let v = r.json();
+        assert_eq!(v["outputs"].as_array().map(Vec::len), Some(1), "{v}");
+        let out = &v["outputs"][0];
+        assert_eq!((out["name"].as_str(), out["datatype"].as_str(), v["id"].as_str()), (Some("probabilities"), Some("FP32"), Some("f")));
+        assert_eq!(out["shape"], json!([2, classes]));
+        let json_rows: Vec<f32> = out["data"].as_array().expect("data").iter().map(|x| x.as_f64().expect("a number") as f32).collect();
+        assert_eq!(json_rows.len(), 2 * classes);
+
+        // Both forms at once: the full output in binary form, the classification in JSON.
+        let tail = [element(&jpeg), element(&png)].concat();
+        let header = json!({
+            "inputs": [{ "name": "image", "datatype": "BYTES", "shape": [2], "parameters": { "binary_data_size": tail.len() } }],
+            "outputs": [
+                { "name": "probabilities", "parameters": { "binary_data": true } },
+                { "name": "probabilities", "parameters": { "classification": classes + 5, "binary_data": false } },
+            ],
+        });
+        let r = raw(port, &binary_request(&path, &header, &tail, None, "application/octet-stream"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("Content-Type"), Some("application/octet-stream"));
+        let hl: usize = r.header("Inference-Header-Content-Length").expect("header length").parse().unwrap();
+        let head: Value = serde_json::from_slice(&r.body[..hl]).unwrap();
+        let (full, class) = (&head["outputs"][0], &head["outputs"][1]);
+        assert_eq!((full["datatype"].as_str(), &full["shape"]), (Some("FP32"), &json!([2, classes])));
+        assert_eq!(full["parameters"]["binary_data_size"], 2 * classes * 4);
+        assert_eq!(r.body.len() - hl, 2 * classes * 4);
+        let rows: Vec<f32> = r.body[hl..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        assert_eq!(rows, json_rows, "the binary and JSON forms differ");
+        // classification k over the classes: every class, best first.
+        assert_eq!((class["datatype"].as_str(), &class["shape"]), (Some("BYTES"), &json!([2, classes])));
+        for (i, row) in rows.chunks_exact(classes).enumerate() {
+            let sum: f32 = row.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-4, "row {i} sums to {sum}");
+            assert!(row.iter().all(|p| (0.0..=1.0).contains(p)), "{row:?}");
+            let strings: Vec<&str> = class["data"].as_array().unwrap()[i * classes..(i + 1) * classes].iter().map(|s| s.as_str().unwrap()).collect();
+            for (rank, s) in strings.iter().enumerate() {
+                let mut parts = s.splitn(3, ':');
+                let score: f32 = parts.next().unwrap().parse().unwrap();
+                let id: usize = parts.next().unwrap().parse().unwrap();
+                assert!((row[id] - score).abs() < 1e-6, "{s} against {}", row[id]);
+                if rank == 0 {
+                    let best = row.iter().copied().fold(f32::MIN, f32::max);
+                    assert_eq!(row[id], best, "top-1 {s} is not the argmax of {row:?}");
+                }
+            }
+        }
+    }
+
     // Metadata and readiness.
     assert_eq!(get(port, "/v2").json()["extensions"], json!(["classification", "binary_tensor_data"]));
     assert_eq!(get(port, "/v2/health/live").status, 200);
@@ -165,12 +225,20 @@ fn kserve_v2_json_example_hostile_suite_fail_closed_metrics_and_log() {
         ("shape [1, 3, 224, 224]", binary_request(&infer_s, &binary_header(json!([1, 3, 224, 224]), ok_tail.len(), json!(5)), &ok_tail, None, ""), 400, "bad_shape"),
         ("shape [0]", binary_request(&infer_s, &binary_header(json!([0]), 0, json!(5)), &[], None, ""), 400, "empty_batch"),
         ("binary data nobody claims", binary_request(&infer_s, &json!({ "inputs": [input(json!({}))], "outputs": outputs }), b"xx", None, ""), 400, "bad_binary_data"),
-        ("classification 0 (full output)", binary_request(&infer_s, &binary_header(json!([1]), ok_tail.len(), json!(0)), &ok_tail, None, ""), 400, "full_output_refused"),
         ("classification 101", binary_request(&infer_s, &binary_header(json!([1]), ok_tail.len(), json!(101)), &ok_tail, None, ""), 400, "bad_classification"),
         ("classification a string", binary_request(&infer_s, &binary_header(json!([1]), ok_tail.len(), json!("5")), &ok_tail, None, ""), 400, "bad_classification"),
         ("not an image", binary_request(&infer_s, &binary_header(json!([1]), 9, json!(5)), &element(b"hello"), None, ""), 400, "not_an_image"),
         ("GIF", binary_request(&infer_s, &binary_header(json!([1]), 14, json!(5)), &element(b"GIF89a...."), None, ""), 415, "unsupported_format"),
-        ("no outputs (the full FP32 tensor)", json_request(&infer_s, &json!({ "inputs": [input(json!({}))] })), 400, "full_output_refused"),
+        ("the full output twice", json_request(&infer_s, &json!({ "inputs": [input(json!({}))], "outputs": [{ "name": "probabilities" }, { "name": "probabilities" }] })), 400, "bad_outputs"),
+        ("the classification twice", json_request(&infer_s, &json!({ "inputs": [input(json!({}))], "outputs": [outputs[0], outputs[0]] })), 400, "bad_outputs"),
+        (
+            "both forms binary",
+            json_request(&infer_s, &json!({ "inputs": [input(json!({}))], "parameters": { "binary_data_output": true }, "outputs": [{ "name": "probabilities" }, outputs[0]] })),
+            400,
+            "bad_outputs",
+        ),
+        ("three outputs", json_request(&infer_s, &json!({ "inputs": [input(json!({}))], "outputs": [{ "name": "probabilities" }, outputs[0], outputs[0]] })), 400, "bad_outputs"),
+        ("outputs not an array", json_request(&infer_s, &json!({ "inputs": [input(json!({}))], "outputs": { "name": "probabilities" } })), 400, "bad_outputs"),
         ("FP32 input tensor", json_request(&infer_s, &json!({ "inputs": [input(json!({ "datatype": "FP32", "data": [0.5] }))], "outputs": outputs })), 400, "unsupported_datatype"),
         ("BYTES as plain strings", json_request(&infer_s, &json!({ "inputs": [input(json!({ "parameters": {} }))], "outputs": outputs })), 400, "bytes_not_base64"),
         ("bad base64", json_request(&infer_s, &json!({ "inputs": [input(json!({ "data": ["@@@@"] }))], "outputs": outputs })), 400, "bad_base64"),

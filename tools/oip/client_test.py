@@ -7,6 +7,9 @@ makes the venv with tools/oip/venv.sh):
         --image testdata/chelsea.jpg --expected '[[282, 0.469932, "tiger cat"], ...]'
 
 --expected is the study API's top-5 for the image (/predict-secure/), as [class_id, score, label].
+Checks both names: metadata, readiness, the classification extension and the full FP32 output
+[N, num_classes] (softmax probabilities: argmax and top-5 the study API's, rows summing to 1), each
+in binary and JSON form, both forms in one request, and errors.
 Prints one line per check and ends with "N passed, M failed"; exits 1 if any failed.
 """
 
@@ -74,6 +77,22 @@ def main():
         r = client.infer(name, [inp], outputs=[out], model_version=version, request_id="req-1")
         return r
 
+    def binary_input(images):
+        inp = httpclient.InferInput("image", [len(images)], "BYTES")
+        inp.set_data_from_numpy(np.array(images, dtype=np.object_), binary_data=True)
+        return inp
+
+    def check_full_row(row):
+        """One row of the full output against the study API's top-5 for the photo."""
+        assert row.dtype == np.float32 and row.shape == (1000,), (row.dtype, row.shape)
+        assert abs(float(row.sum()) - 1.0) < 1e-4, row.sum()  # softmax probabilities
+        assert bool(((row >= 0) & (row <= 1)).all())
+        assert int(np.argmax(row)) == expected[0][0], (int(np.argmax(row)), expected[0])
+        top5 = [int(i) for i in np.argsort(-row, kind="stable")[:5]]
+        assert top5 == [c for c, _, _ in expected], (top5, expected)
+        for c, e, _ in expected:
+            assert abs(float(row[c]) - e) <= 2e-6, (c, float(row[c]), e)
+
     @check("server live, ready, metadata (classification and binary_tensor_data extensions)")
     def _():
         assert client.is_server_live()
@@ -116,6 +135,46 @@ def main():
             assert arr.shape == (2, 3), arr.shape
             assert parse_classes(arr[1])[0][0] == expected[0][0]
 
+        for binary_out in (True, False):
+            form = "binary" if binary_out else "JSON"
+
+            @check(f"{level}: the full FP32 output [2, 1000] ({form}): argmax and top-5 the study API's, rows sum to 1")
+            def _():
+                out = httpclient.InferRequestedOutput("probabilities", binary_data=binary_out)
+                r = client.infer(name, [binary_input([image, image])], outputs=[out], request_id="req-1")
+                resp = r.get_response()
+                assert resp["outputs"][0]["datatype"] == "FP32" and resp["outputs"][0]["shape"] == [2, 1000], resp["outputs"][0].keys()
+                assert ("binary_data_size" in resp["outputs"][0].get("parameters", {})) == binary_out
+                arr = r.as_numpy("probabilities")
+                assert arr.shape == (2, 1000) and arr.dtype == np.float32, (arr.shape, arr.dtype)
+                for row in arr:
+                    check_full_row(row)
+                assert np.array_equal(arr[0], arr[1])
+
+        @check(f"{level}: no outputs asked (all outputs, in full, binary as tritonclient asks)")
+        def _():
+            r = client.infer(name, [binary_input([image])])
+            arr = r.as_numpy("probabilities")
+            assert arr.shape == (1, 1000), arr.shape
+            check_full_row(arr[0])
+
+        @check(f"{level}: both forms at once (full binary, classification JSON), in the order asked")
+        def _():
+            outs = [
+                httpclient.InferRequestedOutput("probabilities", binary_data=True),
+                httpclient.InferRequestedOutput("probabilities", binary_data=False, class_count=5),
+            ]
+            r = client.infer(name, [binary_input([image])], outputs=outs)
+            arr = r.as_numpy("probabilities")  # the first output of the name: the full tensor
+            assert arr.shape == (1, 1000), arr.shape
+            check_full_row(arr[0])
+            second = r.get_response()["outputs"][1]
+            assert second["datatype"] == "BYTES" and second["shape"] == [1, 5], second
+            got = parse_classes(second["data"])
+            assert [(c, l) for c, _, l in got] == [(c, l) for c, _, l in expected], (got, expected)
+            for c, s, _ in got:
+                assert abs(float(arr[0][c]) - s) <= 1e-6, (c, float(arr[0][c]), s)
+
     @check("unknown model name: 404 in the protocol's error shape")
     def _():
         try:
@@ -127,16 +186,17 @@ def main():
             raise AssertionError("no error")
         assert not client.is_model_ready("nope-secure")
 
-    @check("the full FP32 output (no classification): 400 saying why")
+    @check("both forms in binary form: 400 saying why (tritonclient finds binary data by name)")
     def _():
-        inp = httpclient.InferInput("image", [1], "BYTES")
-        inp.set_data_from_numpy(np.array([image], dtype=np.object_), binary_data=True)
-        out = httpclient.InferRequestedOutput("probabilities", binary_data=True)
+        outs = [
+            httpclient.InferRequestedOutput("probabilities", binary_data=True),
+            httpclient.InferRequestedOutput("probabilities", binary_data=True, class_count=5),
+        ]
         try:
-            client.infer(names["secure"], [inp], outputs=[out])
+            client.infer(names["secure"], [binary_input([image])], outputs=outs)
         except InferenceServerException as e:
             assert e.status() == "400", (e.status(), e.message())
-            assert "new frame kind" in e.message(), e.message()
+            assert '"binary_data": false' in e.message(), e.message()
         else:
             raise AssertionError("no error")
 
