@@ -26,8 +26,12 @@ help: ## List the targets, one line each
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort -u | \
 	  awk 'BEGIN{FS=":.*## "}{printf "  %-16s %s\n", $$1, $$2}'
 
-build: ## Build the enclave and parent binaries (release)
-	$(CARGO) build --release --locked --bin enclave --bin parent
+# The model server is built with the dev-nsm feature (`--nsm unix:PATH`, which `make dev` gives
+# the secure one); the enclave image's server never is: scripts/nitro/build-static.sh builds it
+# apart, without features. dev-nsm (the development NSM) and sealed-client are for `make dev`.
+build: ## Build the release binaries: model server (dev-nsm feature), parent, dev-nsm, sealed-client
+	$(CARGO) build --release --locked --bin enclave --bin parent --bin dev-nsm --bin sealed-client \
+	  --features enclave/dev-nsm
 
 # `make test` runs all four suites even when one fails (cargo with --no-fail-fast: every test
 # binary), then prints one summary line per suite and a closing "N passed, M failed" line, and

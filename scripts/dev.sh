@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# The local stack, for development: the secure model server (standing in for
-# the enclave, on a Unix socket instead of vsock), the public model server (the
-# same binary) and the parent front, all in the foreground until Ctrl-C or
-# SIGTERM, which stops all three and leaves no process behind.
+# The local stack, for development: the development NSM (tools/dev-nsm, standing
+# in for the Nitro Secure Module), the secure model server (standing in for the
+# enclave, on a Unix socket instead of vsock, attesting through that NSM), the
+# public model server (the same binary, without attestation: --nsm none) and
+# the parent front, all in the foreground until Ctrl-C or SIGTERM, which stops
+# all four and leaves no process behind.
+#
+# The development NSM signs attestation documents with a local test CA, NOT
+# AWS Nitro's: its root is made once in $RUN_DIR/dev-nsm/ and written to
+# $RUN_DIR/dev-nsm-root.pem; its PCR0/1/2 (SHA-384 of $BIN/enclave, of the
+# string "dev-nsm kernel" and of the model file) to
+# $RUN_DIR/dev-measurements.json, in nitro-cli's form. Give both to a client
+# (--dev-root, --measurements) to check sealed requests end to end. It starts
+# first, and the secure model server only once its socket is there.
 #
 # Each process runs under scripts/nitro/supervise.sh, as in production (`make
 # run`, the systemd units): one that dies is started again with backoff (0.5 s
@@ -12,12 +22,13 @@
 # reconnects by itself. Only a process that dies before the stack is first
 # ready stops everything (a bad model, a port in use).
 #
-# `make dev` builds the release binaries and prepares the model, then runs this.
+# `make dev` builds the release binaries (the model server with the dev-nsm
+# feature) and prepares the model, then runs this.
 # Environment: MODEL (default efficientnet-lite0), PORT (default 8080),
 # RUN_DIR (default .run), BIN (default target/release), and supervise.sh's
 # RESTART_DELAY_MS / RESTART_MAX_DELAY_MS (the backoff). Logs:
-# $RUN_DIR/{secure,public,parent}.log; pid files of the running processes
-# $RUN_DIR/{secure,public,parent}.pid.
+# $RUN_DIR/{nsm,secure,public,parent}.log; pid files of the running processes
+# $RUN_DIR/{nsm,secure,public,parent}.pid.
 set -euo pipefail
 
 MODEL=${MODEL:-efficientnet-lite0}
@@ -30,7 +41,7 @@ cd "$(dirname "$0")/.."
 
 die() { echo "dev.sh: $*" >&2; exit 1; }
 
-for b in enclave parent; do
+for b in enclave parent dev-nsm; do
   [ -x "$BIN/$b" ] || die "$BIN/$b is missing: run 'make build' first"
 done
 [ -f "models/$MODEL/model.onnx" ] || die "models/$MODEL is missing: run 'make model MODEL=$MODEL' first"
@@ -39,7 +50,7 @@ command -v curl >/dev/null || die "curl is needed to wait for /ready"
 mkdir -p "$RUN_DIR"
 SUPERVISORS=()
 TAIL=
-NAMES=(parent public secure)
+NAMES=(parent public secure nsm)
 
 stop_all() {
   trap - INT TERM EXIT
@@ -79,25 +90,46 @@ start() { # name, then the command
 : >"$RUN_DIR/supervise.log"
 for name in "${NAMES[@]}"; do : >"$RUN_DIR/$name.log"; done
 
-start secure "$BIN/enclave" --listen "unix:$RUN_DIR/secure.sock" --model "models/$MODEL"
-start public "$BIN/enclave" --listen "unix:$RUN_DIR/public.sock" --model "models/$MODEL"
-start parent "$BIN/parent" --listen "127.0.0.1:$PORT" \
-  --secure "unix:$RUN_DIR/secure.sock" --public "unix:$RUN_DIR/public.sock"
-
-echo "dev.sh: waiting for http://127.0.0.1:$PORT/ready (up to ${READY_TIMEOUT}s)"
-ready=0
-for _ in $(seq 1 $((READY_TIMEOUT * 10))); do
-  for name in secure public parent; do
+# Fails with the process's last log lines if NAME was restarted (it died before the stack was ready).
+check_alive() { # name...
+  local name
+  for name in "$@"; do
     [ "$(cat "$RUN_DIR/$name.restarts" 2>/dev/null || echo 0)" = 0 ] || {
       echo "dev.sh: the $name process exited before the stack was ready; last lines of $RUN_DIR/$name.log:" >&2
       tail -n 20 "$RUN_DIR/$name.log" >&2 || true
       exit 1
     }
   done
+}
+
+# The development NSM first: the secure model server asks it for PCR0 at start.
+# It writes the root and the measurements before it binds, so once the socket
+# exists both files are current; a socket left by a killed run is removed first.
+NSM_SOCK=$RUN_DIR/dev-nsm.sock
+rm -f "$NSM_SOCK"
+start nsm "$BIN/dev-nsm" --socket "$NSM_SOCK" --state-dir "$RUN_DIR/dev-nsm" \
+  --enclave-bin "$BIN/enclave" --model "models/$MODEL/model.onnx" \
+  --root-out "$RUN_DIR/dev-nsm-root.pem" --measurements-out "$RUN_DIR/dev-measurements.json"
+for _ in $(seq 1 $((READY_TIMEOUT * 10))); do
+  check_alive nsm
+  [ -S "$NSM_SOCK" ] && break
+  sleep 0.1
+done
+[ -S "$NSM_SOCK" ] || die "the development NSM did not listen within ${READY_TIMEOUT}s; see $RUN_DIR/nsm.log"
+
+start secure "$BIN/enclave" --listen "unix:$RUN_DIR/secure.sock" --model "models/$MODEL" --nsm "unix:$NSM_SOCK"
+start public "$BIN/enclave" --listen "unix:$RUN_DIR/public.sock" --model "models/$MODEL" --nsm none
+start parent "$BIN/parent" --listen "127.0.0.1:$PORT" \
+  --secure "unix:$RUN_DIR/secure.sock" --public "unix:$RUN_DIR/public.sock"
+
+echo "dev.sh: waiting for http://127.0.0.1:$PORT/ready (up to ${READY_TIMEOUT}s)"
+ready=0
+for _ in $(seq 1 $((READY_TIMEOUT * 10))); do
+  check_alive nsm secure public parent
   if curl -fsS -o /dev/null "http://127.0.0.1:$PORT/ready" 2>/dev/null; then ready=1; break; fi
   sleep 0.1
 done
-[ "$ready" = 1 ] || die "not ready after ${READY_TIMEOUT}s; see $RUN_DIR/{secure,public,parent}.log"
+[ "$ready" = 1 ] || die "not ready after ${READY_TIMEOUT}s; see $RUN_DIR/{nsm,secure,public,parent}.log"
 
 cat <<EOF
 dev.sh: ready. Model $MODEL; logs in $RUN_DIR/. Try:
@@ -108,6 +140,11 @@ dev.sh: ready. Model $MODEL; logs in $RUN_DIR/. Try:
   printf '{"images": ["%s"]}' "\$(base64 -w0 testdata/chelsea.jpg)" | \\
     curl -s -H 'Content-Type: application/json' --data-binary @- http://127.0.0.1:$PORT/predict-secure/
   curl -s http://127.0.0.1:$PORT/metrics
+  curl -s -o attestation.cbor "http://127.0.0.1:$PORT/attestation?nonce=\$(openssl rand -hex 32)"
+
+Attestation here comes from the development NSM, NOT AWS Nitro: its root is
+$RUN_DIR/dev-nsm-root.pem and its PCRs $RUN_DIR/dev-measurements.json (a client's
+--dev-root and --measurements).
 
 Kill a model server (kill \$(cat $RUN_DIR/secure.pid)) to watch the secure route fail
 closed (503) and recover: it restarts with backoff, logged here. Ctrl-C stops everything.
