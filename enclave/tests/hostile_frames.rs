@@ -24,7 +24,8 @@ mod images;
 use images::{flat_rgb_png, grey_jpeg, grey_png, jpeg, jpeg_bomb, photo, png, png_bomb, png_iccp_bomb};
 use shared::frame::*;
 use shared::limits::{
-    FRAME_BODY_TIMEOUT, FRAME_MEMORY_BUDGET, IMAGE_MEMORY_BUDGET, MAX_FRAME_LEN, MAX_FRAME_TOP_K, MAX_IMAGES, MAX_SEED_LEN,
+    FRAME_BODY_TIMEOUT, FRAME_MEMORY_BUDGET, IMAGE_MEMORY_BUDGET, MAX_FRAME_LEN, MAX_FRAME_TOP_K, MAX_IMAGES, MAX_NONCE_LEN,
+    MAX_SEED_LEN,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -140,6 +141,17 @@ fn cases() -> Vec<(&'static str, Vec<u8>, bool, Expect)> {
         ("Seed of zero bytes", frame(0x08, &[]), false, Keep(Malformed)),
         ("Seed over the limit", frame(0x08, &vec![1; MAX_SEED_LEN + 1]), false, Keep(Malformed)),
         ("Error with invalid UTF-8", frame(0x07, &[1, 0, 2, 0, 0xff, 0xfe]), false, Keep(Malformed)),
+        // Attestation and sealed requests (docs/SEALED.md). This server runs with the default
+        // --nsm /dev/nsm, which this machine lacks: a good Attest is answered, not served.
+        ("Attest without a nonce", frame(0x09, &[]), false, Keep(Malformed)),
+        ("Attest with a nonce over the limit", frame(0x09, &vec![1; MAX_NONCE_LEN + 1]), false, Keep(Malformed)),
+        ("Attest where there is no NSM", frame(0x09, &[7; 32]), false, Keep(AttestationUnavailable)),
+        ("KeysQuery with a body", frame(0x0B, &[1]), false, Keep(Malformed)),
+        ("Attestation as a request", frame(0x0A, &[1]), false, Keep(UnexpectedKind)),
+        ("Keys as a request", frame(0x0C, &[0, 1, 0]), false, Keep(UnexpectedKind)),
+        ("SealedReply as a request", frame(0x0E, &[1; 32]), false, Keep(UnexpectedKind)),
+        ("Sealed of zero bytes", frame(0x0D, &[]), false, Keep(Malformed)),
+        ("kind 0x0F (one past the last)", frame(0x0F, &[]), false, Keep(Malformed)),
         ("image of zero bytes", infer(&[b""]), false, Keep(BadImage)),
         ("image of text", infer(&[b"hello, I am not an image"]), false, Keep(BadImage)),
         ("GIF image", infer(&[b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"]), false, Keep(UnsupportedFormat)),
