@@ -13,7 +13,10 @@
 #    content, POSTs it to BASE_URL/.well-known/ohttp-gateway (message/ohttp-req), opens the answer
 #    and parses its inner BHTTP response (zero padding to a multiple of 4096 bytes checked).
 # 3. Checks: inner status 200, top class id 285 (Egyptian cat, for chelsea.jpg), backend "secure".
-# Each leg also through POST BASE_URL/predict-secure/, the contract's other sealed route.
+# Each leg also through POST BASE_URL/predict-secure/, the contract's other sealed route, then two
+# errors: an inner one (path /nope/: outer 200, inner 404 not_found, padded like any answer) and an
+# outer one (a key id the gateway does not have: 400 application/problem+json, "key identifier
+# unknown", RFC 9458 section 5.3).
 # Ends with "N passed, M failed"; exits non-zero if anything failed.
 #
 # Environment: INTEROP_OHTTP (the Rust harness; default build/interop-ohttp/release/interop-ohttp),
@@ -56,14 +59,17 @@ else
   echo "$passed passed, $failed failed"; exit 1
 fi
 
+run_leg() { # leg, then the harness's arguments
+  local leg=$1; shift
+  if [ "$leg" = aloha ]; then "$bin" "$@"; else node "$js" "$@"; fi
+}
+
 # 2. and 3. One sealed request per gateway route.
 check() { # leg, gateway path
   local leg=$1 gateway=$2 name rc=0
   name="$leg ${gateway}"
   local out=$tmp/$leg-${gateway//\//_}
-  local cmd=("$bin")
-  [ "$leg" = aloha ] || cmd=(node "$js")
-  "${cmd[@]}" --keys "$tmp/keys" --image "$image" --url "$base" --gateway "$gateway" --top-k 5 \
+  run_leg "$leg" --keys "$tmp/keys" --image "$image" --url "$base" --gateway "$gateway" --top-k 5 \
     --expect-padding 4096 >"$out.out" 2>"$out.err" || rc=$?
   sed 's/^/  /' "$out.err"
   if [ "$rc" != 0 ]; then
@@ -107,10 +113,36 @@ PY
     bad "$name: $verdict"
   fi
 }
+inner_error() { # leg: a request that opens, for a path the model server does not have
+  local leg=$1 rc=0 out=$tmp/$1-inner-error
+  run_leg "$leg" --keys "$tmp/keys" --image "$image" --url "$base" --path /nope/ \
+    --expect-padding 4096 >"$out.out" 2>"$out.err" || rc=$?
+  if [ "$rc" = 0 ] && [ "$(sed -n 1p "$out.out")" = "status: 404" ] && grep -q '"code":"not_found"' "$out.out"; then
+    ok "$leg inner error: path /nope/ answered sealed, inner 404 not_found, padded to 4096"
+  else
+    bad "$leg inner error: exit $rc, $(head -c 300 "$out.out" "$out.err" | tr '\n' ' ')"
+  fi
+}
+
+unknown_key() { # leg: the first configuration's key id changed to one the gateway does not have
+  local leg=$1 rc=0 out=$tmp/$1-unknown-key
+  python3 -c 'import sys; b = bytearray(open(sys.argv[1], "rb").read()); b[2] ^= 0x80; open(sys.argv[2], "wb").write(b)' \
+    "$tmp/keys" "$tmp/keys.unknown"
+  run_leg "$leg" --keys "$tmp/keys.unknown" --image "$image" --url "$base" >"$out.out" 2>"$out.err" || rc=$?
+  if [ "$rc" = 2 ] && grep -q 'HTTP 400 (application/problem+json)' "$out.err" && grep -q 'key identifier unknown' "$out.err" &&
+     grep -q 'http-problem-types#ohttp-key' "$out.err"; then
+    ok "$leg unknown key id: 400 application/problem+json, ohttp-key problem type"
+  else
+    bad "$leg unknown key id: exit $rc (expected 2), $(head -c 300 "$out.err" | tr '\n' ' ')"
+  fi
+}
+
 for leg in $legs; do
   case $leg in aloha | js) ;; *) die "unknown leg $leg (aloha, js)";; esac
   check "$leg" /.well-known/ohttp-gateway
   check "$leg" /predict-secure/
+  inner_error "$leg"
+  unknown_key "$leg"
 done
 
 echo "$passed passed, $failed failed"
