@@ -245,17 +245,7 @@ fn run(options: &Options, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8
         Some(path) => {
             let pem = read_file(path, 64 * 1024).map_err(usage)?;
             let pem = String::from_utf8(pem).map_err(|_| usage(format!("{}: not PEM text", path.display())))?;
-            let root = TrustedRoot::development_from_pem(&pem)
-                .map_err(|e| usage(format!("--dev-root {}: {e}", path.display())))?;
-            let _ = writeln!(
-                err,
-                "sealed-client: WARNING: verifying against a DEVELOPMENT root ({}, SHA-256 {}), NOT the AWS Nitro root.\n\
-                 sealed-client: WARNING: a document it accepts proves nothing about an enclave: whoever holds that \
-                 root's key can read the image. Development only.",
-                path.display(),
-                root.fingerprint()
-            );
-            root
+            TrustedRoot::development_from_pem(&pem).map_err(|e| usage(format!("--dev-root {}: {e}", path.display())))?
         }
     };
     let pcr_policy = if options.no_pcr_check {
@@ -279,6 +269,16 @@ fn run(options: &Options, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8
         PcrPolicy::Pinned(pinned)
     };
     let image = read_file(&options.image, MAX_IMAGE_LEN).map_err(usage)?;
+    if let Some(path) = &options.dev_root {
+        let _ = writeln!(
+            err,
+            "sealed-client: WARNING: verifying against a DEVELOPMENT root ({}, SHA-256 {}), NOT the AWS Nitro root.\n\
+             sealed-client: WARNING: a document it accepts proves nothing about an enclave: whoever holds that \
+             root's key can read the image. Development only.",
+            path.display(),
+            root.fingerprint()
+        );
+    }
 
     // The attestation document, for a fresh nonce.
     let mut nonce = [0u8; 32];
