@@ -304,6 +304,8 @@ fn a_refused_document_sends_nothing() {
         err.contains("--pcr 2 differs from PCR2 in the measurements file"),
         "{err}"
     );
+    // The dev-root warning comes once the local inputs are all good, not with a usage error.
+    assert!(!err.contains("WARNING"), "{err}");
     let pcr3 = format!("3={}", "b3".repeat(48));
     let (status, out2, err) = run_with(&dev_args(&url, &files), &["--pcr", &pcr3, &image]);
     assert_eq!(status, cli::exit::REFUSED, "{err}");
