@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 MODEL=${MODEL:-efficientnet-lite0}
 PROFILE=${BENCH_PROFILE:-full}
-PARTS=${BENCH_PARTS:-engine,start,channel,memory,local,mixed,net}
+PARTS=${BENCH_PARTS:-engine,start,channel,memory,local,mixed,sealed,net}
 OUT=${BENCH_OUT:-bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$PROFILE}
 BIN=${BIN:-target/release}
 

@@ -4,20 +4,26 @@
 # The suite starts and stops the local stack itself and leaves nothing running.
 #
 # BENCH_PROFILE  full (default, under 20 min on 2 cores) | quick (under 3 min)
-# BENCH_PARTS    comma list: engine,start,channel,memory,local,mixed,net,peer
+# BENCH_PARTS    comma list: engine,start,channel,memory,local,mixed,net,peer,sealed
 # BENCH_OUT      results directory; BENCH_ARGS: more `bench suite` flags
 # NET_UP, NET_DOWN, NET_DELAY  the internet-like link (25mbit, 500mbit, 20ms)
 # RESULTS        for bench-plot: the results directory to redraw
+# SEALED_URL     for bench-sealed: a running parent (http://IP:PORT) instead of a stack started
+#                here, verified against the AWS Nitro root and $(MEASUREMENTS); BENCH_ARGS
+#                then passes more `bench sealed` flags (`--dev-root FILE` for a dev stack)
 
 BENCH_PROFILE ?= full
 BENCH_BIN     := target/release/bench
 
 export BENCH_PROFILE
 
-.PHONY: bench bench-quick bench-net bench-peer bench-plot bench-build bench-hostile
+.PHONY: bench bench-quick bench-net bench-peer bench-plot bench-build bench-hostile bench-sealed
 
+# The model server with the dev-nsm feature (`--nsm unix:PATH`, which the sealed part gives the
+# secure one), and the development NSM itself; the enclave image's server is built apart,
+# without features (scripts/nitro/build-static.sh).
 bench-build:
-	$(CARGO) build --release --locked -p enclave -p parent --features parent/bench
+	$(CARGO) build --release --locked -p enclave -p parent -p dev-nsm --features parent/bench,enclave/dev-nsm
 
 bench: bench-build model testdata ## Benchmark suite against the local stack (BENCH_PROFILE=quick: < 3 min)
 	bench/run.sh
@@ -31,6 +37,13 @@ bench-net: bench-build model testdata ## Internet-like load test (netns + veth +
 bench-peer: bench-build ## Ours vs the study's stack (FastAPI+PyTorch peer, venv in build/), resnet18-synthetic
 	@$(MAKE) --no-print-directory model MODEL=resnet18-synthetic
 	BENCH_PARTS=$${BENCH_PARTS:-engine,peer} bench/run.sh
+
+# Without SEALED_URL: a stack of its own with the development NSM on port 18080. With it (on EC2,
+# after `make run`): SEALED_URL=http://127.0.0.1:80, the real NSM, $(MEASUREMENTS) pinned.
+bench-sealed: bench-build testdata ## What sealed requests cost: attestation, seal/open per size, sealed vs plaintext (~2 min)
+	@$(if $(SEALED_URL),,$(MAKE) --no-print-directory model)
+	$(BENCH_BIN) sealed --profile $(if $(filter quick,$(BENCH_PROFILE)),quick,full) --model $(MODEL) \
+	  $(if $(SEALED_URL),--url $(SEALED_URL) --measurements $(MEASUREMENTS)) $(BENCH_ARGS)
 
 bench-hostile: build model ## Hostile inputs' answers, time and peak memory through a fresh stack each (bench/hostile.py)
 	python3 bench/hostile.py --bin target/release --model models/$(MODEL)

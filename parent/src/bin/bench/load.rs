@@ -18,6 +18,12 @@
 //! in an HDR histogram for successful requests only; failures are counted,
 //! not timed. Throughput is successful images per second of wall time, from
 //! the barrier's release to the last thread's end.
+//!
+//! A sealed target (`Target::sealed`, docs/SEALED.md) seals each request
+//! afresh to a key attested before the run and opens each answer, both inside
+//! the timed span (what a client pays end to end); its answer counts as `ok`
+//! only when it opens and its inner response is 200 with `class_ids`, else
+//! `open_error` or `inner_<status>`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,13 +35,22 @@ use serde_json::{json, Value};
 
 use crate::http;
 
-/// Where requests go: one HTTP endpoint, with its request bytes prepared.
+/// Where requests go: one HTTP endpoint, with its request bytes prepared
+/// (or, for a sealed target, what each request is sealed from).
 #[derive(Clone)]
 pub struct Target {
     pub name: String,
     pub addr: SocketAddr,
     request: Arc<Vec<u8>>,
     api: Api,
+    sealed: Option<Arc<SealedTarget>>,
+}
+
+/// A sealed target: the attested key, the image and the outer path.
+pub struct SealedTarget {
+    key: sealed_client::verify::KeyConfig,
+    image: Vec<u8>,
+    path: String,
 }
 
 /// The request form a target is sent.
@@ -54,7 +69,44 @@ impl Target {
     /// A target whose requests carry `body` (the study's form) as JSON.
     pub fn json(name: &str, addr: SocketAddr, path: &str, body: &[u8]) -> Target {
         let request = Arc::new(http::request_bytes("POST", addr, path, "application/json", body, &[]));
-        Target { name: name.into(), addr, request, api: Api::Study }
+        Target { name: name.into(), addr, request, api: Api::Study, sealed: None }
+    }
+
+    /// A target whose requests carry one raw image (`Content-Type: image/jpeg`
+    /// or `image/png`), answered like the study's form with `class_ids`.
+    pub fn raw(name: &str, addr: SocketAddr, path: &str, content_type: &str, image: &[u8]) -> Target {
+        let request = Arc::new(http::request_bytes("POST", addr, path, content_type, image, &[]));
+        Target { name: name.into(), addr, request, api: Api::Study, sealed: None }
+    }
+
+    /// A target whose requests are `image` sealed to `key` (`message/ohttp-req`,
+    /// a fresh encapsulation each), POSTed to `path`; the answer is opened.
+    pub fn sealed(name: &str, addr: SocketAddr, path: &str, key: sealed_client::verify::KeyConfig, image: &[u8]) -> Target {
+        let sealed = SealedTarget { key, image: image.to_vec(), path: path.to_string() };
+        Target { name: name.into(), addr, request: Arc::new(Vec::new()), api: Api::Study, sealed: Some(Arc::new(sealed)) }
+    }
+
+    /// One request and its answer: `Ok` when answered as the form promises,
+    /// else the error bucket's name.
+    fn attempt(&self, timeout: Duration) -> Result<(), String> {
+        let Some(s) = &self.sealed else {
+            return match http::send(self.addr, &self.request, timeout) {
+                Ok(reply) if reply.status == 200 => answered(self.api, &reply.body).then_some(()).ok_or_else(|| "bad_body".into()),
+                Ok(reply) => Err(format!("http_{}", reply.status)),
+                Err(f) => Err(f.name().into()),
+            };
+        };
+        let sealed = sealed_client::seal::seal(&s.key, &s.image, None).map_err(|_| "seal_error".to_string())?;
+        let request = http::request_bytes("POST", self.addr, &s.path, "message/ohttp-req", &sealed.request, &[]);
+        let reply = http::send(self.addr, &request, timeout).map_err(|f| f.name().to_string())?;
+        if reply.status != 200 {
+            return Err(format!("http_{}", reply.status));
+        }
+        let inner = sealed.open(&reply.body).map_err(|_| "open_error".to_string())?;
+        if inner.status != 200 {
+            return Err(format!("inner_{}", inner.status));
+        }
+        answered(Api::Study, &inner.body).then_some(()).ok_or_else(|| "bad_body".into())
     }
 
     /// A target whose requests are OIP V2 infer requests of `batch` copies of `image`.
@@ -62,7 +114,7 @@ impl Target {
         let (header, body) = oip_body(image, batch);
         let extra = [("Inference-Header-Content-Length", header.to_string())];
         let request = Arc::new(http::request_bytes("POST", addr, path, "application/octet-stream", &body, &extra));
-        Target { name: name.into(), addr, request, api: Api::Oip }
+        Target { name: name.into(), addr, request, api: Api::Oip, sealed: None }
     }
 }
 
@@ -116,6 +168,8 @@ pub struct TargetStats {
     pub min_ms: f64,
     pub mean_ms: f64,
     pub p50_ms: f64,
+    /// NaN in results written before it was recorded.
+    pub p90_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
     pub images_per_s: f64,
@@ -138,7 +192,7 @@ impl TargetStats {
     pub fn to_json(&self) -> Value {
         json!({
             "name": self.name, "sent": self.sent, "ok": self.ok, "errors": self.errors,
-            "min_ms": self.min_ms, "mean_ms": self.mean_ms, "p50_ms": self.p50_ms,
+            "min_ms": self.min_ms, "mean_ms": self.mean_ms, "p50_ms": self.p50_ms, "p90_ms": self.p90_ms,
             "p99_ms": self.p99_ms, "max_ms": self.max_ms, "images_per_s": self.images_per_s,
         })
     }
@@ -160,6 +214,7 @@ impl TargetStats {
             min_ms: f("min_ms")?,
             mean_ms: f("mean_ms")?,
             p50_ms: f("p50_ms")?,
+            p90_ms: f("p90_ms").unwrap_or(f64::NAN),
             p99_ms: f("p99_ms")?,
             max_ms: f("max_ms")?,
             images_per_s: f("images_per_s")?,
@@ -262,18 +317,13 @@ pub fn run(targets: &[Target], spec: &Spec) -> RunResult {
                 let tally = &mut tallies[i];
                 tally.sent += 1;
                 let t0 = Instant::now();
-                match http::send(target.addr, &target.request, spec.timeout) {
-                    Ok(reply) if reply.status == 200 => {
-                        if answered(target.api, &reply.body) {
-                            tally.ok += 1;
-                            let us = t0.elapsed().as_micros().max(1) as u64;
-                            tally.hist.saturating_record(us);
-                        } else {
-                            tally.error("bad_body".into());
-                        }
+                match target.attempt(spec.timeout) {
+                    Ok(()) => {
+                        tally.ok += 1;
+                        let us = t0.elapsed().as_micros().max(1) as u64;
+                        tally.hist.saturating_record(us);
                     }
-                    Ok(reply) => tally.error(format!("http_{}", reply.status)),
-                    Err(f) => tally.error(f.name().into()),
+                    Err(bucket) => tally.error(bucket),
                 }
             }
             tallies
@@ -309,6 +359,7 @@ pub fn run(targets: &[Target], spec: &Spec) -> RunResult {
                 min_ms: if empty { f64::NAN } else { ms(t.hist.min()) },
                 mean_ms: if empty { f64::NAN } else { t.hist.mean() / 1000.0 },
                 p50_ms: if empty { f64::NAN } else { ms(t.hist.value_at_quantile(0.5)) },
+                p90_ms: if empty { f64::NAN } else { ms(t.hist.value_at_quantile(0.9)) },
                 p99_ms: if empty { f64::NAN } else { ms(t.hist.value_at_quantile(0.99)) },
                 max_ms: if empty { f64::NAN } else { ms(t.hist.max()) },
                 images_per_s: (t.ok * spec.batch as u64) as f64 / wall_s,
@@ -351,6 +402,7 @@ mod tests {
             min_ms: 1.0,
             mean_ms: 2.0,
             p50_ms: 2.0,
+            p90_ms: 2.5,
             p99_ms: 3.0,
             max_ms: 3.0,
             images_per_s: 9.5,

@@ -10,6 +10,9 @@
 //! - `load`: one load sweep against given URLs, written as JSON (the suite
 //!   runs it inside a network namespace for the internet-like test).
 //! - `engine`, `channel`: one part alone.
+//! - `sealed`: what sealed requests cost (attestation, seal/open, plaintext
+//!   vs sealed under load), against a stack it starts with the development
+//!   NSM, or a given one (`--url`, e.g. `make run` on EC2).
 //! - `plot`: redraws the figures and summary of a results directory.
 //!
 //! No async runtime: the load generator is plain threads, one per client.
@@ -22,6 +25,7 @@ mod http;
 mod load;
 mod plot;
 mod report;
+mod sealed;
 mod stack;
 mod suite;
 
@@ -39,6 +43,11 @@ usage: bench suite [--profile quick|full|study] [--model NAME] [--out DIR] [--pa
                   the binary tensor form, to a URL like http://IP:PORT/v2/models/M-secure/infer)
        bench engine --model DIR [--threads N] [--seconds S] [--image PATH]
        bench channel --server unix:/path [--sizes LIST]
+       bench sealed [--profile quick|full] [--model NAME] [--bin DIR] [--port N] [--image PATH] [--out DIR]
+                    [--parts attest,crypto,load] [--attest-n N] [--threads LIST] [--requests LIST] [--trials T]
+                    [--url http://IP:PORT --measurements FILE [--dev-root FILE]]
+                    (without --url: starts dev-nsm, the model servers and the parent itself; with
+                    --url: a running stack, verified against the AWS Nitro root unless --dev-root)
        bench plot DIR
 
 suite options:
@@ -46,8 +55,8 @@ suite options:
                          study (the study's 1-300 thread sweep; about an hour on 2 cores)
   --model NAME           model under models/ (default efficientnet-lite0)
   --compare-model NAME   model of the peer comparison (default resnet18-synthetic)
-  --parts LIST           comma list of engine,start,channel,memory,local,mixed,net,peer
-                         (default: engine,start,channel,memory,local,mixed)
+  --parts LIST           comma list of engine,start,channel,memory,local,mixed,net,peer,sealed
+                         (default: engine,start,channel,memory,local,mixed,sealed)
   --out DIR              results directory (default bench/results/<UTC time>)
   --bin DIR              where enclave and parent are (default target/release)
   --image PATH           photo sent (default testdata/chelsea_study.jpg, `make testdata`'s
@@ -72,6 +81,7 @@ fn main() -> ExitCode {
         Some("load") => load_main(&args[1..]),
         Some("engine") => engine_main(&args[1..]),
         Some("channel") => channel_main(&args[1..]),
+        Some("sealed") => sealed::main(&args[1..]),
         Some("plot") => match args.get(1) {
             Some(dir) => report::replot(&PathBuf::from(dir)),
             None => Err("plot needs the results directory".into()),

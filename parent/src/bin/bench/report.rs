@@ -57,6 +57,7 @@ pub struct Row {
     pub min: Agg,
     pub mean: Agg,
     pub p50: Agg,
+    pub p90: Agg,
     pub p99: Agg,
     pub max: Agg,
     pub ips: Agg,
@@ -109,6 +110,7 @@ fn rows(rs: &[RunResult], target: &str, by_share: bool) -> Vec<Row> {
                 min: col(|t| t.min_ms),
                 mean: col(|t| t.mean_ms),
                 p50: col(|t| t.p50_ms),
+                p90: col(|t| t.p90_ms),
                 p99: col(|t| t.p99_ms),
                 max: col(|t| t.max_ms),
                 ips: col(|t| t.images_per_s),
@@ -119,13 +121,18 @@ fn rows(rs: &[RunResult], target: &str, by_share: bool) -> Vec<Row> {
 
 fn caption(meta: &Value, model: &str, extra: &str) -> String {
     let s = |k: &str| meta[k].as_str().map(str::to_string).unwrap_or_else(|| meta[k].to_string());
+    caption_with(meta, model, &format!("{} trials, median and min-max spread", s("trials")), extra)
+}
+
+/// [`caption`] with its own words for what the points and bars are.
+fn caption_with(meta: &Value, model: &str, aggregation: &str, extra: &str) -> String {
+    let s = |k: &str| meta[k].as_str().map(str::to_string).unwrap_or_else(|| meta[k].to_string());
     let mut c = format!(
-        "{} ({} cores) | model {} | commit {} | {} trials, median and min-max spread | profile {}",
+        "{} ({} cores) | model {} | commit {} | {aggregation} | profile {}",
         s("cpu"),
         s("cores"),
         model,
         s("commit"),
-        s("trials"),
         s("profile")
     );
     if !extra.is_empty() {
@@ -216,7 +223,7 @@ fn sweep_table(md: &mut String, results: &Value, experiment: &str, by_share: boo
 fn csv_all(dir: &Path, results: &Value) -> Result<(), String> {
     let mut raw = String::from("experiment,trial,threads,share,target,sent,ok,errors,min_ms,mean_ms,p50_ms,p99_ms,max_ms,images_per_s,wall_s\n");
     let mut sum = String::from("experiment,target,x,trials,sent,ok,errors,min_ms,mean_ms,p50_ms,p50_lo,p50_hi,p99_ms,max_ms,max_lo,max_hi,images_per_s,ips_lo,ips_hi\n");
-    for exp in ["local", "mixed", "net", "peer"] {
+    for exp in ["local", "mixed", "net", "peer", "sealed"] {
         let rs = runs(results, exp);
         for r in &rs {
             for t in &r.targets {
@@ -377,6 +384,11 @@ pub fn write_all(dir: &Path, results: &Value) -> Result<(), String> {
         figs.push(("Memory (Table I)".into(), vec!["table1_memory.svg".into()]));
     }
 
+    if results["sealed"].is_object() {
+        figs.push(("Sealed requests".into(), sealed_figures(dir, results)?));
+        sealed_csv(dir, results)?;
+    }
+
     let md = summary(results, &figs);
     std::fs::write(dir.join("summary.md"), md).map_err(|e| format!("summary.md: {e}"))
 }
@@ -480,6 +492,9 @@ fn summary(results: &Value, figs: &[(String, Vec<String>)]) -> String {
         }
         md.push('\n');
     }
+    if results["sealed"].is_object() {
+        sealed_tables(&mut md, results);
+    }
     let mut procs: Vec<Value> = results["memory"]["processes"].as_array().cloned().unwrap_or_default();
     procs.extend(results["peer"]["memory"].as_array().cloned().unwrap_or_default());
     if !procs.is_empty() {
@@ -509,6 +524,169 @@ fn summary(results: &Value, figs: &[(String, Vec<String>)]) -> String {
         }
     }
     md
+}
+
+/// The seal/open steps, as results.json names them and as reported.
+const SEAL_STEPS: [(&str, &str); 5] = [
+    ("client_seal", "client seal"),
+    ("gateway_open", "gateway open"),
+    ("gateway_seal", "gateway seal"),
+    ("client_open", "client open"),
+    ("total", "total"),
+];
+
+/// Threads, and the three load targets of the sealed part, as reported.
+const SEALED_TARGETS: [(&str, &str); 3] = [
+    (crate::sealed::PLAIN, "plaintext, raw photo"),
+    (crate::sealed::SEALED, "sealed, raw photo"),
+    (crate::sealed::JSON2, "plaintext JSON batch of 2 (study)"),
+];
+
+fn sealed_model(results: &Value) -> String {
+    let meta = &results["meta"];
+    results["sealed"]["load"]["model_reported"].as_str().or(meta["model"].as_str()).unwrap_or("?").to_string()
+}
+
+/// Seal/open time per payload size (log-log), and the latencies (bars, log).
+fn sealed_figures(dir: &Path, results: &Value) -> Result<Vec<String>, String> {
+    let meta = &results["meta"];
+    let sealed = &results["sealed"];
+    let model = sealed_model(results);
+    let mut files = Vec::new();
+    if let Some(sizes) = sealed["seal_open"].as_array().filter(|l| !l.is_empty()) {
+        let series: Vec<Series> = SEAL_STEPS
+            .iter()
+            .enumerate()
+            .map(|(i, (key, label))| Series {
+                name: label.to_string(),
+                color: if *key == "total" { 7 } else { i },
+                light: *key == "total",
+                points: sizes
+                    .iter()
+                    .map(|p| {
+                        let q = &p["steps_us"][*key];
+                        Pt { x: f(&p["bytes"]), y: f(&q["p50"]), lo: f(&q["p10"]), hi: f(&q["p90"]) }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let runs: Vec<u64> = sizes.iter().filter_map(|p| p["runs"].as_u64()).collect();
+        let answer = sizes[0]["answer_json_bytes"].as_u64().unwrap_or(0);
+        let response = sizes[0]["response_bytes"].as_u64().unwrap_or(0);
+        let cap = caption_with(
+            meta,
+            "none (in-process)",
+            &format!("median of {}-{} runs per size, bar p10-p90", runs.iter().min().unwrap_or(&0), runs.iter().max().unwrap_or(&0)),
+            &format!("In-process, ohttp 0.7.2 on both sides (X25519, HKDF-SHA256, AES-128-GCM). Answer: {answer} bytes of JSON, padded to 4096 (sealed response {response} bytes)."),
+        );
+        plot::lines(&dir.join("sealed_seal_open.svg"), "Sealed requests: seal and open time per request size", &cap,
+            &Axes { x_desc: "payload (the image), bytes (log)", y_desc: "microseconds (log)", log_x: true, log_y: true }, &series)?;
+        files.push("sealed_seal_open.svg".to_string());
+    }
+    let mut bars = Vec::new();
+    let att = &sealed["attestation"];
+    if att.is_object() && att["ok"].as_u64().unwrap_or(0) > 0 {
+        for (key, label, c) in [("get_ms", "GET /attestation", 2), ("verify_ms", "verify document", 4)] {
+            let (p50, p99) = (f(&att[key]["p50"]), f(&att[key]["p99"]));
+            bars.push(Bar { label: label.into(), value: p50, lo: p50, hi: p99, color: c });
+        }
+    }
+    let rs = runs(results, "sealed");
+    let threads: Vec<f64> = {
+        let mut t: Vec<f64> = rs.iter().map(|r| r.threads as f64).collect();
+        t.sort_by(f64::total_cmp);
+        t.dedup();
+        t
+    };
+    for n in &threads {
+        for (i, (name, _)) in SEALED_TARGETS.iter().enumerate() {
+            if let Some(r) = rows(&rs, name, false).into_iter().find(|r| r.x == *n) {
+                let short = ["plaintext", "sealed", "JSON x2"][i];
+                bars.push(Bar { label: format!("{short}, {n}"), value: r.p50.med, lo: r.p50.med, hi: r.p99.med, color: [0, 1, 7][i] });
+            }
+        }
+    }
+    if !bars.is_empty() {
+        let trials = meta["trials"].as_u64().unwrap_or(0);
+        let cap = caption_with(
+            meta,
+            &model,
+            &format!("bar p50, whisker to p99 (load rows: medians of {trials} trials)"),
+            "Attestation: through parent, model server and its NSM, one at a time; verify: sealed_client::verify alone. Load rows: route, client threads;\none photo per request (plaintext image/jpeg, or sealed), JSON x2 = the study's request of 2 photos; all POST /predict-secure/, one connection each.",
+        );
+        plot::bars(&dir.join("sealed_latency.svg"), "Sealed requests: latency", &cap, "milliseconds (log)", "ms", &bars)?;
+        files.push("sealed_latency.svg".to_string());
+    }
+    Ok(files)
+}
+
+fn sealed_csv(dir: &Path, results: &Value) -> Result<(), String> {
+    let sealed = &results["sealed"];
+    if let Some(sizes) = sealed["seal_open"].as_array() {
+        let mut s = String::from("bytes,runs,request_bytes,response_bytes,step,p10_us,p50_us,p90_us,mean_us\n");
+        for p in sizes {
+            for key in SEAL_STEPS.iter().map(|(k, _)| *k).chain(["client_bhttp_encode"]) {
+                let q = &p["steps_us"][key];
+                let _ = writeln!(s, "{},{},{},{},{key},{:.1},{:.1},{:.1},{:.1}", p["bytes"], p["runs"], p["request_bytes"], p["response_bytes"],
+                    f(&q["p10"]), f(&q["p50"]), f(&q["p90"]), f(&q["mean"]));
+            }
+        }
+        std::fs::write(dir.join("sealed_seal_open.csv"), s).map_err(|e| format!("sealed_seal_open.csv: {e}"))?;
+    }
+    let att = &sealed["attestation"];
+    if att.is_object() {
+        let mut s = String::from("what,n,min_ms,p50_ms,p90_ms,p99_ms,max_ms,mean_ms\n");
+        for key in ["get_ms", "verify_ms"] {
+            let q = &att[key];
+            let _ = writeln!(s, "{key},{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3}", q["n"], f(&q["min"]), f(&q["p50"]), f(&q["p90"]), f(&q["p99"]), f(&q["max"]), f(&q["mean"]));
+        }
+        std::fs::write(dir.join("sealed_attestation.csv"), s).map_err(|e| format!("sealed_attestation.csv: {e}"))?;
+    }
+    Ok(())
+}
+
+fn sealed_tables(md: &mut String, results: &Value) {
+    let sealed = &results["sealed"];
+    let _ = writeln!(md, "## Sealed requests\n\nParent {}; trust: {}.\n", sealed["parent"].as_str().unwrap_or("?"), sealed["trust"].as_str().unwrap_or("?"));
+    let att = &sealed["attestation"];
+    if att.is_object() {
+        let _ = writeln!(md, "Attestation: {} of {} requests answered and verified (errors: {}); document {:.0} bytes.\n",
+            att["ok"], att["sent"], att["errors"], f(&att["document_bytes"]["p50"]));
+        if let Some(e) = att["first_refusal"].as_str() {
+            let _ = writeln!(md, "First refusal: {e}\n");
+        }
+        let _ = writeln!(md, "| | n | min ms | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|");
+        for (key, label) in [("get_ms", "`GET /attestation?nonce=` (parent, model server, NSM)"), ("verify_ms", "`sealed_client::verify` of one document")] {
+            let q = &att[key];
+            let _ = writeln!(md, "| {label} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |", q["n"], f(&q["min"]), f(&q["p50"]), f(&q["p90"]), f(&q["p99"]), f(&q["max"]));
+        }
+        md.push('\n');
+    }
+    if let Some(sizes) = sealed["seal_open"].as_array().filter(|l| !l.is_empty()) {
+        let _ = writeln!(md, "Seal and open, in-process (median of the runs, microseconds; the answer is {} bytes of JSON, sealed response {} bytes):\n",
+            sizes[0]["answer_json_bytes"], sizes[0]["response_bytes"]);
+        let _ = writeln!(md, "| payload bytes | runs | sealed request bytes | client seal | (of which BHTTP encoding) | gateway open | gateway seal | client open | total |\n|---|---|---|---|---|---|---|---|---|");
+        for p in sizes {
+            let q = |k: &str| plot::sig(f(&p["steps_us"][k]["p50"]));
+            let _ = writeln!(md, "| {} | {} | {} | {} | {} | {} | {} | {} | {} |", p["bytes"], p["runs"], p["request_bytes"],
+                q("client_seal"), q("client_bhttp_encode"), q("gateway_open"), q("gateway_seal"), q("client_open"), q("total"));
+        }
+        md.push('\n');
+    }
+    let rs = runs(results, "sealed");
+    if !rs.is_empty() {
+        let l = &sealed["load"];
+        let _ = writeln!(md, "Plaintext vs sealed on `/predict-secure/`, model {} (top class {}), photo {} bytes; requests per client {} at threads {}; medians of {} trials:\n",
+            sealed_model(results), l["top_class"], l["image_bytes"], l["requests_per_client"], l["threads"], l["trials"]);
+        let _ = writeln!(md, "| request | clients | ok / sent | errors | p50 ms | p90 ms | p99 ms | images/s |\n|---|---|---|---|---|---|---|---|");
+        for (name, label) in SEALED_TARGETS {
+            for r in rows(&rs, name, false) {
+                let _ = writeln!(md, "| {label} | {} | {} / {} | {} | {} | {} | {} | {} |", r.x as u64, r.ok, r.sent, fmt_errors(&r.errors),
+                    plot::sig(r.p50.med), plot::sig(r.p90.med), plot::sig(r.p99.med), plot::sig(r.ips.med));
+            }
+        }
+        md.push('\n');
+    }
 }
 
 /// `bench plot DIR`: redraws everything from DIR/results.json.

@@ -1,7 +1,9 @@
 //! The processes under test: start, time, watch and stop them.
 //!
 //! What it does: starts the local stack as `scripts/dev.sh` does (two model
-//! servers, the same `enclave` binary on two Unix sockets, and the parent),
+//! servers, the same `enclave` binary on two Unix sockets, and the parent;
+//! with [`Stack::start_attested`], also the development NSM, `dev-nsm`, which
+//! the secure model server then uses with `--nsm unix:PATH`),
 //! measuring each model server from `exec` to its first answered Ping and the
 //! whole stack from the first `exec` to `/ready` answering 200; starts other
 //! servers (the peer) the same way; samples resident memory from
@@ -205,6 +207,51 @@ pub struct Stack {
     pub parent: Proc,
     pub public_addr: Addr,
     pub times: StartTimes,
+    /// The development NSM of an attested stack, and what it wrote.
+    pub nsm: Option<DevNsm>,
+}
+
+/// The development NSM (tools/dev-nsm) and the files a client pins: its root
+/// certificate (PEM) and the PCRs it reports (nitro-cli's measurements JSON).
+pub struct DevNsm {
+    pub proc: Proc,
+    pub socket: PathBuf,
+    pub root_pem: PathBuf,
+    pub measurements: PathBuf,
+}
+
+impl DevNsm {
+    /// Starts `BIN/dev-nsm` with its state, socket and output files in `dir`,
+    /// measuring `enclave` (PCR0) and `model_file` (PCR2), and waits for its
+    /// socket: dev-nsm binds it only once both files are written.
+    pub fn start(bin: &Path, enclave: &Path, model_file: &Path, dir: &Path) -> Result<DevNsm, String> {
+        let program = bin.join("dev-nsm");
+        if !program.is_file() {
+            return Err(format!("{} is missing: run `make bench-build`", program.display()));
+        }
+        let (socket, root_pem, measurements) = (dir.join("nsm.sock"), dir.join("dev-nsm-root.pem"), dir.join("dev-measurements.json"));
+        for f in [&socket, &root_pem, &measurements] {
+            let _ = std::fs::remove_file(f);
+        }
+        let path = |p: &Path| p.display().to_string();
+        let args = vec![
+            "--socket".into(), path(&socket), "--state-dir".into(), path(&dir.join("dev-nsm")),
+            "--enclave-bin".into(), path(enclave), "--model".into(), path(model_file),
+            "--root-out".into(), path(&root_pem), "--measurements-out".into(), path(&measurements),
+        ];
+        let mut proc = Proc::spawn("development NSM", &program, &args, dir.join("dev-nsm.log"))?;
+        let within = Duration::from_secs(60);
+        while !socket.exists() {
+            if proc.exited() {
+                return Err(format!("dev-nsm exited before binding its socket; last log lines:\n{}", proc.log_tail()));
+            }
+            if proc.started.elapsed() > within {
+                return Err(format!("dev-nsm did not bind {} within {within:?}", socket.display()));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(DevNsm { proc, socket, root_pem, measurements })
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -220,17 +267,34 @@ impl Stack {
     /// Starts the stack with binaries from `bin`, model directory `model`,
     /// sockets and logs in `dir`, the parent listening on `listen`.
     pub fn start(bin: &Path, model: &Path, dir: &Path, listen: SocketAddr, extra_parent: &[String]) -> Result<Stack, String> {
+        Self::start_with(bin, model, dir, listen, extra_parent, false)
+    }
+
+    /// [`Stack::start`], with the development NSM started first (not counted
+    /// in the start times) and the secure model server given `--nsm unix:PATH`,
+    /// so that `GET /attestation` answers: the `enclave` binary must be built
+    /// with the cargo feature `enclave/dev-nsm` (`make bench-build` does).
+    pub fn start_attested(bin: &Path, model: &Path, dir: &Path, listen: SocketAddr, extra_parent: &[String]) -> Result<Stack, String> {
+        Self::start_with(bin, model, dir, listen, extra_parent, true)
+    }
+
+    fn start_with(bin: &Path, model: &Path, dir: &Path, listen: SocketAddr, extra_parent: &[String], attested: bool) -> Result<Stack, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let sock = |n: &str| dir.join(format!("{n}.sock"));
         for n in ["secure", "public"] {
             let _ = std::fs::remove_file(sock(n));
         }
         let enclave = bin.join("enclave");
+        let nsm = if attested { Some(DevNsm::start(bin, &enclave, &model.join("model.onnx"), dir)?) } else { None };
         let server_args = |n: &str| {
             vec!["--listen".to_string(), format!("unix:{}", sock(n).display()), "--model".into(), model.display().to_string()]
         };
+        let mut secure_args = server_args("secure");
+        if let Some(n) = &nsm {
+            secure_args.extend(["--nsm".to_string(), format!("unix:{}", n.socket.display())]);
+        }
         let t0 = Instant::now();
-        let mut secure = Proc::spawn("secure model server", &enclave, &server_args("secure"), dir.join("secure.log"))?;
+        let mut secure = Proc::spawn("secure model server", &enclave, &secure_args, dir.join("secure.log"))?;
         let mut public = Proc::spawn("public model server", &enclave, &server_args("public"), dir.join("public.log"))?;
         let mut pargs = vec![
             "--listen".to_string(),
@@ -248,18 +312,21 @@ impl Stack {
         let t = wait_pings(&mut [(&mut secure, &secure_addr), (&mut public, &public_addr)], within)?;
         let (secure_s, public_s) = (t[0].as_secs_f64(), t[1].as_secs_f64());
         let stack_s = wait_http(&mut [&mut secure, &mut public, &mut parent], listen, "/ready", t0, within)?.as_secs_f64();
-        Ok(Stack { secure, public, parent, public_addr, times: StartTimes { secure_s, public_s, stack_s } })
+        Ok(Stack { secure, public, parent, public_addr, times: StartTimes { secure_s, public_s, stack_s }, nsm })
     }
 
     pub fn pids(&self) -> [(&'static str, u32); 3] {
         [("secure", self.secure.pid()), ("public", self.public.pid()), ("parent", self.parent.pid())]
     }
 
-    /// Stops the parent first (no new requests), then the model servers.
+    /// Stops the parent first (no new requests), then the model servers, then the NSM.
     pub fn stop(mut self) {
         self.parent.stop(Duration::from_secs(12));
         self.public.stop(Duration::from_secs(12));
         self.secure.stop(Duration::from_secs(12));
+        if let Some(n) = self.nsm.as_mut() {
+            n.proc.stop(Duration::from_secs(12));
+        }
     }
 }
 

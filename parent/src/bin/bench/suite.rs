@@ -12,7 +12,10 @@
 //! 5. net: a second stack whose parent listens on the namespace's link; the
 //!    sweep runs inside the namespace (`ip netns exec NS bench load`);
 //! 6. peer: the comparison model served by our stack, then by the peer
-//!    (the study's stack reimplemented), the same sweep against each.
+//!    (the study's stack reimplemented), the same sweep against each;
+//! 7. sealed: a stack with the development NSM; attestation requests and
+//!    their verification, seal/open in-process, and plaintext vs sealed
+//!    requests side by side (`sealed.rs`, also `bench sealed` alone).
 //!
 //! Trials are the outer loop of a sweep (each trial is a whole sweep), so
 //! slow drift of the machine spreads over all points instead of biasing one.
@@ -26,7 +29,7 @@ use serde_json::{json, Value};
 
 use crate::load::{self, RunResult, Spec, Target};
 use crate::stack::{self, Proc, RssSampler, Stack};
-use crate::{channel, engine, report, Flags};
+use crate::{channel, engine, report, sealed, Flags};
 
 /// Message sizes of the channel test: a small photo, the study's cat, a
 /// large photo, and the largest body a frame may carry, roughly.
@@ -143,7 +146,7 @@ pub fn sweep(label: &str, targets: &[Target], spec: &SweepSpec, share: Option<f6
     Ok(runs)
 }
 
-fn git_commit() -> String {
+pub(crate) fn git_commit() -> String {
     let out = Command::new("git").args(["rev-parse", "--short=10", "HEAD"]).output();
     let mut c = out.ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
     if c.is_empty() {
@@ -156,16 +159,26 @@ fn git_commit() -> String {
     c
 }
 
-fn cpu_model() -> String {
+pub(crate) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| t.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
-fn utc_now() -> String {
+pub(crate) fn utc_now() -> String {
     let out = Command::new("date").args(["-u", "+%Y%m%dT%H%M%SZ"]).output();
     out.ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_else(|| "now".into())
+}
+
+/// The machine, the commit and the photo, as every results file starts.
+pub(crate) fn meta_base(profile: &str, model: &str, trials: usize, image_path: &Path, image: &[u8]) -> Value {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    json!({
+        "cpu": cpu_model(), "cores": cores, "model": model, "commit": git_commit(), "profile": profile,
+        "trials": trials, "date": utc_now(), "image": image_path.display().to_string(), "image_bytes": image.len(),
+        "client": "one TCP connection per request (Connection: close), as the study's requests.post",
+    })
 }
 
 fn file_size(p: &Path) -> Option<u64> {
@@ -240,12 +253,12 @@ pub fn main(args: &[String]) -> Result<(), String> {
     let compare_model = f.get("--compare-model").unwrap_or("resnet18-synthetic").to_string();
     let parts: Vec<String> = f
         .get("--parts")
-        .unwrap_or("engine,start,channel,memory,local,mixed")
+        .unwrap_or("engine,start,channel,memory,local,mixed,sealed")
         .split(',')
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
-    const KNOWN: [&str; 8] = ["engine", "start", "channel", "memory", "local", "mixed", "net", "peer"];
+    const KNOWN: [&str; 9] = ["engine", "start", "channel", "memory", "local", "mixed", "net", "peer", "sealed"];
     if let Some(bad) = parts.iter().find(|p| !KNOWN.contains(&p.as_str())) {
         return Err(format!("--parts: unknown part {bad:?} (known: {})", KNOWN.join(",")));
     }
@@ -260,7 +273,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
     let model_dir = PathBuf::from("models").join(&model);
     for b in ["enclave", "parent"] {
         if !bin.join(b).is_file() {
-            return Err(format!("{}/{b} is missing: run `make build`", bin.display()));
+            return Err(format!("{}/{b} is missing: run `make bench-build`", bin.display()));
         }
     }
     if !model_dir.join("model.onnx").is_file() {
@@ -273,16 +286,12 @@ pub fn main(args: &[String]) -> Result<(), String> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let suite_t0 = Instant::now();
 
-    let mut results = json!({
-        "meta": {
-            "cpu": cpu_model(), "cores": cores, "model": model, "compare_model": compare_model,
-            "commit": git_commit(), "profile": p.name, "trials": trials, "date": utc_now(),
-            "requests_per_thread": 2, "batch": batch, "image": image_path.display().to_string(),
-            "image_bytes": image.len(), "body_bytes": body.len(), "parts": parts,
-            "client": "one TCP connection per request (Connection: close), as the study's requests.post",
-        },
-        "load": [],
-    });
+    let mut meta = meta_base(p.name, &model, trials, &image_path, &image);
+    for (k, v) in [("compare_model", json!(compare_model)), ("requests_per_thread", json!(2)), ("batch", json!(batch)),
+                   ("body_bytes", json!(body.len())), ("parts", json!(parts))] {
+        meta[k] = v;
+    }
+    let mut results = json!({ "meta": meta, "load": [] });
     let save = |results: &Value| -> Result<(), String> {
         let path = out.join("results.json");
         std::fs::write(&path, serde_json::to_vec_pretty(results).unwrap_or_default()).map_err(|e| format!("{}: {e}", path.display()))
@@ -480,6 +489,23 @@ pub fn main(args: &[String]) -> Result<(), String> {
         save(&results)?;
     }
 
+    // 7. Sealed requests: a stack with the development NSM.
+    if has("sealed") {
+        let mut sizes = sealed::Sizes::for_profile(p.name);
+        sizes.trials = trials;
+        eprintln!("bench: sealed requests: starting the stack ({model}) with the development NSM on {listen}");
+        let s = Stack::start_attested(&bin, &model_dir, &run_dir, listen, &[])?;
+        let nsm = s.nsm.as_ref().ok_or("the attested stack has no NSM")?;
+        let trust = sealed::Trust::from_files(&nsm.measurements.display().to_string(), Some(&nsm.root_pem.display().to_string()));
+        let all = ["attest", "crypto", "load"].map(String::from);
+        let r = trust.and_then(|t| sealed::measure(listen, &t, &image, &sizes, &all));
+        s.stop();
+        let (v, runs) = r?;
+        results["sealed"] = v;
+        push_runs(&mut results, "sealed", &runs);
+        save(&results)?;
+    }
+
     results["meta"]["suite_seconds"] = json!(suite_t0.elapsed().as_secs_f64());
     save(&results)?;
     let _ = std::fs::remove_dir_all(&run_dir);
@@ -488,7 +514,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn push_runs(results: &mut Value, experiment: &str, runs: &[RunResult]) {
+pub(crate) fn push_runs(results: &mut Value, experiment: &str, runs: &[RunResult]) {
     if let Some(list) = results["load"].as_array_mut() {
         list.extend(runs_json(experiment, runs));
     }
