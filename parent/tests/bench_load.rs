@@ -79,16 +79,21 @@ fn counts_connection_failures_when_nothing_listens() {
 #[test]
 fn oip_requests_are_answered_on_both_model_names() {
     // The load generator's OIP V2 form is accepted by the parent as it is: every
-    // request on `<model>-public` and `<model>-secure` answered with outputs.
+    // request on `<model>-public` and `<model>-secure` answered with outputs, for each
+    // output it can ask for (the classification's top 5, the full FP32 output in binary
+    // form, whose reply must carry exactly the bytes it announces, and in JSON).
     let stack = Stack::start("tiny-test", &[]);
     let dir = TempDir::new("bench-oip");
     let url = |name: &str| format!("{name}=http://127.0.0.1:{}/v2/models/tiny-test-{name}/infer", stack.port);
-    let runs = bench_load(&dir, &[url("public"), url("secure")], &["--api", "oip", "--threads", "2", "--requests", "3"]);
-    assert_eq!(runs.len(), 2, "one run per route");
-    for run in &runs {
-        let name = run["targets"][0]["name"].as_str().unwrap().to_string();
-        let (sent, ok, errors) = counts(run, &name);
-        assert_eq!((sent, ok), (6, 6), "{run}");
-        assert!(errors.is_empty(), "{run}");
+    for output in ["classification", "full", "full-json"] {
+        let args = ["--api", "oip", "--oip-output", output, "--threads", "2", "--requests", "3"];
+        let runs = bench_load(&dir, &[url("public"), url("secure")], &args);
+        assert_eq!(runs.len(), 2, "one run per route");
+        for run in &runs {
+            let name = run["targets"][0]["name"].as_str().unwrap().to_string();
+            let (sent, ok, errors) = counts(run, &name);
+            assert_eq!((sent, ok), (6, 6), "{output}: {run}");
+            assert!(errors.is_empty(), "{output}: {run}");
+        }
     }
 }

@@ -60,9 +60,40 @@ pub enum Api {
     Study,
     /// The Open Inference Protocol V2 infer request as `tritonclient` sends it
     /// with `binary_data=True`: a JSON header, then the images as one `BYTES`
-    /// tensor in the binary extension; the top 5 asked for in JSON
-    /// (Triton's classification extension), answered with `outputs`.
+    /// tensor in the binary extension; the output asked for as [`OipOutput`]
+    /// says, answered with `outputs` (and the binary data they announce).
     Oip,
+}
+
+/// What an OIP target asks for (`bench load --oip-output`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OipOutput {
+    /// The top 5 through Triton's classification extension, in JSON.
+    Classification,
+    /// The full FP32 `[N, num_classes]` tensor in binary form (tritonclient's default).
+    Full,
+    /// The full FP32 tensor in JSON.
+    FullJson,
+}
+
+impl OipOutput {
+    pub fn parse(s: &str) -> Result<OipOutput, String> {
+        match s {
+            "classification" => Ok(OipOutput::Classification),
+            "full" => Ok(OipOutput::Full),
+            "full-json" => Ok(OipOutput::FullJson),
+            other => Err(format!("--oip-output {other:?}: expected classification, full or full-json")),
+        }
+    }
+
+    /// The request's `outputs`.
+    fn outputs(self) -> Value {
+        match self {
+            OipOutput::Classification => json!([{ "name": "probabilities", "parameters": { "classification": 5 } }]),
+            OipOutput::Full => json!([{ "name": "probabilities", "parameters": { "binary_data": true } }]),
+            OipOutput::FullJson => json!([{ "name": "probabilities", "parameters": { "binary_data": false } }]),
+        }
+    }
 }
 
 impl Target {
@@ -110,8 +141,8 @@ impl Target {
     }
 
     /// A target whose requests are OIP V2 infer requests of `batch` copies of `image`.
-    pub fn oip(name: &str, addr: SocketAddr, path: &str, image: &[u8], batch: usize) -> Target {
-        let (header, body) = oip_body(image, batch);
+    pub fn oip(name: &str, addr: SocketAddr, path: &str, image: &[u8], batch: usize, output: OipOutput) -> Target {
+        let (header, body) = oip_body(image, batch, output);
         let extra = [("Inference-Header-Content-Length", header.to_string())];
         let request = Arc::new(http::request_bytes("POST", addr, path, "application/octet-stream", &body, &extra));
         Target { name: name.into(), addr, request, api: Api::Oip, sealed: None }
@@ -128,7 +159,7 @@ pub fn study_body(image: &[u8], batch: usize) -> Vec<u8> {
 /// An OIP V2 binary-extension infer body (README, "Open Inference Protocol
 /// V2"): the JSON header's length, and the header followed by `batch`
 /// elements of `image`, each a 4-byte little-endian length and its bytes.
-pub fn oip_body(image: &[u8], batch: usize) -> (usize, Vec<u8>) {
+pub fn oip_body(image: &[u8], batch: usize, output: OipOutput) -> (usize, Vec<u8>) {
     let element_len = u32::try_from(image.len()).unwrap_or(u32::MAX);
     let mut data = Vec::with_capacity(batch * (4 + image.len()));
     for _ in 0..batch {
@@ -138,7 +169,7 @@ pub fn oip_body(image: &[u8], batch: usize) -> (usize, Vec<u8>) {
     let header = json!({
         "inputs": [{ "name": "image", "shape": [batch], "datatype": "BYTES",
                      "parameters": { "binary_data_size": data.len() } }],
-        "outputs": [{ "name": "probabilities", "parameters": { "classification": 5 } }],
+        "outputs": output.outputs(),
     });
     let mut body = serde_json::to_vec(&header).unwrap_or_default();
     let header_len = body.len();
@@ -370,13 +401,23 @@ pub fn run(targets: &[Target], spec: &Spec) -> RunResult {
 }
 
 /// A 200 reply is a success only if it carries the answer its form promises:
-/// the study's `class_ids`, or the protocol's `outputs`.
+/// the study's `class_ids`, or the protocol's `outputs` followed by exactly
+/// the binary data they announce (`binary_data_size`; none in JSON form).
 fn answered(api: Api, body: &[u8]) -> bool {
     let field = match api {
         Api::Study => "class_ids",
         Api::Oip => "outputs",
     };
-    serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get(field).map(Value::is_array)).unwrap_or(false)
+    let mut values = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
+    let Some(Ok(head)) = values.next() else { return false };
+    let Some(list) = head.get(field).and_then(Value::as_array) else { return false };
+    let binary: usize = list.iter().filter_map(|o| o.get("parameters")?.get("binary_data_size")?.as_u64()).map(|n| n as usize).sum();
+    let rest = &body[values.byte_offset()..];
+    if binary == 0 {
+        rest.iter().all(u8::is_ascii_whitespace)
+    } else {
+        rest.len() == binary
+    }
 }
 
 #[cfg(test)]
@@ -415,10 +456,16 @@ mod tests {
 
     #[test]
     fn oip_body_is_the_header_then_length_prefixed_images() {
-        let (header_len, body) = oip_body(b"abc", 2);
+        let (header_len, body) = oip_body(b"abc", 2, OipOutput::Classification);
         let header: Value = serde_json::from_slice(&body[..header_len]).unwrap();
         assert_eq!(header["inputs"][0]["parameters"]["binary_data_size"], 14);
+        assert_eq!(header["outputs"][0]["parameters"]["classification"], 5);
         assert_eq!(&body[header_len..], b"\x03\0\0\0abc\x03\0\0\0abc");
+        let (header_len, body) = oip_body(b"abc", 1, OipOutput::Full);
+        let header: Value = serde_json::from_slice(&body[..header_len]).unwrap();
+        assert_eq!(header["outputs"], json!([{ "name": "probabilities", "parameters": { "binary_data": true } }]));
+        assert_eq!(OipOutput::parse("full-json"), Ok(OipOutput::FullJson));
+        assert!(OipOutput::parse("logits").is_err());
     }
 
     #[test]
@@ -428,5 +475,15 @@ mod tests {
         assert!(!answered(Api::Study, b"not json"));
         assert!(answered(Api::Oip, br#"{"outputs": [{"name": "probabilities"}]}"#));
         assert!(!answered(Api::Oip, br#"{"class_ids": [1]}"#));
+        // A binary reply: the header, then exactly the bytes its outputs announce.
+        let head = br#"{"outputs": [{"name": "probabilities", "parameters": {"binary_data_size": 8}}]}"#;
+        let mut body = head.to_vec();
+        body.extend_from_slice(&[0; 8]);
+        assert!(answered(Api::Oip, &body));
+        assert!(!answered(Api::Oip, &body[..body.len() - 1]));
+        body.push(0);
+        assert!(!answered(Api::Oip, &body));
+        assert!(!answered(Api::Study, b"{\"class_ids\": [1]}trailing"));
+        assert!(answered(Api::Study, b"{\"class_ids\": [1]}\n"));
     }
 }

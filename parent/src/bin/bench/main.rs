@@ -38,9 +38,11 @@ const USAGE: &str = "\
 usage: bench suite [--profile quick|full|study] [--model NAME] [--out DIR] [--parts LIST] [options]
        bench load --target NAME=http://IP:PORT/PATH ... [--threads LIST] [--requests R]
                   [--batch B] [--trials T] [--secure-share P] [--image PATH] [--api study|oip]
-                  --out FILE.json
+                  [--oip-output classification|full|full-json] --out FILE.json
                   (--api oip: each request is an Open Inference Protocol V2 infer request in
-                  the binary tensor form, to a URL like http://IP:PORT/v2/models/M-secure/infer)
+                  the binary tensor form, to a URL like http://IP:PORT/v2/models/M-secure/infer,
+                  asking for the top 5 (classification, the default) or the full FP32 output
+                  in binary (full) or JSON form (full-json))
        bench engine --model DIR [--threads N] [--seconds S] [--image PATH]
        bench channel --server unix:/path [--sizes LIST]
        bench sealed [--profile quick|full] [--model NAME] [--bin DIR] [--port N] [--image PATH] [--out DIR]
@@ -170,7 +172,7 @@ pub fn parse_url(url: &str) -> Result<(SocketAddr, String), String> {
 fn load_main(args: &[String]) -> Result<(), String> {
     let f = Flags::parse(
         args,
-        &["--target", "--threads", "--requests", "--batch", "--trials", "--secure-share", "--image", "--out", "--timeout", "--api"],
+        &["--target", "--threads", "--requests", "--batch", "--trials", "--secure-share", "--image", "--out", "--timeout", "--api", "--oip-output"],
     )?;
     let image = read_image(f.get("--image").unwrap_or(&default_image().display().to_string()))?;
     let batch: usize = f.num("--batch", 2)?;
@@ -180,12 +182,13 @@ fn load_main(args: &[String]) -> Result<(), String> {
         "oip" => true,
         other => return Err(format!("--api {other:?}: expected study or oip")),
     };
+    let oip_output = load::OipOutput::parse(f.get("--oip-output").unwrap_or("classification"))?;
     let mut targets = Vec::new();
     for t in f.all("--target") {
         let (name, url) = t.split_once('=').ok_or_else(|| format!("--target {t:?}: expected NAME=URL"))?;
         let (addr, path) = parse_url(url)?;
         targets.push(if oip {
-            load::Target::oip(name, addr, &path, &image, batch)
+            load::Target::oip(name, addr, &path, &image, batch, oip_output)
         } else {
             load::Target::json(name, addr, &path, &body)
         });
