@@ -40,7 +40,7 @@ bench-peer: bench-build ## Ours vs the study's stack (FastAPI+PyTorch peer, venv
 
 # Without SEALED_URL: a stack of its own with the development NSM on port 18080. With it (on EC2,
 # after `make run`): SEALED_URL=http://127.0.0.1:80, the real NSM, $(MEASUREMENTS) pinned.
-bench-sealed: bench-build testdata ## What sealed requests cost: attestation, seal/open per size, sealed vs plaintext (~2 min)
+bench-sealed: bench-build testdata ## What sealed requests cost: attestation, seal/open per size, sealed vs plaintext (~1.5 min)
 	@$(if $(SEALED_URL),,$(MAKE) --no-print-directory model)
 	$(BENCH_BIN) sealed --profile $(if $(filter quick,$(BENCH_PROFILE)),quick,full) --model $(MODEL) \
 	  $(if $(SEALED_URL),--url $(SEALED_URL) --measurements $(MEASUREMENTS)) $(BENCH_ARGS)
