@@ -202,6 +202,16 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bo
     raw(port, &request_bytes(method, path, headers, body))
 }
 
+/// A GET that gives `None` instead of panicking when nothing (or nothing HTTP) answers.
+pub fn try_get(port: u16, path: &str) -> Option<Resp> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(&request_bytes("GET", path, &[], None)).ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    parse_response(&buf)
+}
+
 pub fn get(port: u16, path: &str) -> Resp {
     request(port, "GET", path, &[], None)
 }
@@ -247,25 +257,34 @@ impl Stack {
         let dir = TempDir::new("stack");
         let public = start_model_server(&dir.0, "public", model);
         let secure = start_model_server(&dir.0, "secure", model);
-        let port = free_port();
-        let mut args = vec![
-            "--listen".to_string(),
-            format!("127.0.0.1:{port}"),
-            "--secure".into(),
-            format!("unix:{}", dir.0.join("secure.sock").display()),
-            "--public".into(),
-            format!("unix:{}", dir.0.join("public.sock").display()),
-            "--threads".into(),
-            "4".into(),
-        ];
-        args.extend(parent_args.iter().map(|s| s.to_string()));
-        let parent = Proc::spawn("parent", &parent_bin(), &args, dir.0.join("parent.log"));
-        let stack = Stack { model: model.to_string(), port, parent, secure: Some(secure), public, dir };
-        let ok = wait_until(Duration::from_secs(60), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok() && get(port, "/ready").status == 200
-        });
-        assert!(ok, "stack not ready within 60 s; parent log:\n{}", stack.parent.log_text());
-        stack
+        // The port is free when chosen, but another test's process may take it before our parent
+        // binds it: then our parent exits and the next attempt takes another port. Until our
+        // parent answers, what answers on the port may be someone else's, so the probe never
+        // trusts a connection alone and never panics.
+        for attempt in 1..=3 {
+            let port = free_port();
+            let mut args = vec![
+                "--listen".to_string(),
+                format!("127.0.0.1:{port}"),
+                "--secure".into(),
+                format!("unix:{}", dir.0.join("secure.sock").display()),
+                "--public".into(),
+                format!("unix:{}", dir.0.join("public.sock").display()),
+                "--threads".into(),
+                "4".into(),
+            ];
+            args.extend(parent_args.iter().map(|s| s.to_string()));
+            let mut parent = Proc::spawn("parent", &parent_bin(), &args, dir.0.join("parent.log"));
+            let ok = wait_until(Duration::from_secs(60), || {
+                matches!(parent.child.try_wait(), Ok(None)) && try_get(port, "/ready").is_some_and(|r| r.status == 200)
+            });
+            if ok {
+                return Stack { model: model.to_string(), port, parent, secure: Some(secure), public, dir };
+            }
+            let exited = matches!(parent.child.try_wait(), Ok(Some(_)));
+            assert!(exited && attempt < 3, "stack not ready within 60 s; parent log:\n{}", parent.log_text());
+        }
+        unreachable!("the loop returns or asserts")
     }
 
     pub fn socket(&self, name: &str) -> PathBuf {
