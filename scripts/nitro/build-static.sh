@@ -22,7 +22,11 @@ export CARGO_INCREMENTAL=0
 unset RUSTFLAGS
 # One flag per \x1f-separated field, so paths with spaces survive.
 sep=$'\x1f'
-flags=(-C target-feature=+crt-static -C strip=symbols
+# getrandom 0.3 (under the sealing keys' HPKE, through rand) finds libc's getrandom() with dlsym,
+# which a static glibc binary cannot resolve; it would then fall back to /dev/urandom and fail
+# where there is no /dev (static-root-check's empty root). Its linux_getrandom backend calls the
+# system call directly, as getrandom 0.2 and our entropy code already do.
+flags=(-C target-feature=+crt-static -C strip=symbols --cfg 'getrandom_backend="linux_getrandom"'
     "--remap-path-prefix=$src=/src" "--remap-path-prefix=$cargo_home=/cargo")
 CARGO_ENCODED_RUSTFLAGS=$(IFS=$sep; echo "${flags[*]}")
 export CARGO_ENCODED_RUSTFLAGS
