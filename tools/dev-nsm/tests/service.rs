@@ -109,10 +109,26 @@ fn cbor(v: &Value) -> Vec<u8> {
     out
 }
 
-fn send(s: &mut UnixStream, body: &[u8]) {
+/// `body` behind its 4-byte big-endian length.
+fn framed(body: &[u8]) -> Vec<u8> {
     let mut msg = (body.len() as u32).to_be_bytes().to_vec();
     msg.extend_from_slice(body);
-    s.write_all(&msg).unwrap();
+    msg
+}
+
+fn send(s: &mut UnixStream, body: &[u8]) {
+    s.write_all(&framed(body)).unwrap();
+}
+
+/// Sends `body` and reads the answer; `None` if the server closed the
+/// connection, whether before the request was written (a refused connection
+/// may already be closed: broken pipe) or before it answered.
+fn exchange(s: &mut UnixStream, body: &[u8]) -> Option<Vec<u8>> {
+    match s.write_all(&framed(body)) {
+        Ok(()) => receive(s),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset) => None,
+        Err(e) => panic!("writing a request: {e}"),
+    }
 }
 
 /// The next answer's bytes, or `None` if the server closed the connection.
@@ -502,8 +518,7 @@ fn connections_are_capped() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while held.len() < 8 {
         let mut s = svc.connect();
-        send(&mut s, &cbor(&describe_pcr(99)));
-        match receive(&mut s) {
+        match exchange(&mut s, &cbor(&describe_pcr(99))) {
             Some(answer) => {
                 assert_eq!(error_of(&decode(&answer)), "InvalidIndex");
                 held.push(s);
@@ -513,15 +528,13 @@ fn connections_are_capped() {
     }
     // ...and a ninth is closed at once.
     let mut ninth = svc.connect();
-    send(&mut ninth, &cbor(&describe_pcr(0)));
-    assert_eq!(receive(&mut ninth), None, "the ninth connection is closed");
+    assert_eq!(exchange(&mut ninth, &cbor(&describe_pcr(0))), None, "the ninth connection is closed");
     // Freed slots are reused.
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let mut s = svc.connect();
-        send(&mut s, &cbor(&describe_pcr(0)));
-        if receive(&mut s).is_some() {
+        if exchange(&mut s, &cbor(&describe_pcr(0))).is_some() {
             break;
         }
         assert!(Instant::now() < deadline, "slots not freed");
