@@ -1,0 +1,1 @@
+//! EIF files (placeholder, filled in by the EIF work).
