@@ -44,7 +44,8 @@ options:
                        (Content-Type: message/ohttp-req; docs/SEALED.md)
   -h, --help           print this help
 
-ADDR is vsock:CID:PORT or unix:/path.
+ADDR is vsock:CID:PORT, unix:/path, or hybrid-vsock:/path:PORT (a guest's vsock port through
+its vsock device's Unix socket: the emulated enclave of `make emulate`).
 
 ping options:
   --timeout SECS       give up after SECS seconds (default 30); retries every 100 ms
@@ -118,7 +119,7 @@ impl fmt::Display for CliError {
             }
             CliError::BadListen(s) => write!(f, "--listen must be IP:PORT (e.g. 127.0.0.1:8080), got {s:?}"),
             CliError::BadAddr { flag, error } => write!(f, "{flag}: {error}"),
-            CliError::PingWithoutAddr => write!(f, "ping needs the model server's address (vsock:CID:PORT or unix:/path)"),
+            CliError::PingWithoutAddr => write!(f, "ping needs the model server's address (vsock:CID:PORT, unix:/path or hybrid-vsock:/path:PORT)"),
             CliError::UnexpectedArgument(s) => write!(f, "unexpected argument {s:?}"),
             CliError::UnexpectedValue(flag) => write!(f, "{flag} takes no value"),
         }

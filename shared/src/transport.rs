@@ -1,16 +1,25 @@
 //! Transports: where frames travel.
 //!
-//! Two kinds of address, one syntax:
+//! Three kinds of address, one syntax:
 //!
 //! ```text
-//!  vsock:PORT        listen on any CID (inside the enclave)
-//!  vsock:CID:PORT    a given CID (the parent connects to the enclave's CID)
-//!  unix:/path        a Unix-domain stream socket (the public server, tests)
+//!  vsock:PORT                 listen on any CID (inside the enclave)
+//!  vsock:CID:PORT             a given CID (the parent connects to the enclave's CID)
+//!  unix:/path                 a Unix-domain stream socket (the public server, tests)
+//!  hybrid-vsock:/path:PORT    a guest's vsock PORT through a vhost-user vsock device's
+//!                             Unix socket (the emulated enclave, `make emulate`)
 //! ```
 //!
 //! [`Listener`] and [`Stream`] mirror `std::net` and wrap either kind, so the
 //! model server and the parent are written once against `Read + Write` and the
 //! tests run the very same code over Unix sockets. Nothing here parses frames.
+//!
+//! Hybrid vsock is how a VM's vsock device that lives in a host process
+//! (vhost-device-vsock, Firecracker) lets host programs reach the guest without
+//! the host's own AF_VSOCK: connect to the device's Unix socket, write
+//! `CONNECT <port>\n`, read `OK <host port>\n`; from then on the Unix stream
+//! is the guest's vsock stream. It is for connecting only; the enclave side
+//! always listens on real vsock.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -29,16 +38,29 @@ use vsock::{VsockListener, VsockStream, VMADDR_CID_ANY};
 /// Longest Unix socket path the kernel accepts (`sun_path` is 108 bytes, NUL included).
 const MAX_UNIX_PATH: usize = 107;
 
+/// How long the hybrid-vsock handshake may take, from the `CONNECT` line to
+/// the device's `OK` line. The device answers once the guest accepted (or
+/// closes if nothing listens), so a second is generous even under software
+/// emulation; a silent device is an error, never a hang.
+pub const HYBRID_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest `OK <port>\n` line the handshake reads (`OK ` + a u32 + newline
+/// is 14 bytes); anything longer is not the protocol.
+const MAX_HYBRID_REPLY: usize = 32;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Addr {
     /// `cid` is `VMADDR_CID_ANY` for `vsock:PORT`.
     Vsock { cid: u32, port: u32 },
     Unix(PathBuf),
+    /// `hybrid-vsock:PATH:PORT`: the guest's vsock `port` through the device's
+    /// Unix socket at `path`.
+    HybridVsock { path: PathBuf, port: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddrError {
-    /// No `vsock:` or `unix:` prefix.
+    /// No `vsock:`, `unix:` or `hybrid-vsock:` prefix.
     UnknownScheme(String),
     /// A CID or port that is not a 32-bit unsigned number.
     BadNumber(String),
@@ -49,18 +71,21 @@ pub enum AddrError {
     ReservedCid(u32),
     /// `unix:` with an empty or over-long path.
     BadUnixPath(String),
+    /// `hybrid-vsock:` without a `:PORT` after the path.
+    BadHybrid(String),
 }
 
 impl fmt::Display for AddrError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AddrError::UnknownScheme(s) => write!(f, "address {s:?} must start with vsock: or unix:"),
+            AddrError::UnknownScheme(s) => write!(f, "address {s:?} must start with vsock:, unix: or hybrid-vsock:"),
             AddrError::BadNumber(s) => write!(f, "{s:?} is not a valid CID or port number"),
             AddrError::BadVsock(s) => write!(f, "vsock address {s:?} must be vsock:PORT or vsock:CID:PORT"),
             AddrError::ReservedCid(c) => write!(f, "CID {c} is reserved (use 3 for the parent, 4 or above for an enclave)"),
             AddrError::BadUnixPath(s) => {
                 write!(f, "unix socket path {s:?} must be non-empty and at most {MAX_UNIX_PATH} bytes")
             }
+            AddrError::BadHybrid(s) => write!(f, "hybrid vsock address {s:?} must be hybrid-vsock:/path/to/socket:PORT"),
         }
     }
 }
@@ -84,14 +109,23 @@ impl FromStr for Addr {
             }
             Ok(Addr::Vsock { cid, port })
         } else if let Some(path) = s.strip_prefix("unix:") {
-            if path.is_empty() || path.len() > MAX_UNIX_PATH {
-                return Err(AddrError::BadUnixPath(path.to_string()));
-            }
-            Ok(Addr::Unix(PathBuf::from(path)))
+            Ok(Addr::Unix(unix_path(path)?))
+        } else if let Some(rest) = s.strip_prefix("hybrid-vsock:") {
+            // The port is after the last colon, so a path may contain colons.
+            let (path, port) = rest.rsplit_once(':').ok_or_else(|| AddrError::BadHybrid(s.to_string()))?;
+            let port = port.parse::<u32>().map_err(|_| AddrError::BadNumber(port.to_string()))?;
+            Ok(Addr::HybridVsock { path: unix_path(path)?, port })
         } else {
             Err(AddrError::UnknownScheme(s.to_string()))
         }
     }
+}
+
+fn unix_path(path: &str) -> Result<PathBuf, AddrError> {
+    if path.is_empty() || path.len() > MAX_UNIX_PATH {
+        return Err(AddrError::BadUnixPath(path.to_string()));
+    }
+    Ok(PathBuf::from(path))
 }
 
 impl fmt::Display for Addr {
@@ -100,6 +134,7 @@ impl fmt::Display for Addr {
             Addr::Vsock { cid, port } if *cid == VMADDR_CID_ANY => write!(f, "vsock:{port}"),
             Addr::Vsock { cid, port } => write!(f, "vsock:{cid}:{port}"),
             Addr::Unix(p) => write!(f, "unix:{}", p.display()),
+            Addr::HybridVsock { path, port } => write!(f, "hybrid-vsock:{}:{port}", path.display()),
         }
     }
 }
@@ -115,6 +150,7 @@ impl Stream {
         match addr {
             Addr::Unix(p) => UnixStream::connect(p).map(Stream::Unix),
             Addr::Vsock { cid, port } => VsockStream::connect_with_cid_port(*cid, *port).map(Stream::Vsock),
+            Addr::HybridVsock { path, port } => hybrid_connect(path, *port, HYBRID_HANDSHAKE_TIMEOUT).map(Stream::Unix),
         }
     }
 
@@ -182,6 +218,49 @@ impl AsFd for Stream {
     }
 }
 
+/// Connects to the guest's vsock `port` through the device's Unix socket:
+///
+/// ```text
+///  -> CONNECT <port>\n
+///  <- OK <host port>\n      then the stream is the guest's
+/// ```
+///
+/// The reply is read one byte at a time, so nothing of the guest's stream is
+/// taken with it. A closed socket (nothing listens on that port in the guest)
+/// is `ConnectionRefused`; a reply that is not `OK <number>` is `InvalidData`.
+fn hybrid_connect(path: &std::path::Path, port: u32, timeout: Duration) -> io::Result<UnixStream> {
+    let mut s = UnixStream::connect(path)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(format!("CONNECT {port}\n").as_bytes())?;
+    let mut line = Vec::with_capacity(MAX_HYBRID_REPLY);
+    let mut byte = [0u8; 1];
+    loop {
+        match s.read(&mut byte) {
+            Ok(0) => {
+                let why = format!("nothing listens on vsock port {port} behind {}", path.display());
+                return Err(io::Error::new(io::ErrorKind::ConnectionRefused, why));
+            }
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) if line.len() < MAX_HYBRID_REPLY => line.push(byte[0]),
+            Ok(_) => return Err(io::Error::new(io::ErrorKind::InvalidData, "hybrid vsock reply too long")),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "no hybrid vsock reply in time"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let ok = std::str::from_utf8(&line).ok().and_then(|l| l.strip_prefix("OK ")).is_some_and(|n| n.parse::<u32>().is_ok());
+    if !ok {
+        let why = format!("hybrid vsock reply {:?} is not OK <port>", String::from_utf8_lossy(&line));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+    }
+    s.set_read_timeout(None)?;
+    s.set_write_timeout(None)?;
+    Ok(s)
+}
+
 /// Waits up to `timeout` for `fd` to become readable (data, end of stream or
 /// error). `Ok(false)` on timeout or signal: the caller re-checks its state.
 pub fn wait_readable(fd: &impl AsFd, timeout: Duration) -> io::Result<bool> {
@@ -226,6 +305,10 @@ impl Listener {
                 UnixListener::bind(p).map(Listener::Unix)
             }
             Addr::Vsock { cid, port } => VsockListener::bind_with_cid_port(*cid, *port).map(Listener::Vsock),
+            Addr::HybridVsock { .. } => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{addr} can only be connected to: the guest listens on vsock, not the host"),
+            )),
         }
     }
 
@@ -295,8 +378,101 @@ mod tests {
     }
 
     #[test]
+    fn parses_hybrid_vsock() {
+        let addr = |path: &str, port| Ok(Addr::HybridVsock { path: PathBuf::from(path), port });
+        assert_eq!(parse("hybrid-vsock:/run/emu/vsock.sock:5005"), addr("/run/emu/vsock.sock", 5005));
+        assert_eq!(parse("hybrid-vsock:/odd:name.sock:7"), addr("/odd:name.sock", 7));
+        assert_eq!(parse("hybrid-vsock:/run/v.sock"), Err(AddrError::BadHybrid("hybrid-vsock:/run/v.sock".into())));
+        assert_eq!(parse("hybrid-vsock:nocolon"), Err(AddrError::BadHybrid("hybrid-vsock:nocolon".into())));
+        assert_eq!(parse("hybrid-vsock::5005"), Err(AddrError::BadUnixPath("".into())));
+        assert_eq!(parse("hybrid-vsock:/v.sock:x"), Err(AddrError::BadNumber("x".into())));
+        let bound = Listener::bind(&parse("hybrid-vsock:/run/v.sock:5005").unwrap());
+        assert_eq!(bound.err().map(|e| e.kind()), Some(io::ErrorKind::Unsupported));
+    }
+
+    /// What the stand-in device does after the CONNECT line.
+    #[derive(Debug, Clone, Copy)]
+    enum Device {
+        /// Answers, then sends "guest" and echoes 4 bytes.
+        Reply(&'static [u8]),
+        /// Closes: nothing listens on that port in the guest.
+        Close,
+        /// Says nothing for 2 s.
+        Silent,
+    }
+
+    /// A stand-in for the vsock device's Unix socket.
+    fn fake_device(dir: &std::path::Path, device: Device) -> PathBuf {
+        let path = dir.join("vsock.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut line = Vec::new();
+            let mut b = [0u8; 1];
+            while s.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+                line.push(b[0]);
+            }
+            assert_eq!(line, b"CONNECT 5005");
+            match device {
+                Device::Close => {}
+                Device::Silent => std::thread::sleep(Duration::from_secs(2)),
+                Device::Reply(reply) => {
+                    // The reply and the guest's first bytes in one write: the
+                    // handshake must not swallow the latter.
+                    let _ = s.write_all(&[reply, b"guest"].concat());
+                    let mut buf = [0u8; 4];
+                    if s.read_exact(&mut buf).is_ok() {
+                        s.write_all(&buf).unwrap();
+                    }
+                }
+            }
+        });
+        path
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("transport-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn hybrid_handshake_then_the_guest_stream() {
+        let dir = scratch("hybrid");
+        let path = fake_device(&dir, Device::Reply(b"OK 1073741824\n"));
+        let mut s = Stream::connect(&Addr::HybridVsock { path, port: 5005 }).unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"guest");
+        s.write_all(b"ping").unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn hybrid_refusals_have_their_kinds() {
+        let cases = [
+            (Device::Close, io::ErrorKind::ConnectionRefused),
+            (Device::Reply(b"ERR no listener\n"), io::ErrorKind::InvalidData),
+            (Device::Reply(b"OK port\n"), io::ErrorKind::InvalidData),
+            (Device::Reply(&[b'O'; 40]), io::ErrorKind::InvalidData),
+            (Device::Silent, io::ErrorKind::TimedOut),
+        ];
+        for (i, (device, kind)) in cases.into_iter().enumerate() {
+            let dir = scratch(&format!("hybrid-refused-{i}"));
+            let path = fake_device(&dir, device);
+            let got = hybrid_connect(&path, 5005, Duration::from_millis(300)).map(|_| ());
+            assert_eq!(got.err().map(|e| e.kind()), Some(kind), "{device:?}");
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
     fn display_round_trips() {
-        for s in ["vsock:5005", "vsock:16:5005", "unix:/run/x.sock"] {
+        for s in ["vsock:5005", "vsock:16:5005", "unix:/run/x.sock", "hybrid-vsock:/run/v.sock:5005"] {
             assert_eq!(parse(s).map(|a| a.to_string()), Ok(s.to_string()));
         }
     }
