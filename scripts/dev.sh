@@ -24,24 +24,51 @@
 #
 # `make dev` builds the release binaries (the model server with the dev-nsm
 # feature) and prepares the model, then runs this.
+#
+# With EMULATE=EIF (`make emulate`), the secure model server is the enclave
+# itself: tools/emulate boots that EIF in QEMU (the emulation EIF: Debian's
+# kernel, our init, and the production EIF's application ramdisk, byte for
+# byte), and the parent reaches it over the guest's real vsock, port 5005,
+# through vhost-device-vsock's Unix socket (--secure hybrid-vsock:...). The
+# enclave image has no development NSM and QEMU 7.2 no NSM device, so there
+# is no attestation (GET /attestation answers 503 attestation_unavailable) and
+# no development NSM is started. Killing the VM (kill $(cat
+# $RUN_DIR/emulate/qemu.pid)) fails the secure route closed until the
+# supervisor has booted it again.
+#
 # Environment: MODEL (default efficientnet-lite0), PORT (default 8080),
-# RUN_DIR (default .run), BIN (default target/release), and supervise.sh's
-# RESTART_DELAY_MS / RESTART_MAX_DELAY_MS (the backoff). Logs:
-# $RUN_DIR/{nsm,secure,public,parent}.log; pid files of the running processes
-# $RUN_DIR/{nsm,secure,public,parent}.pid.
+# RUN_DIR (default .run), BIN (default target/release), EMULATE (an EIF path;
+# empty: the model server runs as a host process), READY_TIMEOUT (seconds;
+# default 60, 300 when emulated: software emulation loads a model slowly),
+# and supervise.sh's RESTART_DELAY_MS / RESTART_MAX_DELAY_MS (the backoff).
+# Logs: $RUN_DIR/{nsm,secure,public,parent}.log; pid files of the running
+# processes $RUN_DIR/{nsm,secure,public,parent}.pid.
 set -euo pipefail
 
 MODEL=${MODEL:-efficientnet-lite0}
 PORT=${PORT:-8080}
 RUN_DIR=${RUN_DIR:-.run}
 BIN=${BIN:-target/release}
-READY_TIMEOUT=${READY_TIMEOUT:-60}   # seconds to wait for /ready
+EMULATE=${EMULATE:-}
+if [ -n "$EMULATE" ]; then
+  READY_TIMEOUT=${READY_TIMEOUT:-300}   # seconds to wait for /ready
+else
+  READY_TIMEOUT=${READY_TIMEOUT:-60}
+fi
 
 cd "$(dirname "$0")/.."
 
 die() { echo "dev.sh: $*" >&2; exit 1; }
 
-for b in enclave parent dev-nsm; do
+if [ -n "$EMULATE" ]; then
+  needed=(enclave parent emulate)
+  NAMES=(parent public secure)
+  [ -f "$EMULATE" ] || die "$EMULATE is missing: run 'make eif-emulate MODEL=$MODEL' first"
+else
+  needed=(enclave parent dev-nsm)
+  NAMES=(parent public secure nsm)
+fi
+for b in "${needed[@]}"; do
   [ -x "$BIN/$b" ] || die "$BIN/$b is missing: run 'make build' first"
 done
 [ -f "models/$MODEL/model.onnx" ] || die "models/$MODEL is missing: run 'make model MODEL=$MODEL' first"
@@ -50,7 +77,6 @@ command -v curl >/dev/null || die "curl is needed to wait for /ready"
 mkdir -p "$RUN_DIR"
 SUPERVISORS=()
 TAIL=
-NAMES=(parent public secure nsm)
 
 stop_all() {
   trap - INT TERM EXIT
@@ -102,35 +128,48 @@ check_alive() { # name...
   done
 }
 
-# The development NSM first: the secure model server asks it for PCR0 at start.
-# It writes the root and the measurements before it binds, so once the socket
-# exists both files are current; a socket left by a killed run is removed first.
-NSM_SOCK=$RUN_DIR/dev-nsm.sock
-rm -f "$NSM_SOCK"
-start nsm "$BIN/dev-nsm" --socket "$NSM_SOCK" --state-dir "$RUN_DIR/dev-nsm" \
-  --enclave-bin "$BIN/enclave" --model "models/$MODEL/model.onnx" \
-  --root-out "$RUN_DIR/dev-nsm-root.pem" --measurements-out "$RUN_DIR/dev-measurements.json"
-for _ in $(seq 1 $((READY_TIMEOUT * 10))); do
-  check_alive nsm
-  [ -S "$NSM_SOCK" ] && break
-  sleep 0.1
-done
-[ -S "$NSM_SOCK" ] || die "the development NSM did not listen within ${READY_TIMEOUT}s; see $RUN_DIR/nsm.log"
-
-start secure "$BIN/enclave" --listen "unix:$RUN_DIR/secure.sock" --model "models/$MODEL" --nsm "unix:$NSM_SOCK"
+if [ -n "$EMULATE" ]; then
+  # The enclave in QEMU; the launcher's own files (sockets, console.log,
+  # qemu.pid) are in $RUN_DIR/emulate and gone when it stops.
+  start secure "$BIN/emulate" --eif "$EMULATE" --run-dir "$RUN_DIR/emulate"
+  SECURE=hybrid-vsock:$RUN_DIR/emulate/vsock.sock:5005
+else
+  # The development NSM first: the secure model server asks it for PCR0 at start.
+  # It writes the root and the measurements before it binds, so once the socket
+  # exists both files are current; a socket left by a killed run is removed first.
+  NSM_SOCK=$RUN_DIR/dev-nsm.sock
+  rm -f "$NSM_SOCK"
+  start nsm "$BIN/dev-nsm" --socket "$NSM_SOCK" --state-dir "$RUN_DIR/dev-nsm" \
+    --enclave-bin "$BIN/enclave" --model "models/$MODEL/model.onnx" \
+    --root-out "$RUN_DIR/dev-nsm-root.pem" --measurements-out "$RUN_DIR/dev-measurements.json"
+  for _ in $(seq 1 $((READY_TIMEOUT * 10))); do
+    check_alive nsm
+    [ -S "$NSM_SOCK" ] && break
+    sleep 0.1
+  done
+  [ -S "$NSM_SOCK" ] || die "the development NSM did not listen within ${READY_TIMEOUT}s; see $RUN_DIR/nsm.log"
+  start secure "$BIN/enclave" --listen "unix:$RUN_DIR/secure.sock" --model "models/$MODEL" --nsm "unix:$NSM_SOCK"
+  SECURE=unix:$RUN_DIR/secure.sock
+fi
 start public "$BIN/enclave" --listen "unix:$RUN_DIR/public.sock" --model "models/$MODEL" --nsm none
-start parent "$BIN/parent" --listen "127.0.0.1:$PORT" \
-  --secure "unix:$RUN_DIR/secure.sock" --public "unix:$RUN_DIR/public.sock"
+start parent "$BIN/parent" --listen "127.0.0.1:$PORT" --secure "$SECURE" --public "unix:$RUN_DIR/public.sock"
 
 echo "dev.sh: waiting for http://127.0.0.1:$PORT/ready (up to ${READY_TIMEOUT}s)"
 ready=0
 for _ in $(seq 1 $((READY_TIMEOUT * 10))); do
-  check_alive nsm secure public parent
+  check_alive "${NAMES[@]}"
   if curl -fsS -o /dev/null "http://127.0.0.1:$PORT/ready" 2>/dev/null; then ready=1; break; fi
   sleep 0.1
 done
 [ "$ready" = 1 ] || die "not ready after ${READY_TIMEOUT}s; see $RUN_DIR/{nsm,secure,public,parent}.log"
 
+if [ -n "$EMULATE" ]; then
+  cat <<EOF
+dev.sh: the secure model server is the enclave $EMULATE, booted in QEMU
+(software emulation, so it is slow; console in $RUN_DIR/emulate/console.log),
+reached over its vsock port 5005. No attestation here: QEMU 7.2 has no NSM.
+EOF
+fi
 cat <<EOF
 dev.sh: ready. Model $MODEL; logs in $RUN_DIR/. Try:
 
@@ -142,6 +181,14 @@ dev.sh: ready. Model $MODEL; logs in $RUN_DIR/. Try:
   curl -s http://127.0.0.1:$PORT/metrics
   curl -s -o attestation.cbor "http://127.0.0.1:$PORT/attestation?nonce=\$(openssl rand -hex 32)"
 
+EOF
+if [ -n "$EMULATE" ]; then
+  cat <<EOF
+Kill the VM (kill \$(cat $RUN_DIR/emulate/qemu.pid)) to watch the secure route fail
+closed (503) and recover: the enclave boots again, logged here. Ctrl-C stops everything.
+EOF
+else
+  cat <<EOF
 Attestation here comes from the development NSM, NOT AWS Nitro: its root is
 $RUN_DIR/dev-nsm-root.pem and its PCRs $RUN_DIR/dev-measurements.json (a client's
 --dev-root and --measurements).
@@ -149,6 +196,7 @@ $RUN_DIR/dev-nsm-root.pem and its PCRs $RUN_DIR/dev-measurements.json (a client'
 Kill a model server (kill \$(cat $RUN_DIR/secure.pid)) to watch the secure route fail
 closed (503) and recover: it restarts with backoff, logged here. Ctrl-C stops everything.
 EOF
+fi
 
 # Stay in the foreground until we are told to stop, showing the supervisors'
 # restart lines as they come. A supervisor that itself ends (it should not)
