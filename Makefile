@@ -13,6 +13,7 @@ export MODEL PORT RUN_DIR
 
 include mk/models.mk
 include mk/nitro.mk
+include mk/eif.mk
 include mk/bench.mk
 include mk/hardening.mk
 include mk/install.mk

@@ -2,7 +2,7 @@
 # in scripts/nitro/*.sh, which take these settings from the environment.
 #
 #   make static             static, stripped, reproducible enclave binary -> build/static/enclave
-#   make eif                docker image (Dockerfile.enclave) -> nitro-cli build-enclave -> EIF + PCRs
+#   make eif                EIF + PCRs with our own tool, no Docker (mk/eif.mk; eif-docker: nitro-cli's way)
 #   make preflight          check what a Nitro host needs (changes nothing); first step of eif/run
 #   make allocator          reserve enclave memory/CPUs (allocator.yaml + service restart)
 #   make run / stop / status   the whole appliance on a Nitro-enabled instance
@@ -34,9 +34,15 @@ PING_TIMEOUT       ?= 60
 LISTEN_IP          ?= 0.0.0.0
 DEBUG              ?=
 SEALED_ONLY        ?=
-# What `make eif` prepares first: the host binaries (public server, front) and the model, so
-# that `make eif && make run` is the whole deployment. Tests set it empty.
-EIF_DEPS           ?= build model
+# What `make eif` prepares first: the host binaries (front), the model, the EIF tool and the
+# static enclave binary if missing, so that `make eif && make run` is the whole deployment
+# (mk/eif.mk). Tests set it empty.
+EIF_DEPS           ?= build model eif-tool static-if-missing
+EIF_DOCKER_DEPS    ?= build model
+# The Nitro blobs `make eif` builds from (aws-nitro-enclaves-cli-devel installs them here) and
+# our EIF tool (tools/eif).
+NITRO_BLOBS        ?= /usr/share/nitro_enclaves/blobs
+EIF_TOOL           ?= target/release/eif
 # Port 80 for `make run` unless PORT came from the command line or the environment.
 RUN_PORT           := $(if $(filter file,$(origin PORT)),80,$(PORT))
 
@@ -46,11 +52,11 @@ NITRO_ENV = MODEL='$(MODEL)' MODEL_DIR='$(MODEL_DIR)' EIF='$(EIF)' MEASUREMENTS=
   ALLOCATOR_YAML='$(ALLOCATOR_YAML)' MEMINFO='$(MEMINFO)' SECURE_ADDR='$(SECURE_ADDR)' \
   PING_TIMEOUT='$(PING_TIMEOUT)' LISTEN_IP='$(LISTEN_IP)' PORT='$(RUN_PORT)' DEBUG='$(DEBUG)' SEALED_ONLY='$(SEALED_ONLY)' \
   STATIC_BIN='$(STATIC_BIN)' IMAGE_BIN='$(IMAGE_BIN)' PARENT_BIN='$(BIN_DIR)/parent' CARGO='$(CARGO)' \
-  PYTHON3='$(PYTHON3)' PYTHON_CANDIDATES='$(PYTHON_CANDIDATES)'
+  PYTHON3='$(PYTHON3)' PYTHON_CANDIDATES='$(PYTHON_CANDIDATES)' NITRO_BLOBS='$(NITRO_BLOBS)' EIF_TOOL='$(EIF_TOOL)'
 
-.PHONY: static static-repro static-root-check preflight eif allocator run stop status test-nitro
+.PHONY: static static-repro static-root-check preflight allocator run stop status test-nitro
 
-preflight: ## Check what a Nitro host needs (nitro-cli, allocator, ne group, docker, Python, disk, memory, port, CPUs)
+preflight: ## Check what a Nitro host needs (nitro-cli, allocator, ne group, Nitro blobs, Python, disk, memory, port, CPUs)
 	$(NITRO_ENV) scripts/nitro/preflight.sh
 
 static: ## Build the enclave binary static, stripped and reproducible into build/static/enclave
@@ -61,12 +67,6 @@ static-repro: ## Build HEAD twice in two temp dirs and check the static binaries
 
 static-root-check: ## Serve MODEL with the static binary chrooted in an empty root (needs static, build)
 	$(NITRO_ENV) scripts/nitro/static-root-check.sh
-
-# The preflight comes first, so that a missing Python or a small disk stops before the build.
-eif: ## Build the enclave image and build/enclave.eif; save and print its PCRs
-	$(NITRO_ENV) scripts/nitro/preflight.sh eif
-	$(if $(strip $(EIF_DEPS)),$(MAKE) --no-print-directory $(EIF_DEPS))
-	$(NITRO_ENV) scripts/nitro/eif.sh
 
 allocator: ## Reserve enclave memory (from EIF and model size) and CPUs; restart the allocator
 	$(NITRO_ENV) scripts/nitro/allocator.sh

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Builds the enclave image and the EIF:
-#   docker pull RUST_IMAGE                  (so that its digest can be recorded)
-#   docker build -f Dockerfile.enclave ...  (static binary built in the pinned Rust image + model)
-#   nitro-cli build-enclave --docker-uri IMAGE --output-file EIF   (stdout = measurements JSON)
-# then saves the measurements next to the EIF and prints its size and PCRs.
-# The image's /enclave is also copied out to IMAGE_BIN for the public model server.
-# Env: MODEL, MODEL_DIR, EIF, MEASUREMENTS, EIF_IMAGE, RUST_IMAGE, IMAGE_BIN.
+# `make eif`: builds build/enclave.eif without Docker or nitro-cli, with our own EIF tool
+# (tools/eif, EIF_TOOL):
+#   eif init-ramdisk   AWS's init and nsm.ko from NITRO_BLOBS -> the boot ramdisk (PCR1)
+#   eif app-ramdisk    the static enclave binary (STATIC_BIN) and the model -> rootfs, cmd, env (PCR2)
+#   eif build          kernel (bzImage) + cmdline from NITRO_BLOBS + both ramdisks -> EIF, PCRs
+# then saves the measurements next to the EIF and prints its size and PCRs. If nitro-cli is
+# installed, `nitro-cli describe-eif` must find the same PCR0/1/2, else it stops with an error.
+# The static binary is also copied to IMAGE_BIN: the public model server runs the very bytes
+# the enclave runs. The EIF's metadata (not measured) says BuildTime = SOURCE_DATE_EPOCH, by
+# default the time of HEAD's commit, so that the same commit gives the same bytes.
+# Env: MODEL, MODEL_DIR, EIF, MEASUREMENTS, IMAGE_BIN, STATIC_BIN, EIF_TOOL, NITRO_BLOBS.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd -P)
 . "$here/lib.sh"
@@ -14,57 +18,61 @@ model=${MODEL:?MODEL}
 model_dir=${MODEL_DIR:-models/$model}
 eif=${EIF:-build/enclave.eif}
 measurements=${MEASUREMENTS:-$(dirname "$eif")/measurements.json}
-image=${EIF_IMAGE:-nitro-ml-enclave:$model}
-rust_image=${RUST_IMAGE:-rust:1.95.0-bookworm}
+image_bin=${IMAGE_BIN:-$(dirname "$eif")/image-enclave}
+static_bin=${STATIC_BIN:-build/static/enclave}
+eif_tool=${EIF_TOOL:-target/release/eif}
+blobs=${NITRO_BLOBS:-/usr/share/nitro_enclaves/blobs}
 
 for f in model.onnx labels.txt manifest.txt; do
     [ -f "$model_dir/$f" ] || die "model file missing: $model_dir/$f (run 'make model MODEL=$model')"
 done
-command -v "$DOCKER" >/dev/null || die "'$DOCKER' not found: install docker (see docs/DEPLOY.md)"
-command -v "$NITRO_CLI" >/dev/null || die "'$NITRO_CLI' not found: install aws-nitro-enclaves-cli (see docs/DEPLOY.md)"
-mkdir -p "$(dirname "$eif")" "$(dirname "$measurements")"
+if problem=$(missing_blobs "$blobs"); then die "$problem"; fi
+[ -x "$eif_tool" ] || die "EIF tool missing: $eif_tool (run 'make eif-tool')"
+[ -f "$static_bin" ] || die "static enclave binary missing: $static_bin (run 'make static')"
+mkdir -p "$(dirname "$eif")" "$(dirname "$measurements")" "$(dirname "$image_bin")"
 
-# Pull the builder image first: under BuildKit (docker's default builder) a FROM image is not
-# kept as a local image, so without this `docker image inspect` below finds nothing to record.
-# Pulled, it is local, and the build uses it.
-say "docker pull $rust_image"
-"$DOCKER" pull "$rust_image" >/dev/null ||
-    say "warning: docker pull $rust_image failed; the build uses a local copy if there is one"
-
-build_args=(--build-arg "RUST_IMAGE=$rust_image" --build-arg "MODEL_DIR=$model_dir")
-say "docker build -f Dockerfile.enclave -t $image (model $model_dir)"
-"$DOCKER" build -f Dockerfile.enclave "${build_args[@]}" -t "$image" . ||
-    die "docker build failed (is the docker daemon running and are you in the 'docker' group?)"
-
-# The public model server runs the very binary that is in the image, so the secure and public
-# paths compare one program (docker create does not start anything; scratch images allow it).
-image_bin=${IMAGE_BIN:-$(dirname "$eif")/image-enclave}
-container=$("$DOCKER" create "$image") || die "docker create $image failed"
-if ! "$DOCKER" cp "$container:/enclave" "$image_bin"; then
-    "$DOCKER" rm "$container" >/dev/null || true
-    die "docker cp $container:/enclave failed"
-fi
-"$DOCKER" rm "$container" >/dev/null || die "docker rm $container failed"
-chmod 0755 "$image_bin"
-
-rm -f "$measurements"
-say "nitro-cli build-enclave --docker-uri $image --output-file $eif"
-if ! "$NITRO_CLI" build-enclave --docker-uri "$image" --output-file "$eif" >"$measurements.tmp"; then
-    rm -f "$measurements.tmp"
-    die "nitro-cli build-enclave failed (see its message above; 'nitro-cli explain --error-code EXX' explains a code)"
-fi
-pcr0=$(json_value PCR0 "$measurements.tmp")
-[ -n "$pcr0" ] || { rm -f "$measurements.tmp"; die "nitro-cli build-enclave printed no PCR0"; }
-[ -f "$eif" ] || { rm -f "$measurements.tmp"; die "nitro-cli build-enclave did not write $eif"; }
-mv "$measurements.tmp" "$measurements"
-
-# Record which builder image the binary came from: pin it with RUST_IMAGE=...@sha256:...
-digest=$("$DOCKER" image inspect --format '{{index .RepoDigests 0}}' "$rust_image" 2>/dev/null || true)
-if [ -n "$digest" ]; then
-    echo "$digest" >"$(dirname "$measurements")/builder-image.txt"
+if [ -z "${SOURCE_DATE_EPOCH:-}" ] && SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null); then
+    export SOURCE_DATE_EPOCH
 else
-    rm -f "$(dirname "$measurements")/builder-image.txt"
-    say "warning: no digest for $rust_image (not pulled from a registry?): build/builder-image.txt not written"
+    export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
+fi
+
+work=$(mktemp -d "$(dirname "$eif")/.eif-build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+say "eif init-ramdisk (init, nsm.ko from $blobs)"
+"$eif_tool" init-ramdisk --init "$blobs/init" --file "nsm.ko=$blobs/nsm.ko" --output "$work/boot.cpio" ||
+    die "eif init-ramdisk failed"
+say "eif app-ramdisk (enclave $static_bin, model $model_dir)"
+"$eif_tool" app-ramdisk --enclave "$static_bin" --model-dir "$model_dir" --output "$work/app.cpio" ||
+    die "eif app-ramdisk failed"
+rm -f "$measurements"
+say "eif build --kernel $blobs/bzImage --cmdline $blobs/cmdline --output $eif"
+"$eif_tool" build --kernel "$blobs/bzImage" --cmdline "$blobs/cmdline" \
+    --ramdisk "$work/boot.cpio" --ramdisk "$work/app.cpio" \
+    --name nitro-ml-enclave --version "$model" --output "$eif" --measurements "$measurements" >/dev/null ||
+    die "eif build failed"
+pcr0=$(json_value PCR0 "$measurements")
+[ -n "$pcr0" ] || die "eif build wrote no PCR0 to $measurements"
+
+# The public model server runs the very binary that is in the EIF.
+install -m 0755 "$static_bin" "$image_bin"
+
+# Cross-check with AWS's own reader when it is here (it needs root or the 'ne' group).
+if command -v "$NITRO_CLI" >/dev/null 2>&1; then
+    if described=$("$NITRO_CLI" describe-eif --eif-path "$eif" 2>"$work/describe.err"); then
+        printf '%s\n' "$described" >"$work/describe.json"
+        for p in PCR0 PCR1 PCR2; do
+            ours=$(json_value "$p" "$measurements")
+            theirs=$(json_value "$p" "$work/describe.json")
+            [ "$ours" = "$theirs" ] ||
+                die "nitro-cli describe-eif disagrees on $p: ours $ours, nitro-cli's ${theirs:-(none)}; do not deploy $eif"
+        done
+        say "nitro-cli describe-eif agrees on PCR0, PCR1 and PCR2"
+    else
+        say "warning: '$NITRO_CLI describe-eif' failed ($(tail -n 1 "$work/describe.err")): PCRs not cross-checked"
+    fi
+else
+    say "note: nitro-cli not installed: PCRs not cross-checked with nitro-cli describe-eif"
 fi
 
 eif_bytes=$(stat -c %s "$eif")
@@ -77,6 +85,6 @@ echo "PCR1 (kernel):$(printf ' %s' "$(json_value PCR1 "$measurements")")"
 echo "PCR2 (app):   $(json_value PCR2 "$measurements")"
 echo "Measurements: $measurements"
 echo "Binary:       $image_bin ($(stat -c %s "$image_bin") bytes, sha256 $(sha256sum "$image_bin" | cut -d' ' -f1)), also the public server's"
-[ -z "$digest" ] || echo "Builder image: $digest"
+echo "Blobs:        $blobs (kernel, cmdline, init, nsm.ko)"
 echo "Enclave memory 'make run' will use: $(enclave_memory_mib "$eif" "$model_dir/model.onnx") MiB" \
     "(at least $(eif_min_mib "$eif") MiB = 4 x EIF)"

@@ -306,3 +306,17 @@ stop_pidfile() {
     say "stopped $name (pid $pid)"
     rm -f "$file" "${file%.pid}.cmdline"
 }
+
+# The files `make eif` takes from the Nitro blobs directory (aws-nitro-enclaves-cli's
+# /usr/share/nitro_enclaves/blobs): the enclave kernel, its command line, AWS's init and the
+# NSM driver. missing_blobs DIR prints what is missing and what to do (nothing if complete).
+NITRO_BLOB_FILES="bzImage cmdline init nsm.ko"
+missing_blobs() {
+    local dir=$1 f missing=
+    for f in $NITRO_BLOB_FILES; do
+        [ -f "$dir/$f" ] || missing="$missing $f"
+    done
+    [ -n "$missing" ] || return 1
+    echo "Nitro blobs missing in $dir:$missing (install aws-nitro-enclaves-cli-devel, or set NITRO_BLOBS" \
+        "to a directory with $(echo "$NITRO_BLOB_FILES" | sed 's/ /, /g'))"
+}

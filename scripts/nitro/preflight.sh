@@ -2,7 +2,9 @@
 # Checks what a Nitro host needs before anything starts, one line each: "ok" or what to do.
 # Changes nothing (it only reads files and asks nitro-cli, systemctl, docker and df).
 #   preflight.sh        everything (`make preflight`)
-#   preflight.sh eif    what `make eif` needs: nitro-cli, Docker, Python >= 3.11, free disk
+#   preflight.sh eif    what `make eif` needs: the Nitro blobs (NITRO_BLOBS), Python >= 3.11,
+#                       free disk; nitro-cli only if installed (it cross-checks the PCRs)
+#   preflight.sh eif-docker  what `make eif-docker` needs: nitro-cli, Docker, Python, free disk
 #   preflight.sh run    what `make run` needs: nitro-cli, /dev/nitro_enclaves, root or the `ne`
 #                       group, the allocator service, the CPU count rule, memory, the port
 # Exits 1 when a check fails. Env: as run.sh and eif.sh, plus BUILD_DISK_MIB (free space the
@@ -12,8 +14,9 @@ here=$(cd "$(dirname "$0")" && pwd -P)
 . "$here/lib.sh"
 
 mode=${1:-all}
-case $mode in all | eif | run) ;; *) die "usage: $0 [all|eif|run]" ;; esac
+case $mode in all | eif | eif-docker | run) ;; *) die "usage: $0 [all|eif|eif-docker|run]" ;; esac
 want() { [ "$mode" = all ] || [[ " $* " == *" $mode "* ]]; }
+blobs=${NITRO_BLOBS:-/usr/share/nitro_enclaves/blobs}
 
 eif=${EIF:-build/enclave.eif}
 model_dir=${MODEL_DIR:-models/${MODEL:-efficientnet-lite0}}
@@ -30,12 +33,19 @@ bad() {
 
 echo "preflight ($([ "$mode" = all ] && echo "make eif and make run" || echo "make $mode")):"
 
-# nitro-cli: build-enclave for make eif, everything else for make run.
+# nitro-cli: everything for make run, build-enclave for make eif-docker; make eif only uses it,
+# if installed, to cross-check the PCRs (describe-eif).
 if ! command -v "$NITRO_CLI" >/dev/null 2>&1; then
-    bad nitro-cli "not found: 'sudo dnf install -y aws-nitro-enclaves-cli aws-nitro-enclaves-cli-devel'" \
-        "(Amazon Linux 2023; see docs/DEPLOY.md)"
+    if [ "$mode" = eif ]; then
+        ok nitro-cli "not installed: 'make eif' builds without it (the PCRs are not cross-checked)"
+    else
+        bad nitro-cli "not found: 'sudo dnf install -y aws-nitro-enclaves-cli aws-nitro-enclaves-cli-devel'" \
+            "(Amazon Linux 2023; see docs/DEPLOY.md)"
+    fi
 elif version=$("$NITRO_CLI" --version 2>&1) && [ -n "$version" ]; then
     ok nitro-cli "$(head -n 1 <<<"$version")"
+elif [ "$mode" = eif ]; then
+    ok nitro-cli "'$NITRO_CLI --version' failed: 'make eif' builds without it (PCRs not cross-checked; root or the 'ne' group needed)"
 else
     # It opens its log (/var/log/nitro_enclaves, group ne) before anything else.
     bad nitro-cli "'$NITRO_CLI --version' failed ($(tail -n 1 <<<"$version")): root or the 'ne' group" \
@@ -125,8 +135,18 @@ if want run; then
 fi
 
 if want eif; then
+    if problem=$(missing_blobs "$blobs"); then
+        bad blobs "$problem"
+    else
+        ok blobs "$blobs has $(echo "$NITRO_BLOB_FILES" | sed 's/ /, /g')"
+    fi
+fi
+
+if want eif eif-docker; then
     docker_root=
-    if ! command -v "$DOCKER" >/dev/null 2>&1; then
+    if [ "$mode" != eif-docker ]; then
+        :
+    elif ! command -v "$DOCKER" >/dev/null 2>&1; then
         bad docker "not found: 'sudo dnf install -y docker && sudo systemctl enable --now docker'" \
             "(the EIF is built from a docker image)"
     elif info=$("$DOCKER" info --format '{{.ServerVersion}} {{.DockerRootDir}}' 2>&1); then
@@ -166,6 +186,8 @@ if want eif; then
     }
     if ! is_uint "${src_kib:-x}"; then
         ok disk "free space not readable with df here: the build needs about $(((build_disk_mib + docker_disk_mib) / 1024)) GiB"
+    elif [ "$mode" != eif-docker ]; then
+        disk_line "$src_kib" "$src_mnt" "$build_disk_mib" "the build"
     elif [ "$src_mnt" = "${dk_mnt:-$src_mnt}" ]; then
         disk_line "$src_kib" "$src_mnt" $((build_disk_mib + docker_disk_mib)) "the build with its docker images"
     else
