@@ -51,4 +51,4 @@ for p in PCR0 PCR1 PCR2; do
 done
 cmp -s "$a" "$b" || die "the two EIFs differ (cmp: $(cmp "$a" "$b" 2>&1 | head -n 1)): the EIF build is not reproducible"
 say "reproducible: both EIFs of $commit are the same $(stat -c %s "$a") bytes, with the same PCRs" \
-    "(stand-in blobs: PCR1 and PCR0 are not those of a real EIF; PCR2 is: it measures only the binary and the model)"
+    "(stand-in blobs: PCR1 and PCR0 are not those of a real EIF; PCR2 is: it measures only the app ramdisk, i.e. the binary, the model, cmd and env)"

@@ -16,7 +16,7 @@ export FAKE_LOG=$tmp/calls.log FAKE_STATE=$tmp/state
 export PATH="$repo/tests/nitro/fakes:$PATH"
 export FAKE_IMAGE_ENCLAVE=$repo/tests/nitro/fake-bin/enclave
 fake_knobs="FAKE_BUILD_FAIL FAKE_FOREIGN_ENCLAVE FAKE_ENCLAVE_CMD FAKE_DOCKER_FAIL FAKE_SYSTEMCTL_FAIL
-  FAKE_ALLOCATOR_STATE FAKE_E29_ONCE FAKE_ENCLAVE_EXITS FAKE_DESCRIBE_FAIL FAKE_UID FAKE_GROUPS
+  FAKE_ALLOCATOR_STATE FAKE_E29_ONCE FAKE_ENCLAVE_EXITS FAKE_DESCRIBE_FAIL FAKE_DESCRIBE_EIF FAKE_UID FAKE_GROUPS
   FAKE_DF_AVAIL_KIB"
 unset $fake_knobs FAKE_EIF_BYTES
 # The scripts see root (fakes/id) unless a case says otherwise, whoever runs the tests.
@@ -58,12 +58,18 @@ id=i-0fa4e0000000000-enc0000000000000010   # the fake's id for CID 16
 # Memory for a 30,000,000-byte EIF and this model:
 #   ceil(4 x 30e6 / MiB) = 115, 3 x ceil(19e6 / MiB) = 57, + 256 = 428 -> 512 MiB.
 want_mem=512
+# `make eif` (no Docker) builds with the real EIF tool, from stand-in blobs, the fake enclave
+# binary as the static binary, and this model.
+blobs=$tmp/blobs
+"$repo/scripts/nitro/stand-in-blobs.sh" "$blobs" >/dev/null
+eif_tool=${CARGO_TARGET_DIR:-$repo/target}/debug/eif
+(cd "$repo" && "${CARGO:-cargo}" build -q --locked -p eif) || echo "could not build the eif tool: the make eif cases fail" >&2
 
 mk() {
     make --no-print-directory -s -C "$repo" MODEL=tiny-test MODEL_DIR="$model" \
         NITRO_BUILD="$tmp/build" RUN_DIR="$tmp/run" ALLOCATOR_YAML="$yaml" MEMINFO="$tmp/meminfo" \
-        EIF_DEPS= SECURE_ADDR="unix:$tmp/secure.sock" PING_TIMEOUT=3 PORT="$port" BIN_DIR="$bin" \
-        "$@" >"$tmp/out" 2>&1
+        EIF_DEPS= EIF_DOCKER_DEPS= SECURE_ADDR="unix:$tmp/secure.sock" PING_TIMEOUT=3 PORT="$port" BIN_DIR="$bin" \
+        NITRO_BLOBS="$blobs" EIF_TOOL="$eif_tool" STATIC_BIN="$fake_bin/enclave" "$@" >"$tmp/out" 2>&1
 }
 
 cleanup() {
@@ -146,15 +152,17 @@ run_enclave="nitro-cli run-enclave --eif-path $eif --memory $want_mem --cpu-coun
 restart="systemctl restart nitro-enclaves-allocator.service"
 describe="nitro-cli describe-enclaves"
 is_active="systemctl is-active nitro-enclaves-allocator.service"
-# What preflight.sh asks before make eif and make run (it only reads).
-pre_eif=("nitro-cli --version" "docker info --format {{.ServerVersion}} {{.DockerRootDir}}")
+# What preflight.sh asks before make eif, make eif-docker and make run (it only reads).
+pre_eif=("nitro-cli --version")
+pre_eif_docker=("nitro-cli --version" "docker info --format {{.ServerVersion}} {{.DockerRootDir}}")
+describe_eif="nitro-cli describe-eif --eif-path $eif"
 pre_run=("nitro-cli --version" "$is_active")
 
 # ---------------------------------------------------------------------------------------------
 begin
 mk help; rc=$?
 expect "help succeeds" status_is 0 "$rc"
-for t in static static-repro static-root-check preflight eif allocator run stop status test-nitro; do
+for t in static static-repro static-root-check preflight eif eif-docker eif-repro eif-tool allocator run stop status test-nitro; do
     expect "help lists $t" grep -qE "^  $t +[A-Z]" "$tmp/out"
 done
 ok "make help lists every Nitro target with a description"
@@ -185,8 +193,65 @@ ok "make run listens on port 80 unless PORT is given"
 begin
 mk eif; rc=$?
 expect "eif succeeds" status_is 0 "$rc"
+expect "preflight, then only nitro-cli describe-eif (no docker)" calls_are "${pre_eif[@]}" "$describe_eif"
+expect "EIF written and readable" "$eif_tool" describe "$eif"
+"$eif_tool" describe "$eif" >"$tmp/describe.json" 2>&1
+for p in PCR0 PCR1 PCR2; do
+    expect "measurements: $p as describe prints it" file_has "$tmp/build/measurements.json" "$(grep "\"$p\"" "$tmp/describe.json" | sed 's/,$//')"
+done
+expect "measurements are nitro-cli's JSON" \
+    python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))["Measurements"]; assert m["HashAlgorithm"]=="Sha384 { ... }" and all(len(m[k])==96 for k in ("PCR0","PCR1","PCR2"))' \
+    "$tmp/build/measurements.json"
+expect "static binary copied for the public server" cmp -s "$fake_bin/enclave" "$tmp/build/image-enclave"
+expect "prints PCR0" output_has "PCR0 (image): $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["Measurements"]["PCR0"])' "$tmp/build/measurements.json" 2>/dev/null)"
+expect "prints the size" output_has "EIF size:     $(stat -c %s "$eif") bytes"
+expect "prints the memory run will use" output_has "Enclave memory 'make run' will use: $want_mem MiB"
+expect "nitro-cli agreed" output_has "eif.sh: nitro-cli describe-eif agrees on PCR0, PCR1 and PCR2"
+expect "preflight first" test "$(head -n 1 "$tmp/out")" = "preflight (make eif):"
+expect "preflight: blobs" output_has "  ok    blobs       $blobs has bzImage, cmdline, init, nsm.ko"
+expect "preflight: the build's disk, no docker" output_has "  ok    disk        50.0 GiB free on / (the build needs 2.0 GiB)"
+expect "no docker check" output_lacks "docker"
+cp "$eif" "$tmp/first.eif"
+mk eif; rc=$?
+expect "eif again succeeds" status_is 0 "$rc"
+expect "the same bytes again" cmp -s "$eif" "$tmp/first.eif"
+ok "make eif: preflight, tools/eif from the Nitro blobs, static binary and model, no docker; PCRs saved, printed, agreed by nitro-cli describe-eif; same bytes twice"
+
+begin
+export FAKE_DESCRIBE_EIF=disagree
+mk eif; rc=$?
+expect "eif fails" status_is 2 "$rc"
+expect "preflight, describe-eif" calls_are "${pre_eif[@]}" "$describe_eif"
+expect "says nitro-cli disagrees" output_has "error: nitro-cli describe-eif disagrees on PCR1: ours "
+expect "no summary printed" output_lacks "EIF size:"
+ok "make eif stops when nitro-cli describe-eif finds other PCRs"
+
+begin
+export FAKE_DESCRIBE_EIF=fail
+mk eif; rc=$?
+expect "eif succeeds" status_is 0 "$rc"
+expect "warns" output_has "eif.sh: warning: 'nitro-cli describe-eif' failed ([ E11 ] Unspecified error."
+mk eif NITRO_CLI=/nonexistent/nitro-cli; rc=$?
+expect "eif succeeds without nitro-cli" status_is 0 "$rc"
+expect "preflight: nitro-cli optional" output_has "  ok    nitro-cli   not installed: 'make eif' builds without it (the PCRs are not cross-checked)"
+expect "says not cross-checked" output_has "eif.sh: note: nitro-cli not installed: PCRs not cross-checked"
+ok "make eif without a working nitro-cli builds and says the PCRs were not cross-checked"
+
+begin
+mk eif NITRO_BLOBS="$tmp/no-blobs" EIF_DEPS=no-such-target; rc=$?
+expect "eif fails" status_is 2 "$rc"
+expect "says which blobs are missing" output_has "  FAIL  blobs       Nitro blobs missing in $tmp/no-blobs: bzImage cmdline init nsm.ko (install aws-nitro-enclaves-cli-devel"
+expect "stopped before the build" output_lacks "no-such-target"
+mk eif STATIC_BIN="$tmp/no-static"; rc=$?
+expect "eif fails without the static binary" status_is 2 "$rc"
+expect "says make static" output_has "static enclave binary missing: $tmp/no-static (run 'make static')"
+ok "make eif without the Nitro blobs stops at the preflight; without the static binary asks for make static"
+
+begin
+mk eif-docker; rc=$?
+expect "eif-docker succeeds" status_is 0 "$rc"
 expect "preflight, pull, docker build, binary copied out, build-enclave, digest lookup, in order" \
-    calls_are "${pre_eif[@]}" "$docker_pull" "$docker_build" \
+    calls_are "${pre_eif_docker[@]}" "$docker_pull" "$docker_build" \
     "docker create nitro-ml-enclave:tiny-test" \
     "docker cp fa4ec0n7a1ne0000000000000000000000000000000000000000000000000000:/enclave $tmp/build/image-enclave" \
     "docker rm fa4ec0n7a1ne0000000000000000000000000000000000000000000000000000" \
@@ -201,49 +266,54 @@ expect "prints PCR0" output_has "PCR0 (image): $(python3 -c 'import json,sys; pr
 expect "prints the size" output_has "EIF size:     30000000 bytes (29 MiB; model.onnx is 19000000 bytes)"
 expect "prints the memory run will use" output_has "Enclave memory 'make run' will use: $want_mem MiB (at least 115 MiB = 4 x EIF)"
 expect "records the builder image digest" file_has "$tmp/build/builder-image.txt" "rust@sha256:"
-expect "preflight first" test "$(head -n 1 "$tmp/out")" = "preflight (make eif):"
+expect "preflight first" test "$(head -n 1 "$tmp/out")" = "preflight (make eif-docker):"
 expect "preflight checked the disk" output_has "  ok    disk        50.0 GiB free on / (the build with its docker images needs 6.0 GiB)"
 expect "preflight: Python not needed" output_has "  ok    python      not needed: $model is already prepared"
-ok "make eif: preflight, docker pull (digest recorded), docker build, nitro-cli build-enclave; PCRs saved and printed"
+ok "make eif-docker: preflight, docker pull (digest recorded), docker build, nitro-cli build-enclave; PCRs saved and printed"
 
 begin
 export FAKE_DOCKER_FAIL=build
-mk eif; rc=$?
-expect "eif fails" status_is 2 "$rc"
-expect "preflight, pull, docker build" calls_are "${pre_eif[@]}" "$docker_pull" "$docker_build"
+mk eif-docker; rc=$?
+expect "eif-docker fails" status_is 2 "$rc"
+expect "preflight, pull, docker build" calls_are "${pre_eif_docker[@]}" "$docker_pull" "$docker_build"
 expect "says docker build failed" output_has "error: docker build failed (is the docker daemon running"
-ok "make eif fails clearly when docker build fails, before nitro-cli"
+ok "make eif-docker fails clearly when docker build fails, before nitro-cli"
 
 begin
 export FAKE_DOCKER_FAIL=1
-mk eif EIF_DEPS=no-such-target; rc=$?
-expect "eif fails" status_is 2 "$rc"
-expect "only preflight's questions" calls_are "${pre_eif[@]}"
+mk eif-docker EIF_DOCKER_DEPS=no-such-target; rc=$?
+expect "eif-docker fails" status_is 2 "$rc"
+expect "only preflight's questions" calls_are "${pre_eif_docker[@]}"
 expect "says what to do" output_has "  FAIL  docker      the daemon does not answer (ERROR: Cannot connect to the Docker daemon"
-expect "stopped before the build (EIF_DEPS)" output_lacks "no-such-target"
-ok "make eif without a Docker daemon stops at the preflight, before building anything"
+expect "stopped before the build (EIF_DOCKER_DEPS)" output_lacks "no-such-target"
+mk eif; rc=$?
+expect "make eif does not need the daemon" status_is 0 "$rc"
+ok "make eif-docker without a Docker daemon stops at the preflight, before building anything; make eif does not need it"
 
 begin
 export FAKE_BUILD_FAIL=1
-mk eif; rc=$?
-expect "eif fails" status_is 2 "$rc"
-expect "docker build, copy, then build-enclave" calls_are "${pre_eif[@]}" "$docker_pull" "$docker_build" \
+mk eif-docker; rc=$?
+expect "eif-docker fails" status_is 2 "$rc"
+expect "docker build, copy, then build-enclave" calls_are "${pre_eif_docker[@]}" "$docker_pull" "$docker_build" \
     "docker create nitro-ml-enclave:tiny-test" \
     "docker cp fa4ec0n7a1ne0000000000000000000000000000000000000000000000000000:/enclave $tmp/build/image-enclave" \
     "docker rm fa4ec0n7a1ne0000000000000000000000000000000000000000000000000000" "$build_enclave"
 expect "says build-enclave failed" output_has "error: nitro-cli build-enclave failed"
 expect "shows nitro-cli's error" output_has "[ E50 ] Docker image pull error."
 expect "no measurements left" no_file "$tmp/build/measurements.json"
-ok "make eif fails clearly when nitro-cli build-enclave fails; no stale measurements"
+ok "make eif-docker fails clearly when nitro-cli build-enclave fails; no stale measurements"
 
 begin
 mv "$model/labels.txt" "$tmp/labels.txt"
 mk eif; rc=$?
+mk eif-docker >/dev/null; rc2=$?
+cp "$tmp/out" "$tmp/out2"
 mv "$tmp/labels.txt" "$model/labels.txt"
 expect "eif fails" status_is 2 "$rc"
-expect "only preflight's questions" calls_are "${pre_eif[@]}"
+expect "eif-docker fails" status_is 2 "$rc2"
+expect "only preflight's questions" calls_are "${pre_eif[@]}" "${pre_eif_docker[@]}"
 expect "names the missing file" output_has "model file missing: $model/labels.txt"
-ok "make eif refuses an incomplete model directory"
+ok "make eif and make eif-docker refuse an incomplete model directory"
 
 # ---------------------------------------------------------------------------------------------
 begin
@@ -524,12 +594,12 @@ ok "make model: picks the first Python >= 3.11 or says which package to install;
 
 begin
 export FAKE_DF_AVAIL_KIB=4718592   # 4.5 GiB: a fresh 8 GiB root volume after the packages
-mk eif EIF_DEPS=no-such-target; rc=$?
-expect "eif fails" status_is 2 "$rc"
-expect "only preflight's questions" calls_are "${pre_eif[@]}"
+mk eif-docker EIF_DOCKER_DEPS=no-such-target; rc=$?
+expect "eif-docker fails" status_is 2 "$rc"
+expect "only preflight's questions" calls_are "${pre_eif_docker[@]}"
 expect "says how much it needs" output_has "  FAIL  disk        4.5 GiB free on /, the build with its docker images needs 6.0 GiB: grow the volume (a root volume of 20 GiB or more, docs/DEPLOY.md)"
 expect "stopped before the build" output_lacks "no-such-target"
-ok "make eif on a small disk stops first and says how much it needs (item 2)"
+ok "make eif-docker on a small disk stops first and says how much it needs (item 2)"
 
 begin
 make_eif_file
@@ -639,11 +709,11 @@ make_eif_file
 printf -- '---\nmemory_mib: 1024\ncpu_count: 2\n' >"$yaml"
 mk preflight; rc=$?
 expect "preflight succeeds" status_is 0 "$rc"
-expect "asks only read-only questions" calls_are "nitro-cli --version" "$is_active" "docker info --format {{.ServerVersion}} {{.DockerRootDir}}"
+expect "asks only read-only questions" calls_are "nitro-cli --version" "$is_active"
 for line in "  ok    nitro-cli   Nitro CLI 1.4.2" "  ok    device      $tmp/nitro_enclaves present" "  ok    user        root" \
     "  ok    CPUs        ENCLAVE_CPUS=2 of 8" "  ok    memory      15625 MiB: enclave $want_mem MiB + instance 1024 MiB + public model server 394 MiB" \
     "  ok    allocator   nitro-enclaves-allocator.service active; reserves 1024 MiB, 2 CPUs (needs $want_mem MiB, 2 CPUs)" \
-    "  ok    port        $port free" "  ok    docker      server 25.0.8, data in /var/lib/docker" \
+    "  ok    port        $port free" "  ok    blobs       $blobs has bzImage, cmdline, init, nsm.ko" \
     "  ok    python      not needed" "  ok    disk        50.0 GiB free on /" "preflight: all checks passed"; do
     expect "line: $line" output_has "$line"
 done
@@ -653,7 +723,7 @@ export FAKE_ALLOCATOR_STATE=failed FAKE_UID=1000 FAKE_GROUPS=ec2-user FAKE_DF_AV
 port=80 mk preflight MODEL_DIR="$tmp/no-model" PYTHON_CANDIDATES="$tmp/py/python3"; rc=$?
 : >"$tmp/nitro_enclaves"
 expect "preflight fails" status_is 2 "$rc"
-expect "still only read-only questions" calls_are "nitro-cli --version" "$is_active" "docker info --format {{.ServerVersion}} {{.DockerRootDir}}"
+expect "still only read-only questions" calls_are "nitro-cli --version" "$is_active"
 for line in "  FAIL  device      $tmp/nitro_enclaves missing: launch the instance with enclaves enabled" \
     "  FAIL  user        ec2-user is neither root nor in the 'ne' group" \
     "  FAIL  allocator   nitro-enclaves-allocator.service is failed, so nothing is reserved for enclaves: 'sudo systemctl enable --now nitro-enclaves-allocator.service'" \
@@ -729,6 +799,8 @@ dk preflight MODEL_DIR="$doc/no-model-yet"
 expect "preflight passes" status_is 0 $?
 dk eif
 expect "eif succeeds" status_is 0 $?
+dk eif-docker
+expect "eif-docker succeeds" status_is 0 $?
 export FAKE_ENCLAVE_CMD="exec $fake_bin/enclave --listen unix:$tmp/secure.sock --model $doc/model"
 dk run
 expect "run succeeds" status_is 0 $?
