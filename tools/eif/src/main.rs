@@ -25,7 +25,7 @@ use eif::metadata::{bzimage_kernel_version, json_string, rfc3339};
 use eif::ramdisk::{app_ramdisk, init_ramdisk, MODEL_FILES};
 use eif::{Eif, EifWriter, Metadata};
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -212,8 +212,13 @@ fn build_cmd(args: &[String]) -> Result<()> {
     if let Some(path) = a.optional("measurements")? {
         write(path, json.as_bytes())?;
     }
-    print!("{json}");
-    Ok(())
+    out(&json)
+}
+
+/// Prints to stdout; a closed pipe (`| head`) is an error message, not a panic.
+fn out(text: &str) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(text.as_bytes()).and_then(|()| o.flush()).or_else(|e| err(format!("cannot write to stdout: {e}")))
 }
 
 fn read_eif(path: &str) -> Result<Eif> {
@@ -262,8 +267,7 @@ fn describe_cmd(args: &[String]) -> Result<()> {
         .collect();
     fields.push(("Sections".into(), format!("[\n{}\n  ]", sections.join(",\n"))));
     let body: Vec<String> = fields.iter().map(|(k, v)| format!("  {}: {v}", json_string(k))).collect();
-    println!("{{\n{}\n}}", body.join(",\n"));
-    Ok(())
+    out(&format!("{{\n{}\n}}\n", body.join(",\n")))
 }
 
 fn extract_cmd(args: &[String]) -> Result<()> {
