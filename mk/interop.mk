@@ -39,3 +39,23 @@ test-interop-ohttp-harness: $(INTEROP_OHTTP_JS)/.installed ## Run the OHTTP inte
 test-interop-ohttp: interop-ohttp ## Seal requests with aloha and JS/@hpke against a running stack (URL, default http://127.0.0.1:PORT)
 	INTEROP_OHTTP=$(INTEROP_OHTTP_DIR)/release/interop-ohttp INTEROP_OHTTP_JS=$(INTEROP_OHTTP_JS)/client.mjs \
 	  tests/interop/ohttp.sh $(or $(URL),http://127.0.0.1:$(PORT))
+
+# Interoperability of our EIF tool (tools/eif) with AWS's own EIF code, which we did not write:
+# tools/eif-interop drives the `aws-nitro-enclaves-image-format` crate (=0.3.0, the reader, PCR
+# hasher and writer under nitro-cli's build-enclave and describe-eif). Its own Cargo workspace,
+# every crate pinned with its checksum by tools/eif-interop/Cargo.lock (--locked); it links the
+# system OpenSSL (openssl-sys: Debian's libssl-dev and pkg-config, which .ci/run must install).
+#
+#   make eif-interop          build it into build/eif-interop/
+#   make test-eif-interop     tests/eif/interop.sh: PCRs, CRC and refusals, ours against theirs
+
+EIF_INTEROP_DIR := build/eif-interop
+
+.PHONY: eif-interop test-eif-interop
+
+eif-interop: ## Build the EIF interop harness (AWS's aws-nitro-enclaves-image-format) into build/eif-interop/
+	@pkg-config --exists openssl 2>/dev/null || { echo "eif-interop needs OpenSSL's headers and pkg-config: apt-get install libssl-dev pkg-config" >&2; exit 1; }
+	CARGO_TARGET_DIR=$(EIF_INTEROP_DIR) $(CARGO) build --release --locked --manifest-path tools/eif-interop/Cargo.toml
+
+test-eif-interop: eif-tool eif-interop ## Check our EIF tool against AWS's EIF library: same PCRs both ways, both refuse damaged EIFs
+	EIF_TOOL=$${CARGO_TARGET_DIR:-target}/release/eif EIF_INTEROP=$(EIF_INTEROP_DIR)/release/eif-interop tests/eif/interop.sh
