@@ -10,8 +10,9 @@
 //! ```
 //!
 //! `build` prints the measurements on stdout in nitro-cli build-enclave's JSON shape, and
-//! writes the same text to --measurements if given. One trailing newline of the cmdline file is
-//! dropped (files end with one; the kernel command line stored in an EIF has none). The
+//! writes the same text to --measurements if given. Whitespace around the cmdline file's text is
+//! dropped, as nitro-cli build-enclave trims it (files end with a newline; the kernel command
+//! line stored in an EIF has none), so the same blobs give the same PCRs through both. The
 //! metadata's BuildTime is SOURCE_DATE_EPOCH if set, else the epoch, so that the EIF is
 //! byte-reproducible. `describe` and `extract` check the whole file first (`Eif::read`) and
 //! stop with one line naming what is wrong. Exit status: 0 done, 1 error, 2 usage.
@@ -179,10 +180,10 @@ fn build_cmd(args: &[String]) -> Result<()> {
     let a = Args::parse(args, &["kernel", "cmdline", "ramdisk", "output", "measurements", "name", "version"])?;
     a.no_positional()?;
     let kernel = read(a.required("kernel")?)?;
-    let mut cmdline = read(a.required("cmdline")?)?;
-    if cmdline.last() == Some(&b'\n') {
-        cmdline.pop();
-    }
+    let cmdline = read(a.required("cmdline")?)?;
+    // As nitro-cli build-enclave does (it reads the file to a string and trims it), so that
+    // the same blobs give the same PCR0/PCR1 through either tool.
+    let cmdline = cmdline.trim_ascii().to_vec();
     if cmdline.len() > MAX_CMDLINE_LEN {
         return err(format!("the cmdline file holds {} bytes, more than {MAX_CMDLINE_LEN}", cmdline.len()));
     }
