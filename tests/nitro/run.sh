@@ -820,7 +820,8 @@ dk stop
 sed -i -e "s|$doc/build|build|g; s|$doc/run|.run|g; s|$doc/no-model-yet|models/efficientnet-lite0|g" \
     -e "s|$doc/model|models/efficientnet-lite0|g; s|$tmp/nitro_enclaves|/dev/nitro_enclaves|g" \
     -e "s|$yaml|/etc/nitro_enclaves/allocator.yaml|g; s|unix:$tmp/secure.sock|vsock:16:5005|g" \
-    -e "s|$tmp/py/||g; s|:$port/|:80/|g; s|port        $port free|port        80 free|" "$doc/printed"
+    -e "s|$tmp/py/||g; s|:$port/|:80/|g; s|port        $port free|port        80 free|" \
+    -e "s|$blobs|/usr/share/nitro_enclaves/blobs|g; s|$fake_bin/enclave|build/static/enclave|g" "$doc/printed"
 make --no-print-directory -s -C "$repo" help >"$doc/help"
 python3 "$repo/tests/nitro/check_doc.py" "$repo/docs/DEPLOY.md" "$doc/printed" "$doc/help" \
     "$repo/Makefile" "$repo"/mk/*.mk "$repo"/scripts/nitro/*.sh >"$tmp/out" 2>&1
