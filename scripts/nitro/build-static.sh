@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the enclave binary fully static and reproducibly:
-#   build-static.sh SRC_DIR OUT_FILE
+# Builds the enclave binary (or another workspace binary, PACKAGE, whose binary has the same
+# name: emu-init for the emulation EIF) fully static and reproducibly:
+#   build-static.sh SRC_DIR OUT_FILE [PACKAGE]        (PACKAGE defaults to enclave)
 # The one definition of the flags: `make static` runs it on the host, Dockerfile.enclave's
 # builder stage runs it in the pinned Rust image, `make static-repro` runs it twice.
 #  - glibc, statically linked (+crt-static), for x86_64-unknown-linux-gnu; naming --target keeps
@@ -11,9 +12,10 @@
 #  - its own target directory under SRC_DIR/build/, so the normal target/ is left alone.
 set -euo pipefail
 
-[ $# -eq 2 ] || { echo "usage: $0 SRC_DIR OUT_FILE" >&2; exit 2; }
+[ $# -eq 2 ] || [ $# -eq 3 ] || { echo "usage: $0 SRC_DIR OUT_FILE [PACKAGE]" >&2; exit 2; }
 src=$(cd "$1" && pwd -P)
 out=$2
+package=${3:-enclave}
 target=x86_64-unknown-linux-gnu
 cargo_home=$(cd "${CARGO_HOME:-$HOME/.cargo}" && pwd -P)
 
@@ -31,12 +33,12 @@ flags=(-C target-feature=+crt-static -C strip=symbols --cfg 'getrandom_backend="
 CARGO_ENCODED_RUSTFLAGS=$(IFS=$sep; echo "${flags[*]}")
 export CARGO_ENCODED_RUSTFLAGS
 
-(cd "$src" && "${CARGO:-cargo}" build --release --locked --target "$target" -p enclave)
+(cd "$src" && "${CARGO:-cargo}" build --release --locked --target "$target" -p "$package")
 mkdir -p "$(dirname "$out")"
-install -m 0755 "$CARGO_TARGET_DIR/$target/release/enclave" "$out"
+install -m 0755 "$CARGO_TARGET_DIR/$target/release/$package" "$out"
 
 if readelf -l "$out" 2>/dev/null | grep -q INTERP; then
     echo "$0: error: $out has a program interpreter: it is not statically linked" >&2
     exit 1
 fi
-echo "static enclave binary: $out ($(stat -c %s "$out") bytes, sha256 $(sha256sum "$out" | cut -d' ' -f1))"
+echo "static $package binary: $out ($(stat -c %s "$out") bytes, sha256 $(sha256sum "$out" | cut -d' ' -f1))"
