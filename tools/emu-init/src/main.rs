@@ -74,7 +74,11 @@ enum InitError {
     Config(ConfigError),
     Module(String, Errno),
     ModuleOpen(String, io::Error),
-    Heartbeat { cid: u32, step: &'static str, error: io::Error },
+    Heartbeat {
+        cid: u32,
+        step: &'static str,
+        error: io::Error,
+    },
     HeartbeatReply(u8),
     Chroot(Errno),
     NotFound(String),
@@ -99,7 +103,10 @@ impl fmt::Display for InitError {
                  the emulator's parent is 2)",
                 config::PARENT_CID_PARAM
             ),
-            Self::HeartbeatReply(b) => write!(f, "heartbeat: the parent answered {b:#04x}, not {HEARTBEAT:#04x}"),
+            Self::HeartbeatReply(b) => write!(
+                f,
+                "heartbeat: the parent answered {b:#04x}, not {HEARTBEAT:#04x}"
+            ),
             Self::Chroot(e) => write!(f, "chroot /rootfs: {e}"),
             Self::NotFound(program) => write!(f, "{program}: not found in {DEFAULT_PATH}"),
             Self::Spawn(program, e) => write!(f, "exec {program}: {e}"),
@@ -117,9 +124,18 @@ impl From<ConfigError> for InitError {
 /// One console line; a failed write is dropped (there is nowhere else to say it).
 fn log(message: fmt::Arguments<'_>) {
     let t = clock_gettime(ClockId::CLOCK_BOOTTIME)
-        .map(|t| Duration::new(u64::try_from(t.tv_sec()).unwrap_or(0), u32::try_from(t.tv_nsec()).unwrap_or(0)))
+        .map(|t| {
+            Duration::new(
+                u64::try_from(t.tv_sec()).unwrap_or(0),
+                u32::try_from(t.tv_nsec()).unwrap_or(0),
+            )
+        })
         .unwrap_or_default();
-    let line = format!("emu-init: [{:5}.{:06}] {message}\n", t.as_secs(), t.subsec_micros());
+    let line = format!(
+        "emu-init: [{:5}.{:06}] {message}\n",
+        t.as_secs(),
+        t.subsec_micros()
+    );
     let _ = io::stderr().write_all(line.as_bytes());
 }
 
@@ -197,7 +213,13 @@ fn mount_at(
 /// devtmpfs on /dev; EBUSY means the kernel mounted it already (`devtmpfs.mount=1`).
 fn mount_dev() -> Result<(), InitError> {
     mkdir_if_missing("/dev")?;
-    match mount(Some("dev"), "/dev", Some("devtmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, None::<&str>) {
+    match mount(
+        Some("dev"),
+        "/dev",
+        Some("devtmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    ) {
         Ok(()) | Err(Errno::EBUSY) => Ok(()),
         Err(e) => Err(InitError::Mount("/dev", e)),
     }
@@ -206,7 +228,11 @@ fn mount_dev() -> Result<(), InitError> {
 /// stdin, stdout and stderr on /dev/console. The kernel opened it for us only if the init
 /// ramdisk carries a `dev/console` node; with devtmpfs mounted it always exists.
 fn console() -> Result<(), InitError> {
-    let console = OpenOptions::new().read(true).write(true).open("/dev/console").map_err(InitError::Console)?;
+    let console = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+        .map_err(InitError::Console)?;
     let to_io = |e: Errno| InitError::Console(io::Error::from(e));
     nix::unistd::dup2_stdin(&console).map_err(to_io)?;
     nix::unistd::dup2_stdout(&console).map_err(to_io)?;
@@ -231,8 +257,12 @@ fn read_small(path: &'static str) -> Result<Vec<u8>, InitError> {
         Err(e) => return Err(InitError::Read(path, e)),
     };
     let mut bytes = Vec::new();
-    let limit = u64::try_from(config::MAX_CONFIG_LEN).unwrap_or(u64::MAX).saturating_add(1);
-    file.take(limit).read_to_end(&mut bytes).map_err(|e| InitError::Read(path, e))?;
+    let limit = u64::try_from(config::MAX_CONFIG_LEN)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    file.take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(|e| InitError::Read(path, e))?;
     if bytes.len() > config::MAX_CONFIG_LEN {
         return Err(ConfigError::TooLong(path, bytes.len()).into());
     }
@@ -254,7 +284,10 @@ fn load_modules() -> Result<(), InitError> {
     for name in order.iter().filter(|n| !n.is_empty()) {
         // A bare file name: the list cannot reach outside the module directory.
         if name.contains('/') || name.starts_with('.') {
-            return Err(InitError::ModuleOpen(name.clone(), io::Error::from(io::ErrorKind::InvalidInput)));
+            return Err(InitError::ModuleOpen(
+                name.clone(),
+                io::Error::from(io::ErrorKind::InvalidInput),
+            ));
         }
         let path = Path::new(MODULE_DIR).join(name);
         let file = File::open(&path).map_err(|e| InitError::ModuleOpen(name.clone(), e))?;
@@ -278,10 +311,17 @@ fn load_modules() -> Result<(), InitError> {
 /// booted.
 fn heartbeat(cid: u32) -> Result<(), InitError> {
     let err = |step, error| InitError::Heartbeat { cid, step, error };
-    let mut stream = vsock::VsockStream::connect_with_cid_port(cid, HEARTBEAT_PORT).map_err(|e| err("connect", e))?;
-    stream.set_read_timeout(Some(HEARTBEAT_TIMEOUT)).map_err(|e| err("timeout", e))?;
-    stream.set_write_timeout(Some(HEARTBEAT_TIMEOUT)).map_err(|e| err("timeout", e))?;
-    stream.write_all(&[HEARTBEAT]).map_err(|e| err("write", e))?;
+    let mut stream = vsock::VsockStream::connect_with_cid_port(cid, HEARTBEAT_PORT)
+        .map_err(|e| err("connect", e))?;
+    stream
+        .set_read_timeout(Some(HEARTBEAT_TIMEOUT))
+        .map_err(|e| err("timeout", e))?;
+    stream
+        .set_write_timeout(Some(HEARTBEAT_TIMEOUT))
+        .map_err(|e| err("timeout", e))?;
+    stream
+        .write_all(&[HEARTBEAT])
+        .map_err(|e| err("write", e))?;
     let mut reply = [0u8; 1];
     stream.read_exact(&mut reply).map_err(|e| err("read", e))?;
     if reply[0] != HEARTBEAT {
@@ -294,7 +334,13 @@ fn heartbeat(cid: u32) -> Result<(), InitError> {
 /// app ramdisk's; only /dev/shm and /dev/pts are made here, as AWS's init makes them.
 fn app_filesystems() -> Result<(), InitError> {
     let fl = nodev_nosuid_noexec();
-    match mount(Some("dev"), "/dev", Some("devtmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, None::<&str>) {
+    match mount(
+        Some("dev"),
+        "/dev",
+        Some("devtmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    ) {
         Ok(()) | Err(Errno::EBUSY) => {}
         Err(e) => return Err(InitError::Mount("/rootfs/dev", e)),
     }
@@ -316,9 +362,21 @@ fn app_filesystems() -> Result<(), InitError> {
     mkdir_if_missing("/dev/shm")?;
     mount_at("shm", "/dev/shm", "tmpfs", fl, None)?;
     mkdir_if_missing("/dev/pts")?;
-    mount_at("devpts", "/dev/pts", "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, None)?;
+    mount_at(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        None,
+    )?;
     mount_at("sysfs", "/sys", "sysfs", fl, None)?;
-    mount_at("cgroup_root", "/sys/fs/cgroup", "tmpfs", fl, Some("mode=0755"))?;
+    mount_at(
+        "cgroup_root",
+        "/sys/fs/cgroup",
+        "tmpfs",
+        fl,
+        Some("mode=0755"),
+    )?;
     cgroups()
 }
 
@@ -330,7 +388,9 @@ fn cgroups() -> Result<(), InitError> {
     let table = read_small("/proc/cgroups")?;
     for line in String::from_utf8_lossy(&table).lines().skip(1) {
         let fields: Vec<&str> = line.split_ascii_whitespace().collect();
-        let [name, _hierarchy, _groups, enabled] = fields[..] else { continue };
+        let [name, _hierarchy, _groups, enabled] = fields[..] else {
+            continue;
+        };
         if enabled != "1" || name.is_empty() || name.contains('/') || name.starts_with('.') {
             continue;
         }
@@ -339,7 +399,13 @@ fn cgroups() -> Result<(), InitError> {
             log!("cgroup {name}: mkdir: {e}");
             continue;
         }
-        if let Err(e) = mount(Some(name), path.as_str(), Some("cgroup"), nodev_nosuid_noexec(), Some(name)) {
+        if let Err(e) = mount(
+            Some(name),
+            path.as_str(),
+            Some("cgroup"),
+            nodev_nosuid_noexec(),
+            Some(name),
+        ) {
             log!("cgroup {name}: mount: {e} (skipped)");
         }
     }
@@ -354,7 +420,11 @@ fn resolve(program: &str) -> Result<PathBuf, InitError> {
     DEFAULT_PATH
         .split(':')
         .map(|dir| Path::new(dir).join(program))
-        .find(|p| fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false))
+        .find(|p| {
+            fs::metadata(p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
         .ok_or_else(|| InitError::NotFound(program.to_owned()))
 }
 
