@@ -14,6 +14,7 @@ export MODEL PORT RUN_DIR
 include mk/models.mk
 include mk/nitro.mk
 include mk/eif.mk
+include mk/emulate.mk
 include mk/bench.mk
 include mk/hardening.mk
 include mk/install.mk

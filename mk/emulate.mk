@@ -1,0 +1,47 @@
+# Emulation: the enclave image booted in QEMU on any Linux machine (no Nitro, no KVM needed).
+# The building blocks; `make emulate` runs the stack on top of them.
+#
+#   make emulate-deps     QEMU 7.2 (apt, --no-install-recommends) and vhost-device-vsock 0.3.0
+#                         (cargo install --locked), each only if missing
+#   make emulate-kernel   Debian's cloud kernel, downloaded and checked, never installed
+#                         (scripts/emulate/kernel.sh -> build/emulate/kernel; KERNEL_DEB_VERSION pins)
+#   make emu-init         the emulation EIF's /init, static (tools/emu-init -> build/emulate/init)
+#   make eif-emulate      build/emulate/enclave.eif: that kernel + init ramdisk (init, modules) + the
+#                         production EIF's app ramdisk for MODEL (same bytes, same PCR2)
+#   make emulate-tool     the launcher (tools/emulate -> target/release/emulate)
+#
+# Then: target/release/emulate --eif build/emulate/enclave.eif --run-dir .run/emulate
+# (tools/emulate/src/main.rs says what it does and how the host reaches port 5005).
+
+EMU_BUILD        ?= build/emulate
+EMU_KERNEL_DIR   ?= $(EMU_BUILD)/kernel
+EMU_INIT         ?= $(EMU_BUILD)/init
+EMU_EIF          ?= $(EMU_BUILD)/enclave.eif
+EMU_MEASUREMENTS ?= $(EMU_BUILD)/measurements.json
+VHOST_VSOCK_VERSION ?= 0.3.0
+# apt-get needs root; sudo when we are not.
+EMU_SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+EMU_ENV = MODEL='$(MODEL)' MODEL_DIR='$(MODEL_DIR)' STATIC_BIN='$(STATIC_BIN)' EIF_TOOL='$(EIF_TOOL)' \
+  EMU_KERNEL_DIR='$(EMU_KERNEL_DIR)' EMU_INIT='$(EMU_INIT)' EMU_EIF='$(EMU_EIF)' EMU_MEASUREMENTS='$(EMU_MEASUREMENTS)'
+
+.PHONY: emulate-deps emulate-kernel emu-init eif-emulate emulate-tool
+
+emulate-deps: ## Install what emulation needs if missing: qemu-system-x86 (apt), vhost-device-vsock 0.3.0 (cargo)
+	@if command -v qemu-system-x86_64 >/dev/null; then echo "qemu-system-x86_64: $$(command -v qemu-system-x86_64)"; \
+	else $(EMU_SUDO) apt-get install -y --no-install-recommends qemu-system-x86; fi
+	@if command -v vhost-device-vsock >/dev/null || [ -x "$$HOME/.cargo/bin/vhost-device-vsock" ]; then \
+	  echo "vhost-device-vsock: $$(command -v vhost-device-vsock || echo "$$HOME/.cargo/bin/vhost-device-vsock")"; \
+	else $(CARGO) install vhost-device-vsock --version $(VHOST_VSOCK_VERSION) --locked; fi
+
+emulate-kernel: ## Fetch Debian's cloud kernel for emulation into build/emulate/kernel (checked, cached, not installed)
+	KERNEL_DEB_VERSION='$(KERNEL_DEB_VERSION)' scripts/emulate/kernel.sh $(EMU_KERNEL_DIR)
+
+emu-init: ## Build the emulation EIF's /init static into build/emulate/init
+	CARGO='$(CARGO)' scripts/nitro/build-static.sh . $(EMU_INIT) emu-init
+
+eif-emulate: emulate-kernel emu-init eif-tool static-if-missing model ## Build build/emulate/enclave.eif (Debian kernel, our init, the production app ramdisk)
+	$(EMU_ENV) scripts/emulate/eif.sh
+
+emulate-tool: ## Build the emulation launcher into target/release/emulate
+	$(CARGO) build --release --locked -p emulate
