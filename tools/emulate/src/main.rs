@@ -41,7 +41,7 @@
 //! launcher leaves no QEMU behind.
 //!
 //! Emulation is not Nitro: the kernel is Debian's, there is no NSM (QEMU 7.2 has no virtio-nsm),
-//! and the timings are software emulation's (see scripts/emulate/ and the README of the tools).
+//! and the timings are software emulation's: they say nothing about Nitro's.
 #![deny(unsafe_code)]
 
 mod args;
