@@ -41,7 +41,6 @@ use nix::errno::Errno;
 use nix::kmod::{finit_module, ModuleInitFlags};
 use nix::mount::{mount, MsFlags};
 use nix::sys::reboot::{reboot, RebootMode};
-use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use nix::sys::wait::{wait, WaitStatus};
 use nix::time::{clock_gettime, ClockId};
 use nix::unistd::{chdir, chroot, Pid};
@@ -144,9 +143,10 @@ macro_rules! log {
 }
 
 fn main() {
-    // As AWS's init: PID 1 blocks every signal (SIGCHLD still wakes wait()); the child gets an
-    // empty mask back from std's spawn.
-    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), None);
+    // AWS's init blocks every signal in PID 1 and unblocks them in the child. We block none:
+    // the kernel never delivers a default-action signal sent from user space to PID 1 anyway,
+    // and the app must start with an empty mask, which std's spawn is not relied on to restore
+    // (the launcher saw a child inherit its blocked mask through it).
     match run() {
         Ok(status) => match (status.code(), status.signal()) {
             (Some(code), _) => log!("app exited with status {code}; powering off"),

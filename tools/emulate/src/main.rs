@@ -381,11 +381,16 @@ fn spawn(
         .stdout(out)
         .stderr(err)
         .process_group(0);
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the parent;
-    // the closure allocates nothing and only returns an io::Error built from an errno.
+    // SAFETY: prctl(PR_SET_PDEATHSIG) and pthread_sigmask are async-signal-safe and touch no
+    // memory of the parent; the closure allocates nothing and only returns an io::Error built
+    // from an errno. The mask must be emptied here: the child inherits ours (SIGINT, SIGTERM,
+    // SIGHUP, SIGCHLD blocked for the signalfd), and std's spawn does not reset it on this path
+    // (measured: vhost-device-vsock then ignored SIGTERM and needed the SIGKILL).
     unsafe {
-        command
-            .pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from));
+        command.pre_exec(|| {
+            SigSet::empty().thread_set_mask().map_err(io::Error::from)?;
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)
+        });
     }
     command.spawn().map_err(|e| LaunchError::Spawn(tool, e))
 }
@@ -607,7 +612,7 @@ fn run(o: &Options) -> Result<Signal, LaunchError> {
     drop(bytes);
 
     // Signals as events, from here on: blocked, read through a signalfd. Children get an empty
-    // mask back from std's spawn.
+    // mask back in `spawn`.
     let mut mask = SigSet::empty();
     for s in [
         Signal::SIGINT,
