@@ -1,7 +1,7 @@
 //! The command line, parsed and bounded before anything starts.
 //!
 //! ```text
-//! emulate --eif FILE --run-dir DIR [--cid 16] [--memory-mib N] [--cpus N] [--rng on|off]
+//! emulate --eif FILE --run-dir DIR [--cid 16] [--memory-mib N] [--cpus N] [--rng on|off (on)]
 //!         [--kvm] [--heartbeat-timeout SECONDS]
 //! ```
 
@@ -32,6 +32,8 @@ pub struct Options {
     /// None: computed from the EIF's size (`memory_for`).
     pub memory_mib: Option<u64>,
     pub cpus: u32,
+    /// A virtio-rng device (default on): on Nitro the NSM driver registers a hardware RNG, and
+    /// QEMU 7.2 has no NSM, so virtio-rng stands in for it. Off shows the guest with RDRAND alone.
     pub rng: bool,
     pub kvm: bool,
     /// None: nitro-cli's rule (`heartbeat_timeout_for`).
@@ -149,7 +151,7 @@ pub fn parse(args: &[String]) -> Result<Options, UsageError> {
         cid: cid.map_or(DEFAULT_CID, |c| u32::try_from(c).unwrap_or(DEFAULT_CID)),
         memory_mib: memory,
         cpus: cpus.map_or(DEFAULT_CPUS, |c| u32::try_from(c).unwrap_or(DEFAULT_CPUS)),
-        rng: rng.unwrap_or(false),
+        rng: rng.unwrap_or(true),
         kvm,
         heartbeat_timeout: timeout.map(Duration::from_secs),
     })
@@ -174,7 +176,7 @@ mod tests {
                 cid: 16,
                 memory_mib: None,
                 cpus: 2,
-                rng: false,
+                rng: true,
                 kvm: false,
                 heartbeat_timeout: None
             }
@@ -195,7 +197,7 @@ mod tests {
             "--cpus",
             "1",
             "--rng",
-            "on",
+            "off",
             "--kvm",
             "--heartbeat-timeout",
             "5",
@@ -203,7 +205,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             (o.cid, o.memory_mib, o.cpus, o.rng, o.kvm),
-            (20, Some(1024), 1, true, true)
+            (20, Some(1024), 1, false, true)
         );
         assert_eq!(o.heartbeat_timeout, Some(Duration::from_secs(5)));
     }

@@ -18,7 +18,8 @@
 //! 3. listens on DIR/vsock.sock_9000 for the heartbeat, before anything can send it;
 //! 4. starts `vhost-device-vsock --vm guest-cid=CID,socket=DIR/vhost.sock,uds-path=DIR/vsock.sock`;
 //! 5. starts QEMU: `microvm` (virtio-mmio found through ACPI, no PCI), TCG unless `--kvm`, guest
-//!    memory in a shared memfd (vhost-user needs it), the serial console in DIR/console.log;
+//!    memory in a shared memfd (vhost-user needs it), the serial console in DIR/console.log, and
+//!    a virtio-rng device unless `--rng off` (standing in for the NSM's hardware RNG);
 //! 6. waits for the 0xB7 heartbeat within nitro-cli's limit (90 s per started 6 GiB of EIF),
 //!    echoes it and prints `emulate: heartbeat after X.XX s`;
 //! 7. runs until SIGINT, SIGTERM or SIGHUP, or until QEMU or the vhost daemon exits; then stops
