@@ -59,6 +59,8 @@ const MODULE_DIR: &str = "/modules";
 /// `finit_module`'s flag for a compressed file (`.ko.xz`, `.ko.zst`; Linux 6.6 and later with
 /// `CONFIG_MODULE_DECOMPRESS`, as Debian's 6.12 kernels have). Not in nix's flag set yet.
 const MODULE_INIT_COMPRESSED_FILE: u32 = 4;
+/// The kernel's current hardware RNG (absent when no hwrng driver is loaded).
+const HWRNG_CURRENT: &str = "/sys/class/misc/hw_random/rng_current";
 /// The PATH the command is looked up in, as AWS's init sets it (not the one from `/env`).
 const DEFAULT_PATH: &str = "/sbin:/usr/sbin:/bin:/usr/bin";
 
@@ -170,6 +172,10 @@ fn run() -> Result<std::process::ExitStatus, InitError> {
     let cmdline = read_small("/proc/cmdline")?;
     let parent_cid = config::parent_cid(&String::from_utf8_lossy(&cmdline))?;
     load_modules()?;
+    // Which hardware RNG feeds the kernel (Nitro: the NSM's; here virtio-rng, if the launcher
+    // added the device, or none): the tests read it next to the app's entropy line.
+    let hwrng = fs::read_to_string(HWRNG_CURRENT).unwrap_or_else(|_| "none\n".to_owned());
+    log!("hwrng: {}", hwrng.trim());
     heartbeat(parent_cid)?;
     log!("heartbeat answered by vsock {parent_cid}:{HEARTBEAT_PORT}");
 
