@@ -30,9 +30,10 @@ help: ## List the targets, one line each
 
 # The model server is built with the dev-nsm feature (`--nsm unix:PATH`, which `make dev` gives
 # the secure one); the enclave image's server never is: scripts/nitro/build-static.sh builds it
-# apart, without features. dev-nsm (the development NSM) and sealed-client are for `make dev`.
-build: ## Build the release binaries: model server (dev-nsm feature), parent, dev-nsm, sealed-client
-	$(CARGO) build --release --locked --bin enclave --bin parent --bin dev-nsm --bin sealed-client \
+# apart, without features. dev-nsm (the development NSM) and sealed-client are for `make dev`,
+# emulate (the QEMU launcher) for `make emulate`.
+build: ## Build the release binaries: model server (dev-nsm feature), parent, dev-nsm, sealed-client, emulate
+	$(CARGO) build --release --locked --bin enclave --bin parent --bin dev-nsm --bin sealed-client --bin emulate \
 	  --features enclave/dev-nsm
 
 # `make test` runs all four suites even when one fails (cargo with --no-fail-fast: every test

@@ -10,7 +10,12 @@
 #                         production EIF's app ramdisk for MODEL (same bytes, same PCR2)
 #   make emulate-tool     the launcher (tools/emulate -> target/release/emulate)
 #
-# Then: target/release/emulate --eif build/emulate/enclave.eif --run-dir .run/emulate
+#   make emulate          the appliance like `make dev`, with the enclave booted in QEMU
+#                         (scripts/dev.sh EMULATE=build/emulate/enclave.eif); Ctrl-C stops all
+#   make test-emulate     boots the tiny-test emulation EIF and tests the appliance through it
+#                         (tests/emulate/e2e.sh); ends "N passed, M failed"
+#
+# The launcher alone: target/release/emulate --eif build/emulate/enclave.eif --run-dir .run/emulate
 # (tools/emulate/src/main.rs says what it does and how the host reaches port 5005).
 
 EMU_BUILD        ?= build/emulate
@@ -25,7 +30,7 @@ EMU_SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 EMU_ENV = MODEL='$(MODEL)' MODEL_DIR='$(MODEL_DIR)' STATIC_BIN='$(STATIC_BIN)' EIF_TOOL='$(EIF_TOOL)' \
   EMU_KERNEL_DIR='$(EMU_KERNEL_DIR)' EMU_INIT='$(EMU_INIT)' EMU_EIF='$(EMU_EIF)' EMU_MEASUREMENTS='$(EMU_MEASUREMENTS)'
 
-.PHONY: emulate-deps emulate-kernel emu-init eif-emulate emulate-tool
+.PHONY: emulate-deps emulate-kernel emu-init eif-emulate emulate-tool emulate test-emulate
 
 emulate-deps: ## Install what emulation needs if missing: qemu-system-x86 (apt), vhost-device-vsock 0.3.0 (cargo)
 	@if command -v qemu-system-x86_64 >/dev/null; then echo "qemu-system-x86_64: $$(command -v qemu-system-x86_64)"; \
@@ -40,8 +45,20 @@ emulate-kernel: ## Fetch Debian's cloud kernel for emulation into build/emulate/
 emu-init: ## Build the emulation EIF's /init static into build/emulate/init
 	CARGO='$(CARGO)' scripts/nitro/build-static.sh . $(EMU_INIT) emu-init
 
-eif-emulate: emulate-kernel emu-init eif-tool static-if-missing model ## Build build/emulate/enclave.eif (Debian kernel, our init, the production app ramdisk)
+# `static`, not `static-if-missing`: the emulated enclave runs the sources as they are now (cargo
+# rebuilds only what changed; nothing at all takes seconds).
+eif-emulate: emulate-kernel emu-init eif-tool static model ## Build build/emulate/enclave.eif (Debian kernel, our init, the production app ramdisk)
 	$(EMU_ENV) scripts/emulate/eif.sh
 
 emulate-tool: ## Build the emulation launcher into target/release/emulate
 	$(CARGO) build --release --locked -p emulate
+
+emulate: emulate-deps build model testdata eif-emulate ## Run the appliance with the enclave image booted in QEMU (real vsock), like make dev, until Ctrl-C
+	EMULATE=$(EMU_EIF) scripts/dev.sh
+
+# The debug binaries `make test` builds run on the host (parent, public model server, launcher);
+# the enclave is the static release binary inside the EIF.
+test-emulate: emulate-deps testdata ## Boot the emulation EIF (tiny-test model) and test the appliance through it (ends "N passed, M failed")
+	$(MAKE) --no-print-directory eif-emulate MODEL=tiny-test
+	$(CARGO) build --workspace --locked --bins --features $(TEST_FEATURES)
+	BIN=target/debug EIF=$(EMU_EIF) MODEL=tiny-test tests/emulate/e2e.sh

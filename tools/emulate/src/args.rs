@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! emulate --eif FILE --run-dir DIR [--cid 16] [--memory-mib N] [--cpus N] [--rng on|off (on)]
-//!         [--kvm] [--heartbeat-timeout SECONDS]
+//!         [--cpu-rng on|off (on)] [--kvm] [--heartbeat-timeout SECONDS]
 //! ```
 
 use std::fmt;
@@ -35,6 +35,11 @@ pub struct Options {
     /// A virtio-rng device (default on): on Nitro the NSM driver registers a hardware RNG, and
     /// QEMU 7.2 has no NSM, so virtio-rng stands in for it. Off shows the guest with RDRAND alone.
     pub rng: bool,
+    /// RDRAND and RDSEED in the guest's CPU (default on, as every Nitro host has them). Off, with
+    /// `--rng on`, the kernel's pool is not ready when the model server starts, which then seeds
+    /// it from /dev/hwrng as it would from the NSM's; with `--rng off` too, it has no source
+    /// and must stop with its entropy error.
+    pub cpu_rng: bool,
     pub kvm: bool,
     /// None: nitro-cli's rule (`heartbeat_timeout_for`).
     pub heartbeat_timeout: Option<Duration>,
@@ -48,7 +53,8 @@ pub enum UsageError {
     Repeated(&'static str),
     BadNumber(&'static str, String),
     OutOfRange(&'static str, u64),
-    BadRng(String),
+    /// An on/off option with another value.
+    BadSwitch(&'static str, String),
 }
 
 impl fmt::Display for UsageError {
@@ -68,14 +74,14 @@ impl fmt::Display for UsageError {
                 };
                 write!(f, "{o} {v} is out of range ({range})")
             }
-            Self::BadRng(v) => write!(f, "--rng takes on or off, not '{v}'"),
+            Self::BadSwitch(o, v) => write!(f, "{o} takes on or off, not '{v}'"),
         }
     }
 }
 
 pub const USAGE: &str =
     "usage: emulate --eif FILE --run-dir DIR [--cid 16] [--memory-mib N] [--cpus 2] \
-[--rng on|off] [--kvm] [--heartbeat-timeout SECONDS]";
+[--rng on|off] [--cpu-rng on|off] [--kvm] [--heartbeat-timeout SECONDS]";
 
 fn number(opt: &'static str, v: &str, min: u64, max: u64) -> Result<u64, UsageError> {
     let n: u64 = v
@@ -95,8 +101,8 @@ fn set<T>(slot: &mut Option<T>, opt: &'static str, value: T) -> Result<(), Usage
 }
 
 pub fn parse(args: &[String]) -> Result<Options, UsageError> {
-    let (mut eif, mut run_dir, mut cid, mut memory, mut cpus, mut rng, mut timeout) =
-        (None, None, None, None, None, None, None);
+    let (mut eif, mut run_dir, mut cid, mut memory, mut cpus, mut rng, mut cpu_rng, mut timeout) =
+        (None, None, None, None, None, None, None, None);
     let mut kvm = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -107,6 +113,7 @@ pub fn parse(args: &[String]) -> Result<Options, UsageError> {
             "--memory-mib" => "--memory-mib",
             "--cpus" => "--cpus",
             "--rng" => "--rng",
+            "--cpu-rng" => "--cpu-rng",
             "--heartbeat-timeout" => "--heartbeat-timeout",
             "--kvm" => {
                 if kvm {
@@ -137,11 +144,18 @@ pub fn parse(args: &[String]) -> Result<Options, UsageError> {
                 opt,
                 number(opt, v, 1, MAX_HEARTBEAT_TIMEOUT.as_secs())?,
             )?,
-            _ => match v.as_str() {
-                "on" => set(&mut rng, opt, true)?,
-                "off" => set(&mut rng, opt, false)?,
-                _ => return Err(UsageError::BadRng(v.clone())),
-            },
+            _ => {
+                let slot = if opt == "--rng" {
+                    &mut rng
+                } else {
+                    &mut cpu_rng
+                };
+                match v.as_str() {
+                    "on" => set(slot, opt, true)?,
+                    "off" => set(slot, opt, false)?,
+                    _ => return Err(UsageError::BadSwitch(opt, v.clone())),
+                }
+            }
         }
     }
     Ok(Options {
@@ -152,6 +166,7 @@ pub fn parse(args: &[String]) -> Result<Options, UsageError> {
         memory_mib: memory,
         cpus: cpus.map_or(DEFAULT_CPUS, |c| u32::try_from(c).unwrap_or(DEFAULT_CPUS)),
         rng: rng.unwrap_or(true),
+        cpu_rng: cpu_rng.unwrap_or(true),
         kvm,
         heartbeat_timeout: timeout.map(Duration::from_secs),
     })
@@ -177,6 +192,7 @@ mod tests {
                 memory_mib: None,
                 cpus: 2,
                 rng: true,
+                cpu_rng: true,
                 kvm: false,
                 heartbeat_timeout: None
             }
@@ -198,14 +214,16 @@ mod tests {
             "1",
             "--rng",
             "off",
+            "--cpu-rng",
+            "off",
             "--kvm",
             "--heartbeat-timeout",
             "5",
         ])
         .unwrap();
         assert_eq!(
-            (o.cid, o.memory_mib, o.cpus, o.rng, o.kvm),
-            (20, Some(1024), 1, false, true)
+            (o.cid, o.memory_mib, o.cpus, o.rng, o.cpu_rng, o.kvm),
+            (20, Some(1024), 1, false, false, true)
         );
         assert_eq!(o.heartbeat_timeout, Some(Duration::from_secs(5)));
     }
@@ -246,7 +264,18 @@ mod tests {
             p(&["--memory-mib", "-1"]),
             Err(UsageError::BadNumber("--memory-mib", "-1".into()))
         );
-        assert_eq!(p(&["--rng", "yes"]), Err(UsageError::BadRng("yes".into())));
+        assert_eq!(
+            p(&["--rng", "yes"]),
+            Err(UsageError::BadSwitch("--rng", "yes".into()))
+        );
+        assert_eq!(
+            p(&["--cpu-rng", "1"]),
+            Err(UsageError::BadSwitch("--cpu-rng", "1".into()))
+        );
+        assert_eq!(
+            p(&["--cpu-rng", "on", "--cpu-rng", "on"]),
+            Err(UsageError::Repeated("--cpu-rng"))
+        );
         assert_eq!(
             p(&["--heartbeat-timeout", "0"]),
             Err(UsageError::OutOfRange("--heartbeat-timeout", 0))

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! emulate --eif FILE --run-dir DIR [--cid 16] [--memory-mib N] [--cpus 2] [--rng on|off]
-//!         [--kvm] [--heartbeat-timeout SECONDS]
+//!         [--cpu-rng on|off] [--kvm] [--heartbeat-timeout SECONDS]
 //! ```
 //!
 //! It does for an emulation EIF (Debian kernel, tools/emu-init, the production app ramdisk)
@@ -326,8 +326,18 @@ fn qemu_args(o: &Options, paths: &Paths, memory_mib: u64, cmdline: &str) -> Vec<
     if o.kvm {
         push(&["-accel", "kvm", "-cpu", "host"]);
     } else {
-        // `max` under TCG has RDRAND, which `random.trust_cpu=on` credits.
-        push(&["-accel", "tcg", "-cpu", "max"]);
+        // `max` under TCG has RDRAND, which `random.trust_cpu=on` credits; without it (and
+        // RDSEED) the pool waits for other sources, as on a CPU that offers none.
+        push(&[
+            "-accel",
+            "tcg",
+            "-cpu",
+            if o.cpu_rng {
+                "max"
+            } else {
+                "max,-rdrand,-rdseed"
+            },
+        ]);
     }
     push(&["-M", "microvm,pcie=off,rtc=on,memory-backend=mem"]);
     push(&["-smp", &o.cpus.to_string(), "-m", &format!("{memory_mib}M")]);
