@@ -32,9 +32,12 @@ EMU_ENV = MODEL='$(MODEL)' MODEL_DIR='$(MODEL_DIR)' STATIC_BIN='$(STATIC_BIN)' E
 
 .PHONY: emulate-deps emulate-kernel emu-init eif-emulate emulate-tool emulate test-emulate
 
+# A fresh machine may have no apt lists at all: then neither QEMU nor the kernel package
+# (scripts/emulate/kernel.sh asks apt for it) can be found until they are fetched.
 emulate-deps: ## Install what emulation needs if missing: qemu-system-x86 (apt), vhost-device-vsock 0.3.0 (cargo)
+	@if ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then $(EMU_SUDO) apt-get update -qq; fi
 	@if command -v qemu-system-x86_64 >/dev/null; then echo "qemu-system-x86_64: $$(command -v qemu-system-x86_64)"; \
-	else $(EMU_SUDO) apt-get install -y --no-install-recommends qemu-system-x86; fi
+	else $(EMU_SUDO) apt-get install -y -qq --no-install-recommends qemu-system-x86; fi
 	@if command -v vhost-device-vsock >/dev/null || [ -x "$$HOME/.cargo/bin/vhost-device-vsock" ]; then \
 	  echo "vhost-device-vsock: $$(command -v vhost-device-vsock || echo "$$HOME/.cargo/bin/vhost-device-vsock")"; \
 	else $(CARGO) install vhost-device-vsock --version $(VHOST_VSOCK_VERSION) --locked; fi
