@@ -62,7 +62,7 @@ preflight: ## Check what a Nitro host needs (nitro-cli, allocator, ne group, Nit
 static: ## Build the enclave binary static, stripped and reproducible into build/static/enclave
 	$(NITRO_ENV) scripts/nitro/build-static.sh . $(STATIC_BIN)
 
-static-repro: ## Build HEAD twice in two temp dirs and check the static binaries' SHA-256 match (~15 min)
+static-repro: ## Build HEAD twice in two temp dirs and check the static binaries' SHA-256 match (~15 min; REPRO_AGAINST=FILE: once, against FILE)
 	$(NITRO_ENV) scripts/nitro/static-repro.sh
 
 static-root-check: ## Serve MODEL with the static binary chrooted in an empty root (needs static, build)
