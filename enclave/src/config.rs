@@ -43,8 +43,9 @@ OPTIONS:
     --interpolation I      bilinear | bicubic [default: manifest, else bilinear]
     --mean R,G,B           per-channel mean on [0,1] pixels [default: manifest, else ImageNet]
     --std R,G,B            per-channel std [default: manifest, else ImageNet]
-    --nsm NSM              attestation: /dev/nsm (the NSM driver), none, or unix:PATH
-                           (the development NSM; builds with the dev-nsm feature only)
+    --nsm NSM              attestation: /dev/nsm (the NSM driver), none, or the development
+                           NSM at unix:PATH or vsock:CID:PORT (CID 2: the host under
+                           emulation); builds with the dev-nsm feature only
                            [default: /dev/nsm]
     --key-rotation SECS    sealing key lifetime; the previous key still opens requests
                            for 600 s after rotation [default: 86400]

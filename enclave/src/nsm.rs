@@ -4,9 +4,15 @@
 //! - `/dev/nsm` (the default, and the only one in the enclave image): the NSM driver's ioctl,
 //!   which takes a CBOR request and fills a CBOR response (at most [`REQUEST_MAX`] and
 //!   [`RESPONSE_MAX`] bytes, the driver's own limits);
-//! - `unix:PATH`, only in builds with the `dev-nsm` feature: the development NSM service
-//!   (tools/dev-nsm), which answers the same CBOR over a Unix socket, each message a 4-byte
-//!   big-endian length then its bytes;
+//! - `unix:PATH` or `vsock:CID:PORT`, only in builds with the `dev-nsm` feature: the development
+//!   NSM service (tools/dev-nsm), which answers the same CBOR over a stream, each message a
+//!   4-byte big-endian length then its bytes. `unix:` is for `make dev`, where the model server
+//!   runs on the host; `vsock:` is for the development emulation image, where it runs in a guest
+//!   and reaches dev-nsm through the vsock device (`vsock:2:9100`: the host is CID 2 there, as
+//!   vhost-device-vsock forwards only to CID 2, and it hands the connection to dev-nsm's Unix
+//!   socket `<run dir>/vsock.sock_9100`). CID 2 is allowed here although `shared::transport`
+//!   refuses it for its own addresses (the parent's connections to an enclave); CIDs 0 and 1
+//!   (hypervisor, local) and the wildcard are refused;
 //! - `none`: no attestation at all.
 //!
 //! The CBOR here is the handful of shapes the NSM speaks (docs/SEALED.md): a request is a map
@@ -25,22 +31,50 @@ pub const RESPONSE_MAX: usize = 0x3000;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Nsm {
     Device(PathBuf),
+    /// The development NSM service: `Addr::Unix` or `Addr::Vsock` (an explicit CID).
     #[cfg(feature = "dev-nsm")]
-    DevService(PathBuf),
+    DevService(shared::transport::Addr),
     None,
+}
+
+/// `unix:PATH` or `vsock:CID:PORT`: the development NSM service.
+#[cfg(feature = "dev-nsm")]
+fn dev_service(s: &str) -> Result<Nsm, String> {
+    match s.strip_prefix("vsock:") {
+        Some(rest) => dev_vsock(s, rest).map(Nsm::DevService),
+        None => s.parse().map(Nsm::DevService).map_err(|e: shared::transport::AddrError| e.to_string()),
+    }
+}
+
+#[cfg(not(feature = "dev-nsm"))]
+fn dev_service(_: &str) -> Result<Nsm, String> {
+    Err("this build has no development NSM (cargo feature dev-nsm); the enclave image never has one".into())
+}
+
+/// `vsock:CID:PORT` for the development NSM: CID 2 (the host under emulation) and above, not the
+/// wildcard `u32::MAX`; the port any 32-bit number.
+#[cfg(feature = "dev-nsm")]
+fn dev_vsock(s: &str, rest: &str) -> Result<shared::transport::Addr, String> {
+    let bad = || format!("{s:?}: expected vsock:CID:PORT, CID 2 (the host under emulation) or above");
+    let (cid, port) = rest.split_once(':').ok_or_else(bad)?;
+    let (cid, port) = (cid.parse::<u32>().map_err(|_| bad())?, port.parse::<u32>().map_err(|_| bad())?);
+    if cid < 2 || cid == u32::MAX {
+        return Err(bad());
+    }
+    Ok(shared::transport::Addr::Vsock { cid, port })
 }
 
 impl std::str::FromStr for Nsm {
     type Err = String;
     fn from_str(s: &str) -> Result<Nsm, String> {
-        match s.strip_prefix("unix:") {
-            _ if s == "none" => Ok(Nsm::None),
-            #[cfg(feature = "dev-nsm")]
-            Some(path) => Ok(Nsm::DevService(path.into())),
-            #[cfg(not(feature = "dev-nsm"))]
-            Some(_) => Err("this build has no development NSM (cargo feature dev-nsm); the enclave image never has one".into()),
-            None if s.starts_with('/') => Ok(Nsm::Device(s.into())),
-            None => Err("expected a device path such as /dev/nsm, unix:PATH or none".into()),
+        if s == "none" {
+            Ok(Nsm::None)
+        } else if s.starts_with('/') {
+            Ok(Nsm::Device(s.into()))
+        } else if s.starts_with("unix:") || s.starts_with("vsock:") {
+            dev_service(s)
+        } else {
+            Err("expected a device path such as /dev/nsm, unix:PATH, vsock:CID:PORT or none".into())
         }
     }
 }
@@ -69,7 +103,7 @@ impl Nsm {
         match self {
             Nsm::Device(path) => call_device(path, request).map_err(|e| format!("NSM {}: {e}", path.display())),
             #[cfg(feature = "dev-nsm")]
-            Nsm::DevService(path) => call_service(path, request).map_err(|e| format!("development NSM {}: {e}", path.display())),
+            Nsm::DevService(addr) => call_service(addr, request).map_err(|e| format!("development NSM {addr}: {e}")),
             Nsm::None => Err("this model server runs without attestation (--nsm none)".into()),
         }
     }
@@ -102,9 +136,9 @@ fn call_device(path: &std::path::Path, request: &[u8]) -> std::io::Result<Vec<u8
 }
 
 #[cfg(feature = "dev-nsm")]
-fn call_service(path: &std::path::Path, request: &[u8]) -> std::io::Result<Vec<u8>> {
+fn call_service(addr: &shared::transport::Addr, request: &[u8]) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind, Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(path)?;
+    let mut s = shared::transport::Stream::connect(addr)?;
     s.set_read_timeout(Some(shared::limits::NSM_TIMEOUT))?;
     s.set_write_timeout(Some(shared::limits::NSM_TIMEOUT))?;
     s.write_all(&[&(request.len() as u32).to_be_bytes()[..], request].concat())?;
@@ -239,9 +273,63 @@ mod tests {
         assert_eq!("/dev/nsm".parse(), Ok(Nsm::Device("/dev/nsm".into())));
         assert_eq!("none".parse(), Ok(Nsm::None));
         assert!("nsm".parse::<Nsm>().is_err());
-        #[cfg(feature = "dev-nsm")]
-        assert_eq!("unix:/run/nsm.sock".parse(), Ok(Nsm::DevService("/run/nsm.sock".into())));
+        assert!("nsm".parse::<Nsm>().unwrap_err().contains("vsock:CID:PORT"));
         #[cfg(not(feature = "dev-nsm"))]
-        assert!("unix:/run/nsm.sock".parse::<Nsm>().unwrap_err().contains("no development NSM"));
+        for s in ["unix:/run/nsm.sock", "vsock:2:9100", "vsock:3:9100"] {
+            assert!(s.parse::<Nsm>().unwrap_err().contains("no development NSM"), "{s}");
+        }
+    }
+
+    #[cfg(feature = "dev-nsm")]
+    #[test]
+    fn the_development_service_over_unix_or_vsock() {
+        use shared::transport::Addr;
+        assert_eq!("unix:/run/nsm.sock".parse(), Ok(Nsm::DevService(Addr::Unix("/run/nsm.sock".into()))));
+        assert!("unix:".parse::<Nsm>().unwrap_err().contains("must be non-empty"));
+        // CID 2 is the host under emulation; 3 the parent on Nitro.
+        assert_eq!("vsock:2:9100".parse(), Ok(Nsm::DevService(Addr::Vsock { cid: 2, port: 9100 })));
+        assert_eq!("vsock:3:9100".parse(), Ok(Nsm::DevService(Addr::Vsock { cid: 3, port: 9100 })));
+        assert_eq!(
+            "vsock:4294967294:4294967295".parse(),
+            Ok(Nsm::DevService(Addr::Vsock { cid: u32::MAX - 1, port: u32::MAX }))
+        );
+        for bad in ["vsock:9100", "vsock:0:9100", "vsock:1:9100", "vsock:4294967295:9100", "vsock:2:", "vsock::9100",
+            "vsock:2:9100:1", "vsock:x:9100", "vsock:2:-1", "vsock:2:4294967296", "vsock:"]
+        {
+            let e = bad.parse::<Nsm>().unwrap_err();
+            assert!(e.contains("expected vsock:CID:PORT"), "{bad}: {e}");
+        }
+    }
+
+    /// The framing over a real stream: a Unix socket pair standing in for dev-nsm.
+    #[cfg(feature = "dev-nsm")]
+    #[test]
+    fn the_development_service_is_called_with_length_prefixed_cbor() {
+        use std::io::{Read, Write};
+        let dir = std::env::temp_dir().join(format!("nsm-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("nsm.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).unwrap();
+            let mut req = vec![0u8; u32::from_be_bytes(len) as usize];
+            s.read_exact(&mut req).unwrap();
+            let mut ans = request("DescribePCR", 1);
+            put_text(&mut ans, "data");
+            put(&mut ans, 2, 48);
+            ans.extend([0u8; 48]);
+            s.write_all(&[&(ans.len() as u32).to_be_bytes()[..], &ans].concat()).unwrap();
+            req
+        });
+        let nsm: Nsm = format!("unix:{}", path.display()).parse().unwrap();
+        assert_eq!(nsm.debug_mode(), Ok(true));
+        let mut want = request("DescribePCR", 1);
+        put_text(&mut want, "index");
+        put(&mut want, 0, 0);
+        assert_eq!(server.join().unwrap(), want);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
