@@ -1,13 +1,18 @@
 //! `eif`: builds, checks and unpacks Nitro Enclave Image Files without Docker or nitro-cli.
 //!
 //! ```text
-//! eif app-ramdisk --enclave BIN --model-dir DIR --output FILE
+//! eif app-ramdisk --enclave BIN --model-dir DIR --output FILE [--arg ARG]...
 //! eif init-ramdisk --init FILE [--file DEST=SRC]... --output FILE
 //! eif build --kernel FILE --cmdline FILE --ramdisk FILE [--ramdisk FILE]... --output EIF
 //!           [--measurements JSON] [--name NAME] [--version VER]
 //! eif describe EIF
 //! eif extract EIF --kernel OUT --initrd OUT --cmdline OUT
 //! ```
+//!
+//! `app-ramdisk --arg` appends one argument to the image's command (repeatable, in order), for
+//! development images only: the emulation image with the development NSM passes `--arg --nsm
+//! --arg vsock:2:9100`. It changes the ramdisk, so PCR2 is not production's; without it the
+//! ramdisk is the production one.
 //!
 //! `build` prints the measurements on stdout in nitro-cli build-enclave's JSON shape, and
 //! writes the same text to --measurements if given. Whitespace around the cmdline file's text is
@@ -31,7 +36,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  eif app-ramdisk --enclave BIN --model-dir DIR --output FILE
+  eif app-ramdisk --enclave BIN --model-dir DIR --output FILE [--arg ARG]...
+                  (--arg: appended to the command; development images only, other PCR2)
   eif init-ramdisk --init FILE [--file DEST=SRC]... --output FILE
   eif build --kernel FILE --cmdline FILE --ramdisk FILE [--ramdisk FILE]... --output EIF
             [--measurements JSON] [--name NAME] [--version VER]
@@ -133,7 +139,7 @@ fn write(path: &str, data: &[u8]) -> Result<()> {
 }
 
 fn app_ramdisk_cmd(args: &[String]) -> Result<()> {
-    let a = Args::parse(args, &["enclave", "model-dir", "output"])?;
+    let a = Args::parse(args, &["enclave", "model-dir", "output", "arg"])?;
     a.no_positional()?;
     let enclave = read(a.required("enclave")?)?;
     let dir = Path::new(a.required("model-dir")?);
@@ -145,7 +151,7 @@ fn app_ramdisk_cmd(args: &[String]) -> Result<()> {
         }
         model.push((name.to_string(), read(&p.to_string_lossy())?));
     }
-    let bytes = app_ramdisk(enclave, model).or_else(|e| err(e.to_string()))?;
+    let bytes = app_ramdisk(enclave, model, &a.all("arg")).or_else(|e| err(e.to_string()))?;
     write(a.required("output")?, &bytes)
 }
 

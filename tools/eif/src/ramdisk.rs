@@ -12,9 +12,50 @@
 //!   them from the docker image's CMD and ENV, each element followed by '\n'.
 //!
 //! Our image's CMD and ENV are fixed (`APP_CMD`, `APP_ENV`): those of Dockerfile.enclave's
-//! scratch image, whose ENV is Docker's default PATH.
+//! scratch image, whose ENV is Docker's default PATH. A development image may append arguments
+//! to the command (`eif app-ramdisk --arg`: the emulation image with the development NSM adds
+//! `--nsm vsock:2:9100`); without any, cmd is exactly `APP_CMD`, so the production ramdisk and
+//! its PCR2 do not change. An appended argument can hold neither a newline (init would split it
+//! into two) nor a NUL (init's C strings would cut it), and is at most [`MAX_ARG_LEN`] bytes.
 
 use crate::cpio::{Archive, CpioError};
+use std::fmt;
+
+/// Longest argument appended to the command: far above any flag the model server takes, far
+/// below the kernel's own limit on one argument (MAX_ARG_STRLEN, 128 KiB).
+pub const MAX_ARG_LEN: usize = 4096;
+/// Most arguments appended to the command.
+pub const MAX_EXTRA_ARGS: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppRamdiskError {
+    /// An appended argument with a newline or NUL, empty, or over `MAX_ARG_LEN` bytes.
+    BadArg(String),
+    /// More than `MAX_EXTRA_ARGS` appended arguments.
+    TooManyArgs(usize),
+    Cpio(CpioError),
+}
+
+impl fmt::Display for AppRamdiskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppRamdiskError::BadArg(a) => write!(
+                f,
+                "command argument {a:?} must be 1 to {MAX_ARG_LEN} bytes without a newline or NUL (init reads cmd line by line)"
+            ),
+            AppRamdiskError::TooManyArgs(n) => write!(f, "{n} command arguments appended, more than {MAX_EXTRA_ARGS}"),
+            AppRamdiskError::Cpio(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for AppRamdiskError {}
+
+impl From<CpioError> for AppRamdiskError {
+    fn from(e: CpioError) -> Self {
+        AppRamdiskError::Cpio(e)
+    }
+}
 
 /// Dockerfile.enclave's CMD, one argument a line.
 pub const APP_CMD: &[&str] = &["/enclave", "--listen", "vsock:5005", "--model", "/model"];
@@ -36,10 +77,22 @@ pub fn lines_file(lines: &[&str]) -> Vec<u8> {
 }
 
 /// The application ramdisk: rootfs/enclave (0755), rootfs/model/* (0644), the mount points,
-/// cmd and env. `model` holds (file name, bytes) for each of MODEL_FILES.
-pub fn app_ramdisk(enclave: Vec<u8>, model: Vec<(String, Vec<u8>)>) -> Result<Vec<u8>, CpioError> {
+/// cmd (`APP_CMD` then `extra_args`) and env. `model` holds (file name, bytes) for each of
+/// MODEL_FILES.
+pub fn app_ramdisk(
+    enclave: Vec<u8>,
+    model: Vec<(String, Vec<u8>)>,
+    extra_args: &[&str],
+) -> Result<Vec<u8>, AppRamdiskError> {
+    if extra_args.len() > MAX_EXTRA_ARGS {
+        return Err(AppRamdiskError::TooManyArgs(extra_args.len()));
+    }
+    if let Some(bad) = extra_args.iter().find(|a| a.is_empty() || a.len() > MAX_ARG_LEN || a.contains(['\n', '\0'])) {
+        return Err(AppRamdiskError::BadArg(bad.to_string()));
+    }
+    let cmd: Vec<&str> = APP_CMD.iter().chain(extra_args).copied().collect();
     let mut a = Archive::new();
-    a.file("cmd", 0o644, lines_file(APP_CMD));
+    a.file("cmd", 0o644, lines_file(&cmd));
     a.file("env", 0o644, lines_file(APP_ENV));
     a.dir("rootfs", 0o755);
     for d in ROOTFS_DIRS {
@@ -50,7 +103,7 @@ pub fn app_ramdisk(enclave: Vec<u8>, model: Vec<(String, Vec<u8>)>) -> Result<Ve
     for (name, data) in model {
         a.file(&format!("rootfs/model/{name}"), 0o644, data);
     }
-    a.to_bytes()
+    Ok(a.to_bytes()?)
 }
 
 /// The boot ramdisk: dev/ (0755), init (0755), and each (path, bytes) of `files` (0644, with
@@ -78,7 +131,7 @@ mod tests {
     #[test]
     fn app_layout() {
         let model = MODEL_FILES.iter().map(|n| (n.to_string(), n.as_bytes().to_vec())).collect();
-        let bytes = app_ramdisk(b"ELF".to_vec(), model).unwrap();
+        let bytes = app_ramdisk(b"ELF".to_vec(), model, &[]).unwrap();
         let text = String::from_utf8_lossy(&bytes);
         let names: Vec<&str> = text
             .split("070701")
@@ -102,6 +155,26 @@ mod tests {
             "rootfs/var",
             "TRAILER!!!"
         ]);
+    }
+
+    #[test]
+    fn appended_arguments() {
+        let model: Vec<(String, Vec<u8>)> = MODEL_FILES.iter().map(|n| (n.to_string(), vec![])).collect();
+        let plain = app_ramdisk(b"ELF".to_vec(), model.clone(), &[]).unwrap();
+        let with = app_ramdisk(b"ELF".to_vec(), model.clone(), &["--nsm", "vsock:2:9100"]).unwrap();
+        assert_ne!(plain, with);
+        let cmd = b"/enclave\n--listen\nvsock:5005\n--model\n/model\n--nsm\nvsock:2:9100\n";
+        assert!(with.windows(cmd.len()).any(|w| w == cmd));
+        assert!(!plain.windows(cmd.len()).any(|w| w == cmd));
+        // An argument with spaces is one argument: init splits on newlines only.
+        assert!(app_ramdisk(vec![], model.clone(), &["a b"]).is_ok());
+        let long = "x".repeat(MAX_ARG_LEN + 1);
+        for bad in ["", "a\nb", "a\0b", long.as_str()] {
+            assert_eq!(app_ramdisk(vec![], model.clone(), &[bad]), Err(AppRamdiskError::BadArg(bad.to_string())));
+        }
+        let many = vec!["-v"; MAX_EXTRA_ARGS + 1];
+        assert_eq!(app_ramdisk(vec![], model.clone(), &many), Err(AppRamdiskError::TooManyArgs(MAX_EXTRA_ARGS + 1)));
+        assert!(app_ramdisk(vec![], model, &many[1..]).is_ok());
     }
 
     #[test]

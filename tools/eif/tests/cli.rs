@@ -169,3 +169,28 @@ fn usage_and_input_errors() {
     assert!(!d.join("x").exists());
     let _ = fs::remove_dir_all(&d);
 }
+
+/// `app-ramdisk --arg`: appended to cmd in order, so the ramdisk (and PCR2) differ; without
+/// it the bytes are those of the plain call, whatever else is the same.
+#[test]
+fn app_ramdisk_appended_arguments() {
+    let d = tmpdir("args");
+    inputs(&d);
+    let base = ["app-ramdisk", "--enclave", "enclave", "--model-dir", "model", "--output"];
+    ok(eif(&[&base[..], &["plain.cpio"]].concat(), &d));
+    ok(eif(&[&base[..], &["dev.cpio", "--arg", "--nsm", "--arg", "vsock:2:9100"]].concat(), &d));
+    let plain = fs::read(d.join("plain.cpio")).unwrap();
+    let dev = fs::read(d.join("dev.cpio")).unwrap();
+    assert_ne!(plain, dev);
+    let holds = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    assert!(holds(&dev, b"/enclave\n--listen\nvsock:5005\n--model\n/model\n--nsm\nvsock:2:9100\n"));
+    assert!(holds(&plain, b"/enclave\n--listen\nvsock:5005\n--model\n/model\n"));
+    assert!(!holds(&plain, b"--nsm"));
+    let o = eif(&[&base[..], &["bad.cpio", "--arg", "a\nb"]].concat(), &d);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("without a newline"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!d.join("bad.cpio").exists());
+    let o = eif(&[&base[..], &["bad.cpio", "--arg"]].concat(), &d);
+    assert_eq!(o.status.code(), Some(2));
+    let _ = fs::remove_dir_all(&d);
+}
