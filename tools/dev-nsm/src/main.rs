@@ -1,7 +1,8 @@
 //! `dev-nsm`: the development NSM service (see the crate docs in lib.rs).
 //!
 //! In order: block SIGTERM/SIGINT so that one thread waits for them, parse
-//! flags, measure the model server binary and the model (the PCRs), load or
+//! flags, measure the model server binary and the model, or read the enclave
+//! image's PCRs (`--eif`), load or
 //! make the root CA, issue the intermediate and the leaf, write the root PEM
 //! and the measurements JSON, and only then bind the socket: once the socket
 //! exists, both files are in place. A stop signal removes the socket and
@@ -26,7 +27,7 @@ use sha2::{Digest, Sha256};
 use x509_cert::der::DateTime;
 
 const USAGE: &str = "\
-usage: dev-nsm --socket PATH --state-dir DIR --enclave-bin PATH --model FILE
+usage: dev-nsm --socket PATH --state-dir DIR (--enclave-bin PATH --model FILE | --eif PATH)
                [--root-out FILE] [--measurements-out FILE]
 
 The development stand-in for the Nitro Secure Module: answers the NSM's CBOR
@@ -39,19 +40,32 @@ big-endian length then the CBOR. Documents are signed by a local test CA
   --enclave-bin PATH       the model server binary: PCR0 is its SHA-384
   --model FILE             the model file: PCR2 is its SHA-384
                            (PCR1 is the SHA-384 of \"dev-nsm kernel\")
+  --eif PATH               instead of the two above: the enclave image's own PCR0-2
+                           (as `eif describe` prints them), for an emulated enclave
+                           booted from that image (make eif-emulate-dev-nsm)
   --root-out FILE          write the root certificate (PEM) here
   --measurements-out FILE  write PCR0-2 here, as nitro-cli build-enclave prints them
 ";
 
+#[derive(Debug, PartialEq)]
 struct Args {
     socket: PathBuf,
     state_dir: PathBuf,
-    enclave_bin: PathBuf,
-    model: PathBuf,
+    measured: Measured,
     root_out: Option<PathBuf>,
     measurements_out: Option<PathBuf>,
 }
 
+/// What the PCRs are taken from.
+#[derive(Debug, PartialEq)]
+enum Measured {
+    /// The development stand-ins: the model server binary and the model file.
+    Files { enclave_bin: PathBuf, model: PathBuf },
+    /// An enclave image file's real PCRs.
+    Eif(PathBuf),
+}
+
+#[derive(Debug, PartialEq)]
 enum ArgsError {
     Help,
     Bad(String),
@@ -59,6 +73,7 @@ enum ArgsError {
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, ArgsError> {
     let (mut socket, mut state_dir, mut enclave_bin, mut model, mut root_out, mut measurements_out) = (None, None, None, None, None, None);
+    let mut eif = None;
     while let Some(flag) = args.next() {
         let slot = match flag.as_str() {
             "-h" | "--help" => return Err(ArgsError::Help),
@@ -66,6 +81,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, ArgsError>
             "--state-dir" => &mut state_dir,
             "--enclave-bin" => &mut enclave_bin,
             "--model" => &mut model,
+            "--eif" => &mut eif,
             "--root-out" => &mut root_out,
             "--measurements-out" => &mut measurements_out,
             _ => return Err(ArgsError::Bad(format!("unknown argument {flag:?}"))),
@@ -76,11 +92,21 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, ArgsError>
         }
     }
     let need = |v: Option<PathBuf>, flag: &str| v.ok_or_else(|| ArgsError::Bad(format!("{flag} is required")));
+    let (socket, state_dir) = (need(socket, "--socket")?, need(state_dir, "--state-dir")?);
+    let measured = match (eif, enclave_bin, model) {
+        (Some(eif), None, None) => Measured::Eif(eif),
+        (Some(_), _, _) => {
+            return Err(ArgsError::Bad("--eif takes the PCRs from the image: give it without --enclave-bin and --model".into()))
+        }
+        (None, enclave_bin, model) => Measured::Files {
+            enclave_bin: need(enclave_bin, "--enclave-bin (or --eif)")?,
+            model: need(model, "--model (or --eif)")?,
+        },
+    };
     Ok(Args {
-        socket: need(socket, "--socket")?,
-        state_dir: need(state_dir, "--state-dir")?,
-        enclave_bin: need(enclave_bin, "--enclave-bin")?,
-        model: need(model, "--model")?,
+        socket,
+        state_dir,
+        measured,
         root_out,
         measurements_out,
     })
@@ -124,7 +150,10 @@ fn main() -> ExitCode {
 /// Everything up to a listening socket served by a background thread.
 /// Returns the socket's identity (device, inode), to remove only our own.
 fn start(args: &Args) -> Result<(std::thread::JoinHandle<()>, (u64, u64)), Error> {
-    let measurements = Measurements::of_files(&args.enclave_bin, &args.model)?;
+    let measurements = match &args.measured {
+        Measured::Files { enclave_bin, model } => Measurements::of_files(enclave_bin, model)?,
+        Measured::Eif(path) => Measurements::of_eif(path)?,
+    };
     let (root, origin) = state::load_or_create_root(&args.state_dir, SystemTime::now())?;
     let origin = match origin {
         RootOrigin::Loaded => "reused",
@@ -149,16 +178,26 @@ fn start(args: &Args) -> Result<(std::thread::JoinHandle<()>, (u64, u64)), Error
     if let Some(path) = &args.measurements_out {
         state::write_file(path, measurements.to_json().as_bytes(), 0o644)?;
     }
-    eprintln!(
-        "dev-nsm: module {}; PCR0 {} (sha384 of {}), PCR1 {} (sha384 of \"{}\"), PCR2 {} (sha384 of {})",
-        nsm.module_id(),
-        hex(&measurements.pcr0),
-        args.enclave_bin.display(),
-        hex(&measurements.pcr1),
-        dev_nsm::measure::KERNEL_MEASURED,
-        hex(&measurements.pcr2),
-        args.model.display()
-    );
+    match &args.measured {
+        Measured::Files { enclave_bin, model } => eprintln!(
+            "dev-nsm: module {}; PCR0 {} (sha384 of {}), PCR1 {} (sha384 of \"{}\"), PCR2 {} (sha384 of {})",
+            nsm.module_id(),
+            hex(&measurements.pcr0),
+            enclave_bin.display(),
+            hex(&measurements.pcr1),
+            dev_nsm::measure::KERNEL_MEASURED,
+            hex(&measurements.pcr2),
+            model.display()
+        ),
+        Measured::Eif(path) => eprintln!(
+            "dev-nsm: module {}; PCR0 {}, PCR1 {}, PCR2 {}: the measurements of the image {}",
+            nsm.module_id(),
+            hex(&measurements.pcr0),
+            hex(&measurements.pcr1),
+            hex(&measurements.pcr2),
+            path.display()
+        ),
+    }
 
     let listener = bind(&args.socket)?;
     let meta = std::fs::metadata(&args.socket).map_err(|e| Error::with(format!("cannot stat {}", args.socket.display()), e))?;
@@ -198,5 +237,36 @@ fn remove_our_socket(path: &Path, (dev, ino): (u64, u64)) {
             }
         }
         _ => eprintln!("dev-nsm: {} is no longer our socket; left alone", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, ArgsError> {
+        parse_args(args.iter().map(|a| a.to_string()))
+    }
+
+    const BASE: [&str; 4] = ["--socket", "s", "--state-dir", "d"];
+
+    #[test]
+    fn files_or_an_image_never_both() {
+        let files = parse(&[&BASE[..], &["--enclave-bin", "e", "--model", "m"]].concat()).unwrap();
+        assert_eq!(files.measured, Measured::Files { enclave_bin: "e".into(), model: "m".into() });
+        let image = parse(&[&BASE[..], &["--eif", "x.eif", "--measurements-out", "j"]].concat()).unwrap();
+        assert_eq!(image.measured, Measured::Eif("x.eif".into()));
+        assert_eq!(image.measurements_out, Some("j".into()));
+        for extra in [&["--eif", "x", "--model", "m"][..], &["--enclave-bin", "e", "--eif", "x"], &["--eif", "x", "--enclave-bin", "e", "--model", "m"]] {
+            let Err(ArgsError::Bad(msg)) = parse(&[&BASE[..], extra].concat()) else { panic!("{extra:?} accepted") };
+            assert!(msg.contains("without --enclave-bin and --model"), "{msg}");
+        }
+        assert_eq!(parse(&BASE), Err(ArgsError::Bad("--enclave-bin (or --eif) is required".into())));
+        assert_eq!(
+            parse(&[&BASE[..], &["--enclave-bin", "e"]].concat()),
+            Err(ArgsError::Bad("--model (or --eif) is required".into()))
+        );
+        assert_eq!(parse(&["--eif", "x", "--eif", "y"]), Err(ArgsError::Bad("--eif given twice".into())));
+        assert_eq!(parse(&["--eif"]), Err(ArgsError::Bad("--eif needs a value".into())));
     }
 }

@@ -7,6 +7,12 @@
 //! [`KERNEL_MEASURED`], PCR2 = SHA-384 of the model file. Every other PCR is
 //! zero. The JSON is written in nitro-cli's form, so a client pins the
 //! development PCRs exactly as it pins real ones.
+//!
+//! With `--eif`, the PCRs are instead those of an enclave image file, as
+//! nitro-cli and the hypervisor compute them (read by tools/eif's checking
+//! reader): the emulation image with the development NSM
+//! (`make eif-emulate-dev-nsm`) then attests the measurements it really has,
+//! the ones `eif describe` prints.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -58,6 +64,17 @@ impl Measurements {
         Ok(Measurements { pcr0: sha384_file(enclave_bin)?, pcr1: sha384(KERNEL_MEASURED.as_bytes()), pcr2: sha384_file(model)? })
     }
 
+    /// The PCRs of an enclave image file: read whole (at most the EIF format's
+    /// own limit) and checked section by section before anything is measured.
+    pub fn of_eif(path: &Path) -> Result<Measurements, Error> {
+        let fail = |e: std::io::Error| Error::with(format!("cannot read {}", path.display()), e);
+        let mut bytes = Vec::new();
+        File::open(path).map_err(fail)?.take(eif::format::MAX_EIF_LEN + 1).read_to_end(&mut bytes).map_err(fail)?;
+        let image = eif::Eif::read(&bytes).map_err(|e| Error::with(format!("{} is not an enclave image", path.display()), e))?;
+        let m = image.measurements();
+        Ok(Measurements { pcr0: m.pcr0, pcr1: m.pcr1, pcr2: m.pcr2 })
+    }
+
     /// PCRs 0 to 15 as a document carries them: these three, the rest zero.
     pub fn document_pcrs(&self) -> BTreeMap<u8, [u8; PCR_LEN]> {
         let mut pcrs: BTreeMap<u8, [u8; PCR_LEN]> = (0..DOCUMENT_PCR_COUNT).map(|i| (i, [0; PCR_LEN])).collect();
@@ -102,6 +119,34 @@ mod tests {
         assert_eq!(pcrs.len(), 16);
         assert_eq!(pcrs[&1], [1; PCR_LEN]);
         assert_eq!(pcrs[&15], [0; PCR_LEN]);
+    }
+
+    #[test]
+    fn eif_measurements_are_the_image_s() {
+        let dir = std::env::temp_dir().join(format!("dev-nsm-measure-eif-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let writer = eif::EifWriter {
+            kernel: vec![0x4b; 3000],
+            cmdline: b"console=ttyS0".to_vec(),
+            metadata: b"{}".to_vec(),
+            ramdisks: vec![b"boot".to_vec(), b"app".to_vec()],
+        };
+        let (bytes, want) = writer.write().unwrap();
+        let path = dir.join("enclave.eif");
+        std::fs::write(&path, &bytes).unwrap();
+        let m = Measurements::of_eif(&path).unwrap();
+        assert_eq!((m.pcr0, m.pcr1, m.pcr2), (want.pcr0, want.pcr1, want.pcr2));
+        // The same JSON as `eif build --measurements` writes.
+        assert_eq!(m.to_json(), want.to_json());
+        // A damaged image is refused, not measured.
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        let err = Measurements::of_eif(&path).unwrap_err().to_string();
+        assert!(err.contains("is not an enclave image"), "{err}");
+        std::fs::write(&path, b"not an eif").unwrap();
+        assert!(Measurements::of_eif(&path).is_err());
+        let err = Measurements::of_eif(&dir.join("missing.eif")).unwrap_err().to_string();
+        assert!(err.contains("missing.eif"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -39,9 +39,15 @@ impl Service {
                 std::fs::write(dir.join(name), contents).unwrap();
             }
         }
+        Service::start_measuring(dir, &["--enclave-bin", "enclave", "--model", "model.onnx"])
+    }
+
+    /// Starts the binary with `measured`: the flags that say what the PCRs are.
+    fn start_measuring(dir: &Path, measured: &[&str]) -> Service {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("nsm.log")).unwrap();
         let child = Command::new(BIN)
-            .args(["--socket", "nsm.sock", "--state-dir", "state", "--enclave-bin", "enclave", "--model", "model.onnx"])
+            .args(["--socket", "nsm.sock", "--state-dir", "state"])
+            .args(measured)
             .args(["--root-out", "root.pem", "--measurements-out", "measurements.json"])
             .current_dir(dir)
             .stdin(Stdio::null())
@@ -393,6 +399,45 @@ fn attestation_document_verifies_with_openssl() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `--eif`: the documents and the measurements file carry the image's PCRs, exactly what
+/// tools/eif measures (and `eif build` writes); a file that is not an image stops it.
+#[test]
+fn eif_pcrs_are_attested() {
+    let dir = scratch("eif");
+    let writer = eif::EifWriter {
+        kernel: vec![0x4b; 4000],
+        cmdline: b"console=ttyS0 nitro_ml.parent_cid=2".to_vec(),
+        metadata: b"{}".to_vec(),
+        ramdisks: vec![b"boot ramdisk".to_vec(), b"app ramdisk".to_vec()],
+    };
+    let (bytes, want) = writer.write().unwrap();
+    std::fs::write(dir.join("enclave.eif"), &bytes).unwrap();
+    let svc = Service::start_measuring(&dir, &["--eif", "enclave.eif"]);
+    let doc = document_of(&svc.call(&attestation_request(None, Some(b"n"), None)));
+    let pcrs = split_document(&doc).field("pcrs").as_map().expect("pcrs is a map").clone();
+    for (i, pcr) in [want.pcr0, want.pcr1, want.pcr2].iter().enumerate() {
+        assert_eq!(pcrs[i].1.as_bytes().unwrap(), &pcr.to_vec(), "PCR{i}");
+    }
+    assert!(pcrs[3..].iter().all(|(_, v)| v.as_bytes() == Some(&vec![0u8; 48])));
+    let data = get(&svc.call(&describe_pcr(2)), "DescribePCR").clone();
+    assert_eq!(get(&data, "data").as_bytes().unwrap(), &want.pcr2.to_vec());
+    assert_eq!(std::fs::read_to_string(svc.path("measurements.json")).unwrap(), want.to_json());
+    assert!(svc.log().contains(&format!("PCR2 {}: the measurements of the image enclave.eif", hex(&want.pcr2))), "{}", svc.log());
+    drop(svc);
+
+    std::fs::write(dir.join("bad.eif"), &bytes[..100]).unwrap();
+    let out = Command::new(BIN)
+        .args(["--socket", "bad.sock", "--state-dir", "state", "--eif", "bad.eif"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.eif is not an enclave image"), "{err}");
+    assert!(!dir.join("bad.sock").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn optional_fields_and_describe_pcr() {
     let dir = scratch("fields");
@@ -610,6 +655,9 @@ fn bad_command_lines_are_refused_clearly() {
     assert_eq!(code, Some(1));
     assert!(err.contains("cannot read /nonexistent/enclave"), "{err}");
     assert!(!dir.join("s").exists());
+    let (code, err) = run(&["--socket", "s", "--state-dir", "d", "--eif", "x.eif", "--model", "m"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--eif takes the PCRs from the image"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("NOT AWS Nitro"));
