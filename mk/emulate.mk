@@ -15,6 +15,14 @@
 #   make test-emulate     boots the tiny-test emulation EIF and tests the appliance through it
 #                         (tests/emulate/e2e.sh); ends "N passed, M failed"
 #
+# The development variant, with attestation (never for production: its PCR2 is not `make eif`'s):
+#   make eif-emulate-dev-nsm  build/emulate/enclave-dev-nsm.eif: the same kernel and init, an app
+#                         ramdisk with the enclave binary built static WITH the dev-nsm feature
+#                         (build/emulate/enclave-dev-nsm-bin) and `--nsm vsock:2:9100` appended
+#                         to its command: it attests through tools/dev-nsm over the guest's vsock
+#   make test-emulate-sealed  boots it with the development NSM (dev.sh EMULATE_NSM=dev) and checks
+#                         a sealed request end to end (tests/emulate/sealed.sh)
+#
 # The launcher alone: target/release/emulate --eif build/emulate/enclave.eif --run-dir .run/emulate
 # (tools/emulate/src/main.rs says what it does and how the host reaches port 5005).
 
@@ -27,10 +35,15 @@ VHOST_VSOCK_VERSION ?= 0.3.0
 # apt-get needs root; sudo when we are not.
 EMU_SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
+EMU_DEV_NSM_BIN  ?= $(EMU_BUILD)/enclave-dev-nsm-bin
+EMU_DEV_NSM_EIF  ?= $(EMU_BUILD)/enclave-dev-nsm.eif
+EMU_DEV_NSM_MEASUREMENTS ?= $(EMU_BUILD)/measurements-dev-nsm.json
+
 EMU_ENV = MODEL='$(MODEL)' MODEL_DIR='$(MODEL_DIR)' STATIC_BIN='$(STATIC_BIN)' EIF_TOOL='$(EIF_TOOL)' \
   EMU_KERNEL_DIR='$(EMU_KERNEL_DIR)' EMU_INIT='$(EMU_INIT)' EMU_EIF='$(EMU_EIF)' EMU_MEASUREMENTS='$(EMU_MEASUREMENTS)'
 
 .PHONY: emulate-deps emulate-kernel emu-init eif-emulate emulate-tool emulate test-emulate
+.PHONY: static-dev-nsm eif-emulate-dev-nsm test-emulate-sealed
 
 # A fresh machine may have no apt lists at all: then neither QEMU nor the kernel package
 # (scripts/emulate/kernel.sh asks apt for it) can be found until they are fetched.
@@ -65,3 +78,18 @@ test-emulate: emulate-deps testdata ## Boot the emulation EIF (tiny-test model) 
 	$(MAKE) --no-print-directory eif-emulate MODEL=tiny-test
 	$(CARGO) build --workspace --locked --bins --features $(TEST_FEATURES)
 	BIN=target/debug EIF=$(EMU_EIF) MODEL=tiny-test tests/emulate/e2e.sh
+
+static-dev-nsm: ## Build the enclave binary static WITH the dev-nsm feature (development images only) into build/emulate/enclave-dev-nsm-bin
+	FEATURES=dev-nsm CARGO='$(CARGO)' scripts/nitro/build-static.sh . $(EMU_DEV_NSM_BIN)
+
+# The same scripts/emulate/eif.sh with another binary, two more command arguments and other names.
+eif-emulate-dev-nsm: emulate-kernel emu-init eif-tool static-dev-nsm model ## Build build/emulate/enclave-dev-nsm.eif: the emulation EIF with the development NSM over vsock (PCR2 differs from production's)
+	$(EMU_ENV) STATIC_BIN='$(EMU_DEV_NSM_BIN)' EMU_EIF='$(EMU_DEV_NSM_EIF)' EMU_MEASUREMENTS='$(EMU_DEV_NSM_MEASUREMENTS)' \
+	  EMU_APP_ARGS='--nsm vsock:2:9100' EMU_EIF_NAME=nitro-ml-enclave-emulation-dev-nsm scripts/emulate/eif.sh
+
+# The production emulation EIF too: its measurements (the other PCR2) must be refused.
+test-emulate-sealed: emulate-deps testdata ## Boot the dev-nsm emulation EIF (tiny-test) and check a sealed request end to end (ends "N passed, M failed")
+	$(MAKE) --no-print-directory eif-emulate MODEL=tiny-test
+	$(MAKE) --no-print-directory eif-emulate-dev-nsm MODEL=tiny-test
+	$(CARGO) build --workspace --locked --bins --features $(TEST_FEATURES)
+	BIN=target/debug EIF=$(EMU_DEV_NSM_EIF) PROD_MEASUREMENTS=$(EMU_MEASUREMENTS) MODEL=tiny-test tests/emulate/sealed.sh

@@ -36,9 +36,20 @@
 # $RUN_DIR/emulate/qemu.pid)) fails the secure route closed until the
 # supervisor has booted it again.
 #
+# With EMULATE_NSM=dev as well (`make test-emulate-sealed`), EMULATE must be a
+# development emulation image whose model server has the dev-nsm feature and
+# is told `--nsm vsock:2:9100` (build/emulate/enclave-dev-nsm.eif, from `make
+# eif-emulate-dev-nsm`). The development NSM starts first, on the Unix socket
+# $RUN_DIR/emulate/vsock.sock_9100, where vhost-device-vsock delivers the
+# guest's connections to host port 9100 (the launcher leaves that file alone),
+# and attests the image's real PCR0/1/2 (--eif): the sealed path then runs over
+# the guest's real vsock, with the root and measurements in the same files as
+# without EMULATE. That image's PCR2 is not production's: its command differs.
+#
 # Environment: MODEL (default efficientnet-lite0), PORT (default 8080),
 # RUN_DIR (default .run), BIN (default target/release), EMULATE (an EIF path;
-# empty: the model server runs as a host process), READY_TIMEOUT (seconds;
+# empty: the model server runs as a host process), EMULATE_NSM (empty, or dev
+# with EMULATE: the development NSM over the guest's vsock), READY_TIMEOUT (seconds;
 # default 60, 300 when emulated: software emulation loads a model slowly),
 # and supervise.sh's RESTART_DELAY_MS / RESTART_MAX_DELAY_MS (the backoff).
 # Logs: $RUN_DIR/{nsm,secure,public,parent}.log; pid files of the running
@@ -50,6 +61,7 @@ PORT=${PORT:-8080}
 RUN_DIR=${RUN_DIR:-.run}
 BIN=${BIN:-target/release}
 EMULATE=${EMULATE:-}
+EMULATE_NSM=${EMULATE_NSM:-}
 if [ -n "$EMULATE" ]; then
   READY_TIMEOUT=${READY_TIMEOUT:-300}   # seconds to wait for /ready
 else
@@ -60,10 +72,20 @@ cd "$(dirname "$0")/.."
 
 die() { echo "dev.sh: $*" >&2; exit 1; }
 
+case "$EMULATE_NSM" in
+  '') ;;
+  dev) [ -n "$EMULATE" ] || die "EMULATE_NSM=dev needs EMULATE=EIF (the development emulation image)" ;;
+  *) die "EMULATE_NSM must be empty or dev, not '$EMULATE_NSM'" ;;
+esac
+
 if [ -n "$EMULATE" ]; then
   needed=(enclave parent emulate)
   NAMES=(parent public secure)
   [ -f "$EMULATE" ] || die "$EMULATE is missing: run 'make eif-emulate MODEL=$MODEL' first"
+  if [ "$EMULATE_NSM" = dev ]; then
+    needed+=(dev-nsm)
+    NAMES+=(nsm)
+  fi
 else
   needed=(enclave parent dev-nsm)
   NAMES=(parent public secure nsm)
@@ -128,26 +150,36 @@ check_alive() { # name...
   done
 }
 
+# The development NSM first: the secure model server asks it for PCR0 at start.
+# It writes the root and the measurements before it binds, so once the socket
+# exists both files are current; a socket left by a killed run is removed first.
+start_nsm() { # socket, then the flags that say what it measures
+  local sock=$1; shift
+  rm -f "$sock"
+  start nsm "$BIN/dev-nsm" --socket "$sock" --state-dir "$RUN_DIR/dev-nsm" "$@" \
+    --root-out "$RUN_DIR/dev-nsm-root.pem" --measurements-out "$RUN_DIR/dev-measurements.json"
+  for _ in $(seq 1 $((READY_TIMEOUT * 10))); do
+    check_alive nsm
+    [ -S "$sock" ] && break
+    sleep 0.1
+  done
+  [ -S "$sock" ] || die "the development NSM did not listen within ${READY_TIMEOUT}s; see $RUN_DIR/nsm.log"
+}
+
 if [ -n "$EMULATE" ]; then
+  if [ "$EMULATE_NSM" = dev ]; then
+    # Where vhost-device-vsock hands over the guest's connections to CID 2 port 9100
+    # (the image's `--nsm vsock:2:9100`); the PCRs are the image's own.
+    mkdir -p "$RUN_DIR/emulate"
+    start_nsm "$RUN_DIR/emulate/vsock.sock_9100" --eif "$EMULATE"
+  fi
   # The enclave in QEMU; the launcher's own files (sockets, console.log,
   # qemu.pid) are in $RUN_DIR/emulate and gone when it stops.
   start secure "$BIN/emulate" --eif "$EMULATE" --run-dir "$RUN_DIR/emulate"
   SECURE=hybrid-vsock:$RUN_DIR/emulate/vsock.sock:5005
 else
-  # The development NSM first: the secure model server asks it for PCR0 at start.
-  # It writes the root and the measurements before it binds, so once the socket
-  # exists both files are current; a socket left by a killed run is removed first.
   NSM_SOCK=$RUN_DIR/dev-nsm.sock
-  rm -f "$NSM_SOCK"
-  start nsm "$BIN/dev-nsm" --socket "$NSM_SOCK" --state-dir "$RUN_DIR/dev-nsm" \
-    --enclave-bin "$BIN/enclave" --model "models/$MODEL/model.onnx" \
-    --root-out "$RUN_DIR/dev-nsm-root.pem" --measurements-out "$RUN_DIR/dev-measurements.json"
-  for _ in $(seq 1 $((READY_TIMEOUT * 10))); do
-    check_alive nsm
-    [ -S "$NSM_SOCK" ] && break
-    sleep 0.1
-  done
-  [ -S "$NSM_SOCK" ] || die "the development NSM did not listen within ${READY_TIMEOUT}s; see $RUN_DIR/nsm.log"
+  start_nsm "$NSM_SOCK" --enclave-bin "$BIN/enclave" --model "models/$MODEL/model.onnx"
   start secure "$BIN/enclave" --listen "unix:$RUN_DIR/secure.sock" --model "models/$MODEL" --nsm "unix:$NSM_SOCK"
   SECURE=unix:$RUN_DIR/secure.sock
 fi
@@ -163,7 +195,16 @@ for _ in $(seq 1 $((READY_TIMEOUT * 10))); do
 done
 [ "$ready" = 1 ] || die "not ready after ${READY_TIMEOUT}s; see $RUN_DIR/{nsm,secure,public,parent}.log"
 
-if [ -n "$EMULATE" ]; then
+if [ -n "$EMULATE" ] && [ "$EMULATE_NSM" = dev ]; then
+  cat <<EOF
+dev.sh: the secure model server is the enclave $EMULATE, booted in QEMU
+(software emulation, so it is slow; console in $RUN_DIR/emulate/console.log),
+reached over its vsock port 5005. It attests through the development NSM,
+NOT AWS Nitro, over its vsock (CID 2 port 9100): root $RUN_DIR/dev-nsm-root.pem,
+the image's PCRs $RUN_DIR/dev-measurements.json (a development image: its
+PCR2 is not the production image's).
+EOF
+elif [ -n "$EMULATE" ]; then
   cat <<EOF
 dev.sh: the secure model server is the enclave $EMULATE, booted in QEMU
 (software emulation, so it is slow; console in $RUN_DIR/emulate/console.log),

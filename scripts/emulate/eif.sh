@@ -9,6 +9,13 @@
 #               bytes, so the same PCR2 as `make eif`; PCR0 and PCR1 differ (other kernel, init)
 # Writes $EMU_EIF and $EMU_MEASUREMENTS. Env: MODEL, MODEL_DIR, STATIC_BIN, EIF_TOOL,
 # EMU_KERNEL_DIR, EMU_INIT, EMU_EIF, EMU_MEASUREMENTS, SOURCE_DATE_EPOCH (as eif.sh).
+#
+# Development variant (`make eif-emulate-dev-nsm`): EMU_APP_ARGS, words appended to the image's
+# command (eif app-ramdisk --arg each), and EMU_EIF_NAME. With `--nsm vsock:2:9100` and a
+# STATIC_BIN built with the dev-nsm feature, the model server attests through the development
+# NSM over the guest's vsock. Its application ramdisk is then NOT the production one: PCR2
+# differs from `make eif`'s, by design (other binary, other command). Empty (the default), the
+# ramdisk is the production one, byte for byte.
 set -euo pipefail
 
 say() { echo "eif-emulate: $*"; }
@@ -21,6 +28,8 @@ eif_tool=${EIF_TOOL:-target/release/eif}
 kernel_dir=${EMU_KERNEL_DIR:-build/emulate/kernel}
 init=${EMU_INIT:-build/emulate/init}
 eif=${EMU_EIF:-build/emulate/enclave.eif}
+eif_name=${EMU_EIF_NAME:-nitro-ml-enclave-emulation}
+read -r -a app_args <<<"${EMU_APP_ARGS:-}"
 measurements=${EMU_MEASUREMENTS:-$(dirname "$eif")/measurements.json}
 
 for f in model.onnx labels.txt manifest.txt; do
@@ -51,13 +60,19 @@ while IFS= read -r m; do
 done <"$kernel_dir/modules/load.order"
 say "eif init-ramdisk (init $init, modules: $(tr '\n' ' ' <"$kernel_dir/modules/load.order"))"
 "$eif_tool" init-ramdisk --init "$init" "${files[@]}" --output "$work/boot.cpio" || die "eif init-ramdisk failed"
-say "eif app-ramdisk (enclave $static_bin, model $model_dir): the production ramdisk"
-"$eif_tool" app-ramdisk --enclave "$static_bin" --model-dir "$model_dir" --output "$work/app.cpio" ||
-    die "eif app-ramdisk failed"
+extra=()
+for a in ${app_args[@]+"${app_args[@]}"}; do extra+=(--arg "$a"); done
+if [ ${#extra[@]} -eq 0 ]; then
+    say "eif app-ramdisk (enclave $static_bin, model $model_dir): the production ramdisk"
+else
+    say "eif app-ramdisk (enclave $static_bin, model $model_dir, command + ${app_args[*]}): a DEVELOPMENT ramdisk, PCR2 differs from production's by design"
+fi
+"$eif_tool" app-ramdisk --enclave "$static_bin" --model-dir "$model_dir" --output "$work/app.cpio" \
+    ${extra[@]+"${extra[@]}"} || die "eif app-ramdisk failed"
 rm -f "$measurements"
 "$eif_tool" build --kernel "$kernel_dir/vmlinuz" --cmdline "$kernel_dir/cmdline" \
     --ramdisk "$work/boot.cpio" --ramdisk "$work/app.cpio" \
-    --name nitro-ml-enclave-emulation --version "$model" --output "$eif" --measurements "$measurements" >/dev/null ||
+    --name "$eif_name" --version "$model" --output "$eif" --measurements "$measurements" >/dev/null ||
     die "eif build failed"
 say "$eif ($(stat -c %s "$eif") bytes; kernel $(sed -n 's/^package=//p' "$kernel_dir/kernel.txt" 2>/dev/null) $(sed -n 's/^version=//p' "$kernel_dir/kernel.txt" 2>/dev/null)); PCRs in $measurements:"
 cat "$measurements"

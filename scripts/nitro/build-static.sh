@@ -2,6 +2,7 @@
 # Builds the enclave binary (or another workspace binary, PACKAGE, whose binary has the same
 # name: emu-init for the emulation EIF) fully static and reproducibly:
 #   build-static.sh SRC_DIR OUT_FILE [PACKAGE]        (PACKAGE defaults to enclave)
+#   FEATURES=dev-nsm build-static.sh ...               (cargo features; default none)
 # The one definition of the flags: `make static` runs it on the host, Dockerfile.enclave's
 # builder stage runs it in the pinned Rust image, `make static-repro` runs it twice.
 #  - glibc, statically linked (+crt-static), for x86_64-unknown-linux-gnu; naming --target keeps
@@ -10,6 +11,12 @@
 #    and debug paths do not depend on where the tree or the registry lives;
 #  - symbols stripped; --locked; release profile (codegen-units = 1); no incremental state;
 #  - its own target directory under SRC_DIR/build/, so the normal target/ is left alone.
+# FEATURES (comma-separated cargo features of PACKAGE) is for development images only, such as
+# the emulation EIF with the development NSM (`make eif-emulate-dev-nsm`); the enclave image is
+# always built without it, and then the command is exactly the one without FEATURES. A feature
+# build shares the target directory (only PACKAGE itself is compiled again: its other units have
+# other hashes and the dependencies are the same), and the next build without features finds
+# its own units fresh and installs the same bytes.
 set -euo pipefail
 
 [ $# -eq 2 ] || [ $# -eq 3 ] || { echo "usage: $0 SRC_DIR OUT_FILE [PACKAGE]" >&2; exit 2; }
@@ -33,7 +40,11 @@ flags=(-C target-feature=+crt-static -C strip=symbols --cfg 'getrandom_backend="
 CARGO_ENCODED_RUSTFLAGS=$(IFS=$sep; echo "${flags[*]}")
 export CARGO_ENCODED_RUSTFLAGS
 
-(cd "$src" && "${CARGO:-cargo}" build --release --locked --target "$target" -p "$package")
+features=()
+if [ -n "${FEATURES:-}" ]; then
+    features=(--features "$FEATURES")
+fi
+(cd "$src" && "${CARGO:-cargo}" build --release --locked --target "$target" -p "$package" ${features[@]+"${features[@]}"})
 mkdir -p "$(dirname "$out")"
 install -m 0755 "$CARGO_TARGET_DIR/$target/release/$package" "$out"
 
@@ -41,4 +52,4 @@ if readelf -l "$out" 2>/dev/null | grep -q INTERP; then
     echo "$0: error: $out has a program interpreter: it is not statically linked" >&2
     exit 1
 fi
-echo "static $package binary: $out ($(stat -c %s "$out") bytes, sha256 $(sha256sum "$out" | cut -d' ' -f1))"
+echo "static $package${FEATURES:+ (features $FEATURES)} binary: $out ($(stat -c %s "$out") bytes, sha256 $(sha256sum "$out" | cut -d' ' -f1))"
