@@ -72,6 +72,9 @@ emulate-tool: ## Build the emulation launcher into target/release/emulate
 emulate: emulate-deps build model testdata eif-emulate ## Run the appliance with the enclave image booted in QEMU (real vsock), like make dev, until Ctrl-C
 	EMULATE=$(EMU_EIF) scripts/dev.sh
 
+emulate-sealed: emulate-deps build model testdata eif-emulate-dev-nsm ## make emulate with the development image: attestation and sealed requests over the guest's vsock (other PCR2)
+	EMULATE=$(EMU_DEV_NSM_EIF) EMULATE_NSM=dev scripts/dev.sh
+
 # The debug binaries `make test` builds run on the host (parent, public model server, launcher);
 # the enclave is the static release binary inside the EIF.
 test-emulate: emulate-deps testdata ## Boot the emulation EIF (tiny-test model) and test the appliance through it (ends "N passed, M failed")
