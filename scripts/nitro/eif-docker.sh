@@ -68,16 +68,4 @@ else
     say "warning: no digest for $rust_image (not pulled from a registry?): build/builder-image.txt not written"
 fi
 
-eif_bytes=$(stat -c %s "$eif")
-model_bytes=$(stat -c %s "$model_dir/model.onnx")
-echo
-echo "EIF:          $eif"
-echo "EIF size:     $eif_bytes bytes ($(file_mib "$eif") MiB; model.onnx is $model_bytes bytes)"
-echo "PCR0 (image): $pcr0"
-echo "PCR1 (kernel):$(printf ' %s' "$(json_value PCR1 "$measurements")")"
-echo "PCR2 (app):   $(json_value PCR2 "$measurements")"
-echo "Measurements: $measurements"
-echo "Binary:       $image_bin ($(stat -c %s "$image_bin") bytes, sha256 $(sha256sum "$image_bin" | cut -d' ' -f1)), also the public server's"
-[ -z "$digest" ] || echo "Builder image: $digest"
-echo "Enclave memory 'make run' will use: $(enclave_memory_mib "$eif" "$model_dir/model.onnx") MiB" \
-    "(at least $(eif_min_mib "$eif") MiB = 4 x EIF)"
+print_eif_summary "$eif" "$model_dir" "$measurements" "$image_bin" "${digest:+Builder image: $digest}"

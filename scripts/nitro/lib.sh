@@ -230,6 +230,24 @@ json_value() {
     sed -n "s/^[[:space:]]*\"$1\":[[:space:]]*\"\\{0,1\\}\\([^\",]*\\)\"\\{0,1\\},\\{0,1\\}[[:space:]]*\$/\\1/p" "$2" | head -n 1
 }
 
+# What `make eif` and `make eif-docker` print at the end: the EIF, its size, its PCRs, the binary
+# the public server shares with it, a line of the route's own (LINE, if not empty) and the
+# enclave memory `make run` will reserve.
+print_eif_summary() { # EIF MODEL_DIR MEASUREMENTS IMAGE_BIN [LINE]
+    local eif=$1 model_dir=$2 measurements=$3 image_bin=$4 line=${5:-}
+    echo
+    echo "EIF:          $eif"
+    echo "EIF size:     $(stat -c %s "$eif") bytes ($(file_mib "$eif") MiB; model.onnx is $(stat -c %s "$model_dir/model.onnx") bytes)"
+    echo "PCR0 (image): $(json_value PCR0 "$measurements")"
+    echo "PCR1 (kernel):$(printf ' %s' "$(json_value PCR1 "$measurements")")"
+    echo "PCR2 (app):   $(json_value PCR2 "$measurements")"
+    echo "Measurements: $measurements"
+    echo "Binary:       $image_bin ($(stat -c %s "$image_bin") bytes, sha256 $(sha256sum "$image_bin" | cut -d' ' -f1)), also the public server's"
+    [ -z "$line" ] || echo "$line"
+    echo "Enclave memory 'make run' will use: $(enclave_memory_mib "$eif" "$model_dir/model.onnx") MiB" \
+        "(at least $(eif_min_mib "$eif") MiB = 4 x EIF)"
+}
+
 # Prints the EnclaveIDs of running enclaves, one a line, from `nitro-cli describe-enclaves`.
 running_enclave_ids() {
     "$NITRO_CLI" describe-enclaves | enclave_ids
