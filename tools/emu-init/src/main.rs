@@ -219,6 +219,11 @@ fn mount_at(
 /// devtmpfs on /dev; EBUSY means the kernel mounted it already (`devtmpfs.mount=1`).
 fn mount_dev() -> Result<(), InitError> {
     mkdir_if_missing("/dev")?;
+    mount_devtmpfs("/dev")
+}
+
+/// devtmpfs on the current root's /dev (EBUSY: already there); `label` names it in the error.
+fn mount_devtmpfs(label: &'static str) -> Result<(), InitError> {
     match mount(
         Some("dev"),
         "/dev",
@@ -227,7 +232,7 @@ fn mount_dev() -> Result<(), InitError> {
         None::<&str>,
     ) {
         Ok(()) | Err(Errno::EBUSY) => Ok(()),
-        Err(e) => Err(InitError::Mount("/dev", e)),
+        Err(e) => Err(InitError::Mount(label, e)),
     }
 }
 
@@ -340,16 +345,7 @@ fn heartbeat(cid: u32) -> Result<(), InitError> {
 /// app ramdisk's; only /dev/shm and /dev/pts are made here, as AWS's init makes them.
 fn app_filesystems() -> Result<(), InitError> {
     let fl = nodev_nosuid_noexec();
-    match mount(
-        Some("dev"),
-        "/dev",
-        Some("devtmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    ) {
-        Ok(()) | Err(Errno::EBUSY) => {}
-        Err(e) => return Err(InitError::Mount("/rootfs/dev", e)),
-    }
+    mount_devtmpfs("/rootfs/dev")?;
     mount_at("proc", "/proc", "proc", fl, None)?;
     for (link, target) in [
         ("/dev/fd", "/proc/self/fd"),
