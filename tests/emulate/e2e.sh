@@ -61,11 +61,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0 failed=0
-ok() { echo "ok: $*"; passed=$((passed + 1)); }
-bad() { echo "FAILED: $*"; failed=$((failed + 1)); }
-now() { date +%s.%N; }
-since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$(now)"; }
+. tests/emulate/lib.sh
 status_of() { curl -s -o "$tmp/body" -w '%{http_code}' "$@" || true; }
 
 t0=$(now)
@@ -96,14 +92,6 @@ else
   bad "the guest's console lacks the entropy or listening line"; tail -n 20 "$console" || true
 fi
 
-# An answer without what differs by route and by run: the backend's name and the stage timings.
-answer() { python3 -c 'import json, sys
-a = json.load(sys.stdin)
-a.pop("backend")
-a.pop("timings_ms")
-for p in a["predictions"]:
-    p.pop("timings_us")
-print(json.dumps(a, sort_keys=True))' 2>/dev/null || true; }
 secure=$(curl -fsS --data-binary @"$image" -H 'Content-Type: image/jpeg' "$url/predict-secure/" | answer)
 public=$(curl -fsS --data-binary @"$image" -H 'Content-Type: image/jpeg' "$url/predict-public/" | answer)
 if [ -n "$secure" ] && [ "$secure" = "$public" ] && [[ "$secure" == *class_id* ]]; then

@@ -59,11 +59,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0 failed=0
-ok() { echo "ok: $*"; passed=$((passed + 1)); }
-bad() { echo "FAILED: $*"; failed=$((failed + 1)); }
-now() { date +%s.%N; }
-since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$(now)"; }
+. tests/emulate/lib.sh
 
 t0=$(now)
 BIN=$BIN MODEL=$MODEL PORT=$port RUN_DIR=$run EMULATE=$EIF EMULATE_NSM=dev READY_TIMEOUT=300 \
@@ -97,14 +93,6 @@ else
   bad "GET /attestation: $code $(head -c 200 "$tmp/doc.cbor" 2>/dev/null)"
 fi
 
-# An answer without what differs by route and by run: the backend's name and the stage timings.
-answer() { python3 -c 'import json, sys
-a = json.load(sys.stdin)
-a.pop("backend")
-a.pop("timings_ms")
-for p in a["predictions"]:
-    p.pop("timings_us")
-print(json.dumps(a, sort_keys=True))' 2>/dev/null || true; }
 plain=$(curl -fsS --data-binary @"$image" -H 'Content-Type: image/jpeg' "$url/predict-secure/" | answer)
 t1=$(now)
 set +e
