@@ -204,8 +204,16 @@ pub fn memory_estimate(format: ImageFormat, color: ColorType, width: u32, height
 const RESAMPLE_RESERVE: u64 = 5 * 1024 * 1024;
 
 impl Preprocess {
-    /// Decodes `bytes` and returns the model input, shape [1, 3, input_size, input_size].
+    /// Decodes `bytes` and returns the model input, shape [1, 3, input_size, input_size]:
+    /// [`decode`](Self::decode), [`resample`](Self::resample), [`input_tensor`](Self::input_tensor).
     pub fn prepare(&self, bytes: &[u8]) -> Result<Tensor, PreprocessError> {
+        let rgb = self.decode(bytes)?;
+        let crop = self.resample(&rgb)?;
+        Ok(self.input_tensor(&crop))
+    }
+
+    /// Checks the header against the limits, then decodes `bytes` to RGB.
+    pub fn decode(&self, bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
         let format = match image::guess_format(bytes) {
             Ok(f @ (ImageFormat::Jpeg | ImageFormat::Png)) => f,
             Ok(other) => return Err(PreprocessError::UnsupportedFormat(format!("{other:?}"))),
@@ -232,9 +240,12 @@ impl Preprocess {
                 need.div_ceil(1 << 20)
             )));
         }
-        let rgb = DynamicImage::from_decoder(decoder).map_err(classify_error)?.into_rgb8();
-        let crop = self.resample(&rgb)?;
+        Ok(DynamicImage::from_decoder(decoder).map_err(classify_error)?.into_rgb8())
+    }
 
+    /// The model input from [`resample`](Self::resample)'s crop: scaled to
+    /// [0,1], normalised by `mean` and `std`, channels first.
+    pub fn input_tensor(&self, crop: &[u8]) -> Tensor {
         let (mean, std) = (self.mean, self.std);
         let side = self.input_size as usize;
         let array = tract_ndarray::Array4::from_shape_fn((1, 3, side, side), |(_, c, y, x)| {
@@ -242,7 +253,7 @@ impl Preprocess {
             let v = f32::from(crop[(y * side + x) * 3 + c]) / 255.0;
             (v - mean[c]) / std[c]
         });
-        Ok(array.into())
+        array.into()
     }
 
     /// The centre `input_size` square of `img` resized so that its short side

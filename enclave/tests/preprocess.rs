@@ -32,6 +32,26 @@ fn output_has_the_model_shape_and_normalisation() {
 }
 
 #[test]
+fn the_input_tensor_is_the_normalisation_formula_to_the_bit_channels_first() {
+    // Every byte value in every channel, at positions that differ per channel.
+    let p = Preprocess { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], ..pre() };
+    let side = p.input_size as usize;
+    let crop: Vec<u8> = (0..side * side * 3).map(|i| (i * 7 + i / 3) as u8).collect();
+    let t = p.input_tensor(&crop);
+    assert_eq!(t.shape(), &[1, 3, side, side]);
+    let v = t.to_plain_array_view::<f32>().unwrap();
+    for y in 0..side {
+        for x in 0..side {
+            for c in 0..3 {
+                let byte = crop[(y * side + x) * 3 + c];
+                let want = (f32::from(byte) / 255.0 - p.mean[c]) / p.std[c];
+                assert_eq!(v[[0, c, y, x]].to_bits(), want.to_bits(), "channel {c} at ({x}, {y}), byte {byte}");
+            }
+        }
+    }
+}
+
+#[test]
 fn tiny_and_thin_images_are_upscaled_not_refused() {
     for (w, h) in [(1, 1), (1, 300), (300, 1)] {
         assert_eq!(pre().prepare(&png(w, h)).unwrap().shape(), &[1, 3, 32, 32]);

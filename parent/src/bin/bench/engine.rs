@@ -75,3 +75,29 @@ pub fn run(model_dir: &Path, image: &[u8], threads: usize, duration: Duration) -
     let mean_ms = if images > 0 { busy_us.load(Ordering::Relaxed) as f64 / images as f64 / 1000.0 } else { 0.0 };
     Ok(EngineResult { threads, images, seconds, images_per_s: images as f64 / seconds, mean_ms_per_image: mean_ms, load_ms })
 }
+
+/// The Python of the models' test virtualenv (onnxruntime and Pillow, pinned), relative to the
+/// repository root, and the reference script it runs.
+pub const REFERENCE_PYTHON: &str = ".venv/bin/python";
+pub const REFERENCE_SCRIPT: &str = "bench/ort_engine.py";
+
+/// The engine reference (bench/ort_engine.py): onnxruntime with Pillow's preprocessing, no
+/// serving, on the same model, photo, thread count and duration as [`run`]. Its JSON object
+/// (`engine`, `images_per_s`, `preprocess_ms`, `inference_ms`, `top5`, ...), or why it did
+/// not run: `Ok(Err(why))` when the virtualenv is missing (`make testdata` creates it).
+pub fn reference(model_dir: &Path, image: &Path, threads: usize, duration: Duration) -> Result<Result<serde_json::Value, String>, String> {
+    if !Path::new(REFERENCE_PYTHON).exists() {
+        return Ok(Err(format!("{REFERENCE_PYTHON} is missing (`make testdata` creates it)")));
+    }
+    let out = std::process::Command::new(REFERENCE_PYTHON)
+        .arg(REFERENCE_SCRIPT)
+        .args(["--model", &model_dir.display().to_string(), "--image", &image.display().to_string()])
+        .args(["--threads", &threads.to_string(), "--seconds", &duration.as_secs_f64().to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("{REFERENCE_SCRIPT}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{REFERENCE_SCRIPT} failed ({})", out.status));
+    }
+    serde_json::from_slice(&out.stdout).map(Ok).map_err(|e| format!("{REFERENCE_SCRIPT}: not one JSON object: {e}"))
+}

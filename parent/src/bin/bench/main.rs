@@ -24,13 +24,15 @@ mod engine;
 mod http;
 mod load;
 mod plot;
+mod preprocess;
+mod profile;
 mod report;
 mod sealed;
 mod stack;
 mod suite;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -43,7 +45,13 @@ usage: bench suite [--profile quick|full|study] [--model NAME] [--out DIR] [--pa
                   the binary tensor form, to a URL like http://IP:PORT/v2/models/M-secure/infer,
                   asking for the top 5 (classification, the default) or the full FP32 output
                   in binary (full) or JSON form (full-json))
-       bench engine --model DIR [--threads N] [--seconds S] [--image PATH]
+       bench engine --model DIR [--threads N] [--seconds S] [--image PATH] [--reference onnxruntime|none]
+                  (then the same with onnxruntime and Pillow, bench/ort_engine.py in .venv, unless none)
+       bench preprocess --model DIR [--image PATH ...] [--seconds S]
+                  (one core, no inference: decode, resample and tensor time per image, per photo)
+       bench profile --model DIR [--image PATH] [--runs N] [--top N] [--transform NAME ...]
+                  (one thread: the served plan node by node, ms per operator and the slowest nodes;
+                  --transform none: tract's default plan instead, NAME: it with tract's transform NAME)
        bench channel --server unix:/path [--sizes LIST]
        bench sealed [--profile quick|full] [--model NAME] [--bin DIR] [--port N] [--image PATH] [--out DIR]
                     [--parts attest,crypto,load] [--attest-n N] [--threads LIST] [--requests LIST] [--trials T]
@@ -82,6 +90,8 @@ fn main() -> ExitCode {
         Some("suite") => suite::main(&args[1..]),
         Some("load") => load_main(&args[1..]),
         Some("engine") => engine_main(&args[1..]),
+        Some("preprocess") => preprocess_main(&args[1..]),
+        Some("profile") => profile_main(&args[1..]),
         Some("channel") => channel_main(&args[1..]),
         Some("sealed") => sealed::main(&args[1..]),
         Some("plot") => match args.get(1) {
@@ -214,16 +224,65 @@ fn load_main(args: &[String]) -> Result<(), String> {
 }
 
 fn engine_main(args: &[String]) -> Result<(), String> {
-    let f = Flags::parse(args, &["--model", "--threads", "--seconds", "--image"])?;
-    let image = read_image(f.get("--image").unwrap_or(&default_image().display().to_string()))?;
+    let f = Flags::parse(args, &["--model", "--threads", "--seconds", "--image", "--reference"])?;
+    let image_path = f.get("--image").map(str::to_string).unwrap_or_else(|| default_image().display().to_string());
+    let image = read_image(&image_path)?;
     let model = PathBuf::from(f.get("--model").ok_or("engine needs --model DIR")?);
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let r = engine::run(&model, &image, f.num("--threads", cpus)?, Duration::from_secs_f64(f.num("--seconds", 10.0)?))?;
+    let (threads, seconds) = (f.num("--threads", cpus)?, Duration::from_secs_f64(f.num("--seconds", 10.0)?));
+    let r = engine::run(&model, &image, threads, seconds)?;
     println!(
         "engine: {} threads, {} images in {:.2} s: {:.2} images/s ({:.2} ms per image per thread; model loaded in {} ms)",
         r.threads, r.images, r.seconds, r.images_per_s, r.mean_ms_per_image, r.load_ms
     );
+    if f.get("--reference").unwrap_or("onnxruntime") == "none" {
+        return Ok(());
+    }
+    match engine::reference(&model, Path::new(&image_path), threads, seconds)? {
+        Ok(o) => println!(
+            "reference: {}: {:.2} images/s (one thread: preprocessing {:.2} ms, inference {:.2} ms; top-5 {}); \
+             tract / reference = {:.2}x",
+            o["engine"].as_str().unwrap_or("?"),
+            o["images_per_s"].as_f64().unwrap_or(f64::NAN),
+            o["preprocess_ms"].as_f64().unwrap_or(f64::NAN),
+            o["inference_ms"].as_f64().unwrap_or(f64::NAN),
+            o["top5"],
+            r.images_per_s / o["images_per_s"].as_f64().unwrap_or(f64::NAN)
+        ),
+        Err(why) => println!("reference: skipped: {why}"),
+    }
     Ok(())
+}
+
+fn preprocess_main(args: &[String]) -> Result<(), String> {
+    let f = Flags::parse(args, &["--model", "--image", "--seconds"])?;
+    let model = PathBuf::from(f.get("--model").ok_or("preprocess needs --model DIR")?);
+    let default = default_image().display().to_string();
+    let images = match f.all("--image") {
+        v if v.is_empty() => vec![default.as_str()],
+        v => v,
+    };
+    let seconds = Duration::from_secs_f64(f.num("--seconds", 3.0)?);
+    println!("preprocess (one core, ms per image): decode + resample + tensor = total");
+    for path in images {
+        let r = preprocess::run(&model, &read_image(path)?, seconds)?;
+        println!(
+            "{path}: {:.3} + {:.3} + {:.3} = {:.3} ms ({} images)",
+            r.decode_ms,
+            r.resample_ms,
+            r.tensor_ms,
+            r.total_ms(),
+            r.images
+        );
+    }
+    Ok(())
+}
+
+fn profile_main(args: &[String]) -> Result<(), String> {
+    let f = Flags::parse(args, &["--model", "--image", "--runs", "--top", "--transform"])?;
+    let model = PathBuf::from(f.get("--model").ok_or("profile needs --model DIR")?);
+    let image = read_image(f.get("--image").unwrap_or(&default_image().display().to_string()))?;
+    profile::run(&model, &image, f.num("--runs", 20)?, f.num("--top", 15)?, &f.all("--transform"))
 }
 
 fn channel_main(args: &[String]) -> Result<(), String> {

@@ -283,9 +283,11 @@ fn csv_all(dir: &Path, results: &Value) -> Result<(), String> {
         w("memory.csv", &s)?;
     }
     if let Some(l) = results["engine"].as_array() {
-        let mut s = String::from("model,threads,images,seconds,images_per_s,ms_per_image\n");
+        let mut s = String::from("model,threads,images,seconds,images_per_s,ms_per_image,reference,reference_images_per_s\n");
         for e in l {
-            let _ = writeln!(s, "{},{},{},{},{},{}", e["model"].as_str().unwrap_or(""), e["threads"], e["images"], e["seconds"], e["images_per_s"], e["ms_per_image"]);
+            let r = &e["reference"];
+            let _ = writeln!(s, "{},{},{},{},{},{},{},{}", e["model"].as_str().unwrap_or(""), e["threads"], e["images"], e["seconds"],
+                e["images_per_s"], e["ms_per_image"], r["engine"].as_str().unwrap_or(""), r["images_per_s"]);
         }
         w("engine.csv", &s)?;
     }
@@ -417,6 +419,13 @@ fn summary(results: &Value, figs: &[(String, Vec<String>)]) -> String {
     let engine = |m: &str| results["engine"].as_array().and_then(|l| l.iter().find(|e| e["model"] == m)).map(|e| f(&e["images_per_s"]));
     if let Some(e) = engine(model) {
         let _ = writeln!(md, "- Bare engine ({model}, one thread per core, no serving): **{} images/s**.", plot::sig(e));
+        for r in results["engine"].as_array().into_iter().flatten().map(|e| (e["model"].as_str().unwrap_or("?"), &e["reference"])) {
+            if let (m, Some(ips)) = (r.0, r.1["images_per_s"].as_f64()) {
+                let tract = engine(m).unwrap_or(f64::NAN);
+                let _ = writeln!(md, "- Engine gap ({m}): tract {} images/s, {} (Pillow preprocessing, same photo and threads) {} images/s: **tract = {:.2}x the reference**.",
+                    plot::sig(tract), r.1["engine"].as_str().unwrap_or("reference"), plot::sig(ips), tract / ips);
+            }
+        }
         for route in ["public", "secure"] {
             if let Some((best, x)) = best_ips(results, "local", route) {
                 let _ = writeln!(md, "- Serving efficiency, {route} route: best end-to-end {} images/s (at {} threads) / engine = **{:.0}%**.", plot::sig(best), x, best / e * 100.0);

@@ -309,8 +309,17 @@ pub fn main(args: &[String]) -> Result<(), String> {
             eprintln!("bench: engine baseline, {m}, {cores} threads, {} s", p.engine_s);
             let r = engine::run(&PathBuf::from("models").join(&m), &image, cores, Duration::from_secs_f64(p.engine_s))?;
             eprintln!("  {:.2} images/s ({:.1} ms per image per thread)", r.images_per_s, r.mean_ms_per_image);
-            list.push(json!({ "model": m, "threads": r.threads, "images": r.images, "seconds": r.seconds,
-                              "images_per_s": r.images_per_s, "ms_per_image": r.mean_ms_per_image }));
+            let mut e = json!({ "model": m, "threads": r.threads, "images": r.images, "seconds": r.seconds,
+                                "images_per_s": r.images_per_s, "ms_per_image": r.mean_ms_per_image });
+            eprintln!("bench: engine reference (onnxruntime, same photo and threads), {m}");
+            match engine::reference(&PathBuf::from("models").join(&m), &image_path, cores, Duration::from_secs_f64(p.engine_s))? {
+                Ok(o) => {
+                    eprintln!("  {:.2} images/s", o["images_per_s"].as_f64().unwrap_or(f64::NAN));
+                    e["reference"] = o;
+                }
+                Err(why) => eprintln!("  skipped: {why}"),
+            }
+            list.push(e);
         }
         results["engine"] = json!(list);
         save(&results)?;
