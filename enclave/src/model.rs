@@ -2,7 +2,8 @@
 //!
 //! Loading reads the ONNX file, checks its SHA-256 against the manifest (a
 //! corrupted or substituted model is refused, not served), fixes the input
-//! fact to [1, 3, S, S], optimises and builds one runnable plan. Each worker
+//! fact to [1, 3, S, S], runs the convolutions channel-last
+//! ([`CONV_TRANSFORM`]), optimises and builds one runnable plan. Each worker
 //! then owns its own [`WorkerState`] on that shared plan: no lock is taken on
 //! the inference path.
 //!
@@ -26,6 +27,15 @@ use crate::preprocess::Preprocess;
 
 type Plan = Arc<TypedRunnableModel>;
 pub type WorkerState = tract_onnx::tract_core::plan::SimpleState<TypedFact, Box<dyn TypedOp>>;
+
+/// tract's transform that runs every convolution channel-last (NHWC): the
+/// input is moved channel-last once and the convolutions, depthwise ones
+/// included, run on that layout. Its depthwise kernel then reads channels
+/// contiguously instead of walking small strided planes, and the pointwise
+/// convolutions skip most packing. Measured with `bench engine` and
+/// `bench profile` (BENCHMARKS.md, "Engine levers"); the plan's outputs are
+/// checked against tract's default plan in `enclave/tests/server.rs`.
+pub const CONV_TRANSFORM: &str = "conv_nhwc";
 
 /// Largest model file we load: 2 GiB is ONNX's own protobuf limit.
 const MAX_MODEL_LEN: u64 = 2 << 30;
@@ -77,15 +87,20 @@ impl Model {
 
         let s = cfg.preprocess.input_size as usize;
         let load = |e: TractError| ModelError::Load(format!("{e:#}"));
-        let plan = tract_onnx::onnx()
+        let mut typed = tract_onnx::onnx()
             .model_for_read(&mut bytes.as_slice())
             .map_err(load)?
             .with_input_fact(0, f32::fact([1, 3, s, s]).into())
             .map_err(load)?
-            .into_optimized()
+            .into_typed()
             .map_err(load)?
-            .into_runnable()
+            .into_decluttered()
             .map_err(load)?;
+        let channel_last = tract_onnx::tract_core::transform::get_transform(CONV_TRANSFORM)
+            .map_err(load)?
+            .ok_or_else(|| ModelError::Load(format!("this build of tract has no {CONV_TRANSFORM:?} transform")))?;
+        channel_last.transform(&mut typed).map_err(load)?;
+        let plan = typed.into_optimized().map_err(load)?.into_runnable().map_err(load)?;
         let num_classes = output_classes(&plan)?;
 
         let labels = match &cfg.labels_path {
