@@ -34,7 +34,7 @@ pub type WorkerState = tract_onnx::tract_core::plan::SimpleState<TypedFact, Box<
 /// contiguously instead of walking small strided planes, and the pointwise
 /// convolutions skip most packing. Measured with `bench engine` and
 /// `bench profile` (BENCHMARKS.md, "Engine levers"); the plan's outputs are
-/// checked against tract's default plan in `enclave/tests/server.rs`.
+/// checked against tract's default plan in `enclave/tests/plan.rs`.
 pub const CONV_TRANSFORM: &str = "conv_nhwc";
 
 /// Largest model file we load: 2 GiB is ONNX's own protobuf limit.
