@@ -40,7 +40,7 @@ build: ## Build the release binaries: model server (dev-nsm feature), parent, de
 # binary), then prints one summary line per suite and a closing "N passed, M failed" line, and
 # fails if anything did. A suite that exits non-zero without reporting a failed test (a test
 # binary that crashed or did not build) counts as one failure.
-TEST_FEATURES := parent/bench,enclave/multithread-mm,enclave/dev-nsm
+TEST_FEATURES := enclave/multithread-mm,enclave/dev-nsm
 
 test: ## Run every test: models, Rust workspace (unit + end-to-end), model checks, Nitro fakes, Python client; ends "N passed, M failed"
 	$(MAKE) --no-print-directory model MODEL=tiny-test

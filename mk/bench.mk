@@ -23,7 +23,7 @@ export BENCH_PROFILE
 # secure one), and the development NSM itself; the enclave image's server is built apart,
 # without features (scripts/nitro/build-static.sh).
 bench-build:
-	$(CARGO) build --release --locked -p enclave -p parent -p dev-nsm --features parent/bench,enclave/dev-nsm
+	$(CARGO) build --release --locked -p enclave -p parent -p dev-nsm -p bench --features enclave/dev-nsm
 
 bench: bench-build model testdata ## Benchmark suite against the local stack (BENCH_PROFILE=quick: < 3 min)
 	bench/run.sh

@@ -22,8 +22,16 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Cargo's build of the parent binary: its own in the parent's tests; beside the model server's in
+/// target/debug for the other crates that share this module (bench/tests/bench_load.rs), which
+/// `make test` builds first.
 pub fn parent_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_parent"))
+    if let Some(p) = option_env!("CARGO_BIN_EXE_parent") {
+        return PathBuf::from(p);
+    }
+    let p = root().join("target/debug/parent");
+    assert!(p.is_file(), "{} is missing: run `cargo build -p parent` (make test does) first", p.display());
+    p
 }
 
 pub fn enclave_bin() -> PathBuf {

@@ -5,6 +5,9 @@
 //! listens at all (connect errors). Runs `bench load` (cargo's build of the
 //! bench binary) and reads its JSON.
 
+// The parent's end-to-end support (stack start-up, ports, photos, temporary directories): the
+// same code, not a copy, so the stack the load generator meets is the one the parent's tests start.
+#[path = "../../parent/tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;
