@@ -30,27 +30,11 @@ pub fn run(model_dir: &Path, image: &[u8], runs: u32, top: usize, transforms: &[
         // tract's default pipeline (declutter, optimise) with the named transforms, none for
         // `none`, applied to the decluttered model, instead of the served plan (whose
         // transform is `enclave::model::CONV_TRANSFORM`).
-        let tract = |e: TractError| format!("profile: {e:#}");
-        let s = cfg.preprocess.input_size as usize;
         let bytes = std::fs::read(&cfg.model_path).map_err(|e| format!("profile: {e}"))?;
-        let mut typed = tract_onnx::onnx()
-            .model_for_read(&mut bytes.as_slice())
-            .map_err(tract)?
-            .with_input_fact(0, f32::fact([1, 3, s, s]).into())
-            .map_err(tract)?
-            .into_typed()
-            .map_err(tract)?
-            .into_decluttered()
-            .map_err(tract)?;
-        for name in transforms.iter().filter(|n| **n != "none") {
-            let t = tract_onnx::tract_core::transform::get_transform(name)
-                .map_err(tract)?
-                .ok_or_else(|| format!("profile: tract has no transform {name:?}"))?;
-            t.transform(&mut typed).map_err(tract)?;
-        }
-        let plan = typed.into_optimized().map_err(tract)?.into_runnable().map_err(tract)?;
+        let names: Vec<&str> = transforms.iter().copied().filter(|n| *n != "none").collect();
+        let plan = enclave::model::plan(&bytes, cfg.preprocess.input_size as usize, &names).map_err(|e| format!("profile: {e}"))?;
         println!("profile: tract's default plan, transforms: {}", transforms.join(", "));
-        enclave::model::WorkerState::new(&plan).map_err(tract)?
+        enclave::model::WorkerState::new(&plan).map_err(|e| format!("profile: {e:#}"))?
     };
 
     // Per node id: (node name, operator name, operator details, time over the counted runs).

@@ -25,7 +25,7 @@ use tract_onnx::tract_hir::internal::DimLike;
 use crate::config::{read_small, Config};
 use crate::preprocess::Preprocess;
 
-type Plan = Arc<TypedRunnableModel>;
+pub type Plan = Arc<TypedRunnableModel>;
 pub type WorkerState = tract_onnx::tract_core::plan::SimpleState<TypedFact, Box<dyn TypedOp>>;
 
 /// tract's transform that runs every convolution channel-last (NHWC): the
@@ -36,6 +36,30 @@ pub type WorkerState = tract_onnx::tract_core::plan::SimpleState<TypedFact, Box<
 /// `bench profile` (BENCHMARKS.md, "Engine levers"); the plan's outputs are
 /// checked against tract's default plan in `enclave/tests/plan.rs`.
 pub const CONV_TRANSFORM: &str = "conv_nhwc";
+
+/// tract's runnable plan of an ONNX model for one `size` x `size` RGB image: tract's own pipeline
+/// (to typed, decluttered), then tract's transforms named in `transforms`, in order, then
+/// optimised. [`Model::load`] passes `[CONV_TRANSFORM]`; no transform is tract's default plan,
+/// which the tests and `bench profile` compare it with.
+pub fn plan(bytes: &[u8], size: usize, transforms: &[&str]) -> Result<Plan, ModelError> {
+    let load = |e: TractError| ModelError::Load(format!("{e:#}"));
+    let mut typed = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .map_err(load)?
+        .with_input_fact(0, f32::fact([1, 3, size, size]).into())
+        .map_err(load)?
+        .into_typed()
+        .map_err(load)?
+        .into_decluttered()
+        .map_err(load)?;
+    for name in transforms {
+        let t = tract_onnx::tract_core::transform::get_transform(name)
+            .map_err(load)?
+            .ok_or_else(|| ModelError::Load(format!("this build of tract has no {name:?} transform")))?;
+        t.transform(&mut typed).map_err(load)?;
+    }
+    typed.into_optimized().map_err(load)?.into_runnable().map_err(load)
+}
 
 /// Largest model file we load: 2 GiB is ONNX's own protobuf limit.
 const MAX_MODEL_LEN: u64 = 2 << 30;
@@ -87,20 +111,7 @@ impl Model {
 
         let s = cfg.preprocess.input_size as usize;
         let load = |e: TractError| ModelError::Load(format!("{e:#}"));
-        let mut typed = tract_onnx::onnx()
-            .model_for_read(&mut bytes.as_slice())
-            .map_err(load)?
-            .with_input_fact(0, f32::fact([1, 3, s, s]).into())
-            .map_err(load)?
-            .into_typed()
-            .map_err(load)?
-            .into_decluttered()
-            .map_err(load)?;
-        let channel_last = tract_onnx::tract_core::transform::get_transform(CONV_TRANSFORM)
-            .map_err(load)?
-            .ok_or_else(|| ModelError::Load(format!("this build of tract has no {CONV_TRANSFORM:?} transform")))?;
-        channel_last.transform(&mut typed).map_err(load)?;
-        let plan = typed.into_optimized().map_err(load)?.into_runnable().map_err(load)?;
+        let plan = plan(&bytes, s, &[CONV_TRANSFORM])?;
         let num_classes = output_classes(&plan)?;
 
         let labels = match &cfg.labels_path {

@@ -20,16 +20,8 @@ fn root() -> PathBuf {
 
 /// Tract's default plan of the model (no transform), on the same input.
 fn default_plan_scores(model_dir: &Path, input: Tensor) -> Vec<f32> {
-    let s = input.shape()[2];
-    let plan = tract_onnx::onnx()
-        .model_for_path(model_dir.join("model.onnx"))
-        .unwrap()
-        .with_input_fact(0, f32::fact([1, 3, s, s]).into())
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
+    let bytes = std::fs::read(model_dir.join("model.onnx")).unwrap();
+    let plan = enclave::model::plan(&bytes, input.shape()[2], &[]).unwrap();
     let out = plan.run(tvec!(input.into())).unwrap();
     softmax(out[0].to_plain_array_view::<f32>().unwrap().iter().copied())
 }

@@ -135,16 +135,8 @@ fn expect_error(m: Message, code: ErrorCode) -> String {
 
 /// The model run directly: its own tract plan, the same preprocessing.
 fn direct(model: &str, pre: &Preprocess, image: &[u8], k: usize) -> Vec<ClassScore> {
-    let s = pre.input_size as usize;
-    let plan = tract_onnx::onnx()
-        .model_for_path(model_dir(model).join("model.onnx"))
-        .unwrap()
-        .with_input_fact(0, f32::fact([1, 3, s, s]).into())
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
+    let bytes = std::fs::read(model_dir(model).join("model.onnx")).unwrap();
+    let plan = enclave::model::plan(&bytes, pre.input_size as usize, &[]).unwrap();
     let out = plan.run(tvec!(pre.prepare(image).unwrap().into())).unwrap();
     let scores = softmax(out[0].to_plain_array_view::<f32>().unwrap().iter().copied());
     top_k(&scores, k)
