@@ -7,7 +7,7 @@
 #
 # Environment (from the Makefile): MODEL, BENCH_PROFILE (quick|full),
 # BENCH_PARTS (comma list, see `bench --help`), BENCH_OUT, BENCH_PORT,
-# BENCH_ARGS (more suite flags), NET_UP/NET_DOWN/NET_DELAY (bench/netns.sh).
+# BENCH_COMPARE (the peer comparison's model), BENCH_ARGS (more suite flags), NET_UP/NET_DOWN/NET_DELAY (bench/netns.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,9 +23,18 @@ drop() { PARTS=$(echo ",$PARTS," | sed "s/,$1,/,/g; s/^,//; s/,$//"); }
 args=(suite --profile "$PROFILE" --model "$MODEL" --parts PARTS_PLACEHOLDER --out "$OUT" --bin "$BIN")
 [ -n "${BENCH_PORT:-}" ] && args+=(--port "$BENCH_PORT")
 
+# The peers, each measured alone after our stack on the compare model (BENCH_COMPARE, default
+# resnet18-synthetic): FastAPI + onnxruntime on any model; FastAPI + PyTorch (the study's stack)
+# on ResNet18 only, the one network it builds (torchvision's, as the study did).
 if has peer; then
-  bench/peer/setup.sh
-  args+=(--peer-cmd "build/peer-venv/bin/python bench/peer/server.py --port {port}" --peer-name "peer (FastAPI+PyTorch)")
+  COMPARE=${BENCH_COMPARE:-resnet18-synthetic}
+  args+=(--compare-model "$COMPARE")
+  bench/peer/setup.sh onnxruntime
+  args+=(--peer "FastAPI+onnxruntime=build/peer-ort-venv/bin/python bench/peer/server.py --engine onnxruntime --model {model} --port {port}")
+  if [ "$COMPARE" = resnet18-synthetic ]; then
+    bench/peer/setup.sh torch
+    args+=(--peer "FastAPI+PyTorch=build/peer-venv/bin/python bench/peer/server.py --engine torch --port {port}")
+  fi
 fi
 
 wrap=()

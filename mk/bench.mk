@@ -7,12 +7,14 @@
 # BENCH_PARTS    comma list: engine,start,channel,memory,local,mixed,net,peer,sealed
 # BENCH_OUT      results directory; BENCH_ARGS: more `bench suite` flags
 # NET_UP, NET_DOWN, NET_DELAY  the internet-like link (25mbit, 500mbit, 20ms)
+# PEER_MODELS    for bench-peer: the models compared (resnet18-synthetic efficientnet-lite0)
 # RESULTS        for bench-plot: the results directory to redraw
 # SEALED_URL     for bench-sealed: a running parent (http://IP:PORT) instead of a stack started
 #                here, verified against the AWS Nitro root and $(MEASUREMENTS); BENCH_ARGS
 #                then passes more `bench sealed` flags (`--dev-root FILE` for a dev stack)
 
 BENCH_PROFILE ?= full
+PEER_MODELS   ?= resnet18-synthetic efficientnet-lite0
 BENCH_BIN     := target/release/bench
 
 export BENCH_PROFILE
@@ -34,9 +36,14 @@ bench-quick: ## The benchmark suite's quick profile (under 3 minutes)
 bench-net: bench-build model testdata ## Internet-like load test (netns + veth + tc; root), alone
 	BENCH_PARTS=net bench/run.sh
 
-bench-peer: bench-build ## Ours vs the study's stack (FastAPI+PyTorch peer, venv in build/), resnet18-synthetic
-	@$(MAKE) --no-print-directory model MODEL=resnet18-synthetic
-	BENCH_PARTS=$${BENCH_PARTS:-engine,peer} bench/run.sh
+# One suite run per model of PEER_MODELS, each with its own results directory: ours, then FastAPI +
+# onnxruntime, then (ResNet18 only) FastAPI + PyTorch, each alone on the machine.
+bench-peer: bench-build testdata ## Ours vs FastAPI+onnxruntime and FastAPI+PyTorch (venvs in build/), per model of PEER_MODELS
+	@set -e; stamp=$$(date -u +%Y%m%dT%H%M%SZ); for m in $(PEER_MODELS); do \
+	  $(MAKE) --no-print-directory model MODEL=$$m; \
+	  MODEL=$$m BENCH_COMPARE=$$m BENCH_PARTS=$${BENCH_PARTS:-engine,peer} \
+	    BENCH_OUT=$${BENCH_OUT:-bench/results/$$stamp-$(BENCH_PROFILE)}-peer-$$m bench/run.sh; \
+	done
 
 # Without SEALED_URL: a stack of its own with the development NSM on port 18080. With it (on EC2,
 # after `make run`): SEALED_URL=http://127.0.0.1:80, the real NSM, $(MEASUREMENTS) pinned.

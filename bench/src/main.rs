@@ -79,8 +79,9 @@ suite options:
   --net-ns NAME          network namespace the internet-like load runs in (part net)
   --net-listen IP        address the parent listens on for the namespace (part net)
   --net-shape TEXT       the link's shaping, as printed in the report (part net)
-  --peer-cmd CMD         command starting the peer server on 127.0.0.1:PEER_PORT (part peer)
-  --peer-port N          the peer's port (default 18090)
+  --peer NAME=CMD        a peer server (part peer; repeat for more, each measured alone after ours):
+                         CMD starts it on 127.0.0.1:{port} serving models/{model} (the compare model)
+  --peer-port N          the peers' port (default 18090)
 ";
 
 fn main() -> ExitCode {

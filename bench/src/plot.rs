@@ -1,9 +1,11 @@
 //! SVG figures with plotters' SVG backend (no fonts are loaded: text is
 //! left to the SVG viewer). Two shapes cover every figure of the report:
-//! lines with a spread bar per point (median over trials, bar from the
-//! smallest to the largest trial), and bars on a log scale with optional
-//! spread. Every figure carries a caption naming the machine, the model, the
-//! commit and the number of trials.
+//! lines (median over trials, with a spread bar per point from the smallest
+//! to the largest trial, or a shaded band between two other values, such as
+//! the fastest and slowest request around the p50), and bars on a log scale
+//! with optional spread. The legend sits in a strip right of the plot, so it
+//! never covers data. Every figure carries a caption naming the machine, the
+//! model, the commit and the number of trials.
 
 use std::path::Path;
 
@@ -22,9 +24,19 @@ pub struct Pt {
 pub struct Series {
     pub name: String,
     pub color: usize,
-    /// Dashed look (drawn thinner, with hollow markers) for a second family.
-    pub light: bool,
+    pub look: Look,
     pub points: Vec<Pt>,
+}
+
+/// How a series is drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Look {
+    /// A thick line, filled markers, a bar from `lo` to `hi` at each point.
+    Solid,
+    /// Thinner, hollow markers: a second family beside the solid one.
+    Light,
+    /// A thick line through `y`, and a shaded band from `lo` to `hi` along it.
+    Band,
 }
 
 pub struct Axes<'a> {
@@ -32,7 +44,12 @@ pub struct Axes<'a> {
     pub y_desc: &'a str,
     pub log_x: bool,
     pub log_y: bool,
+    /// x counts things (client threads): integer ticks only.
+    pub int_x: bool,
 }
+
+/// Width of the legend strip right of a line chart, pixels.
+const LEGEND_W: u32 = 250;
 
 pub const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
@@ -81,13 +98,15 @@ fn bounds(series: &[Series], log_x: bool, log_y: bool) -> ((f64, f64), (f64, f64
     ((x0, x1), (y0, y1))
 }
 
-/// A line chart with spread bars, median points and a legend.
+/// A line chart with spread bars or bands, median points, and the legend beside it.
 pub fn lines(path: &Path, title: &str, caption: &str, axes: &Axes<'_>, series: &[Series]) -> Res {
     let ((x0, x1), (y0, y1)) = bounds(series, axes.log_x, axes.log_y);
-    let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
+    let root = SVGBackend::new(path, (960 + LEGEND_W, 600)).into_drawing_area();
     let top = 30 + 15 * caption.lines().count() as u32 + 6;
     header(&root, title, caption)?;
-    let (_, area) = root.split_vertically(top);
+    let (_, below) = root.split_vertically(top);
+    let (area, legend_area) = below.split_horizontally(960);
+    legend(&legend_area, series)?;
     match (axes.log_x, axes.log_y) {
         (false, false) => draw_lines(&area, x0..x1, y0..y1, axes, series),
         (false, true) => draw_lines(&area, x0..x1, (y0..y1).log_scale(), axes, series),
@@ -118,38 +137,66 @@ where
         .y_label_area_size(72)
         .build_cartesian_2d(xr, yr)
         .map_err(err)?;
+    let int_x = axes.int_x;
+    let x_fmt = move |v: &f64| {
+        if !int_x {
+            sig(*v)
+        } else if (v - v.round()).abs() < 1e-9 && *v >= 0.0 {
+            format!("{v:.0}")
+        } else {
+            String::new()
+        }
+    };
     chart
         .configure_mesh()
         .x_desc(axes.x_desc)
         .y_desc(axes.y_desc)
-        .x_label_formatter(&|v: &f64| sig(*v))
+        .x_label_formatter(&x_fmt)
         .y_label_formatter(&|v: &f64| sig(*v))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(err)?;
     for s in series {
         let c = COLORS[s.color % COLORS.len()];
-        let width = if s.light { 1 } else { 2 };
+        let width = if s.look == Look::Light { 1 } else { 2 };
         let pts: Vec<Pt> = s.points.iter().copied().filter(|p| p.y.is_finite() && (!axes.log_y || p.y > 0.0)).collect();
-        chart
-            .draw_series(LineSeries::new(pts.iter().map(|p| (p.x, p.y)), c.stroke_width(width)))
-            .map_err(err)?
-            .label(s.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(width)));
-        chart
-            .draw_series(pts.iter().filter(|p| p.hi > p.lo).map(|p| PathElement::new(vec![(p.x, p.lo), (p.x, p.hi)], c.stroke_width(1))))
-            .map_err(err)?;
-        let style = if s.light { c.stroke_width(1) } else { c.filled() };
+        if s.look == Look::Band {
+            let edge: Vec<(f64, f64)> = pts.iter().filter(|p| p.lo.is_finite() && p.hi.is_finite() && (!axes.log_y || p.lo > 0.0)).map(|p| (p.x, p.lo))
+                .chain(pts.iter().rev().filter(|p| p.lo.is_finite() && p.hi.is_finite() && (!axes.log_y || p.lo > 0.0)).map(|p| (p.x, p.hi)))
+                .collect();
+            if edge.len() >= 4 {
+                chart.draw_series(std::iter::once(Polygon::new(edge, c.mix(0.15).filled()))).map_err(err)?;
+            }
+        } else {
+            chart
+                .draw_series(pts.iter().filter(|p| p.hi > p.lo).map(|p| PathElement::new(vec![(p.x, p.lo), (p.x, p.hi)], c.stroke_width(1))))
+                .map_err(err)?;
+        }
+        chart.draw_series(LineSeries::new(pts.iter().map(|p| (p.x, p.y)), c.stroke_width(width))).map_err(err)?;
+        let style = if s.look == Look::Light { c.stroke_width(1) } else { c.filled() };
         chart.draw_series(pts.iter().map(|p| Circle::new((p.x, p.y), 3, style))).map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(180, 180, 180))
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(err)?;
+    Ok(())
+}
+
+/// The legend, one row per series, in its own strip: a line (and the band's shade) and the name.
+fn legend<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, series: &[Series]) -> Res
+where
+    DB::ErrorType: 'static,
+{
+    let font = ("sans-serif", 13).into_font().color(&BLACK);
+    for (i, s) in series.iter().enumerate() {
+        let c = COLORS[s.color % COLORS.len()];
+        let y = 30 + 22 * i as i32;
+        if s.look == Look::Band {
+            area.draw(&Rectangle::new([(6, y - 7), (32, y + 7)], c.mix(0.15).filled())).map_err(err)?;
+        }
+        let width = if s.look == Look::Light { 1 } else { 2 };
+        area.draw(&PathElement::new(vec![(6, y), (32, y)], c.stroke_width(width))).map_err(err)?;
+        let style = if s.look == Look::Light { c.stroke_width(1) } else { c.filled() };
+        area.draw(&Circle::new((19, y), 3, style)).map_err(err)?;
+        area.draw(&Text::new(s.name.clone(), (40, y - 7), font.clone())).map_err(err)?;
+    }
     Ok(())
 }
 
@@ -230,7 +277,9 @@ pub fn sig(v: f64) -> String {
         return "n/a".into();
     }
     let a = v.abs();
-    if a >= 1e6 || (a > 0.0 && a < 1e-3) {
+    if a == 0.0 {
+        "0".into()
+    } else if a >= 1e6 || (a > 0.0 && a < 1e-3) {
         format!("{v:.1e}")
     } else if a >= 100.0 {
         format!("{v:.0}")

@@ -13,7 +13,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::load::{RunResult, TargetStats};
-use crate::plot::{self, Axes, Bar, Pt, Series};
+use crate::plot::{self, Axes, Bar, Look, Pt, Series};
 use crate::suite::med;
 
 /// The study's reported numbers (BRIEF.md), for the side-by-side columns.
@@ -163,24 +163,25 @@ fn sweep_figures(dir: &Path, results: &Value, experiment: &str, stem: &str, titl
     let mut thr = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let rw = rows(&rs, name, false);
-        for (metric, f, light) in [("min", (|r: &Row| r.min) as fn(&Row) -> Agg, true), ("p50", |r: &Row| r.p50, false), ("max", |r: &Row| r.max, true)] {
-            lat.push(Series { name: format!("{name} {metric}"), color: i, light, points: pts(&rw, f, 1e-3) });
-        }
-        thr.push(Series { name: name.clone(), color: i, light: false, points: pts(&rw, |r| r.ips, 1.0) });
+        // p50 (median over trials) as the line; the band from the fastest to the slowest request.
+        let band = rw.iter().map(|r| Pt { x: r.x, y: r.p50.med * 1e-3, lo: r.min.med * 1e-3, hi: r.max.med * 1e-3 }).collect();
+        lat.push(Series { name: format!("{name} p50"), color: i, look: Look::Band, points: band });
+        thr.push(Series { name: name.clone(), color: i, look: Look::Solid, points: pts(&rw, |r| r.ips, 1.0) });
     }
     if let Some(e) = results["engine"].as_array().and_then(|l| l.iter().find(|e| e["model"] == model)) {
         if let (Some(ips), Some(xmax)) = (e["images_per_s"].as_f64(), rs.iter().map(|r| r.threads).max()) {
             let p = |x: f64| Pt { x, y: ips, lo: ips, hi: ips };
-            thr.push(Series { name: "bare engine (no serving)".into(), color: 7, light: true, points: vec![p(1.0), p(xmax as f64)] });
+            thr.push(Series { name: "bare engine (no serving)".into(), color: 7, look: Look::Light, points: vec![p(1.0), p(xmax as f64)] });
         }
     }
     let cap = caption(meta, model, &format!("batch of 2 x the study's photo, 2 requests per client thread, one connection per request. {extra}"));
     let a = format!("{stem}_latency.svg");
-    plot::lines(&dir.join(&a), &format!("{title}: latency per request"), &cap,
-        &Axes { x_desc: "client threads", y_desc: "latency, s (log)", log_x: false, log_y: true }, &lat)?;
+    let cap_lat = format!("{cap}\nLine: p50 of the requests (median over trials); band: from the fastest to the slowest request.");
+    plot::lines(&dir.join(&a), &format!("{title}: latency per request"), &cap_lat,
+        &Axes { x_desc: "client threads", y_desc: "latency, s (log)", log_x: false, log_y: true, int_x: true }, &lat)?;
     let b = format!("{stem}_throughput.svg");
     plot::lines(&dir.join(&b), &format!("{title}: throughput"), &cap,
-        &Axes { x_desc: "client threads", y_desc: "images per second", log_x: false, log_y: false }, &thr)?;
+        &Axes { x_desc: "client threads", y_desc: "images per second", log_x: false, log_y: false, int_x: true }, &thr)?;
     Ok(vec![a, b])
 }
 
@@ -303,6 +304,15 @@ fn best_ips(results: &Value, exp: &str, target: &str) -> Option<(f64, f64)> {
     rows(&runs(results, exp), target, false).iter().map(|r| (r.ips.med, r.x)).filter(|(v, _)| v.is_finite()).max_by(|a, b| a.0.total_cmp(&b.0))
 }
 
+/// The peers measured (`results.peer.peers`; a run from before several peers had one, at `results.peer`).
+fn peers(results: &Value) -> Vec<Value> {
+    match results["peer"]["peers"].as_array() {
+        Some(l) => l.clone(),
+        None if results["peer"]["name"].is_string() => vec![results["peer"].clone()],
+        None => Vec::new(),
+    }
+}
+
 fn at(results: &Value, exp: &str, target: &str, threads: f64) -> Option<Row> {
     rows(&runs(results, exp), target, false).into_iter().find(|r| r.x == threads)
 }
@@ -326,13 +336,13 @@ pub fn write_all(dir: &Path, results: &Value) -> Result<(), String> {
         let mut series = Vec::new();
         for (i, name) in target_names(&mixed).iter().enumerate() {
             let rw = rows(&mixed, name, true);
-            series.push(Series { name: format!("{name} p50"), color: i, light: false, points: pts(&rw, |r| r.p50, 1e-3) });
-            series.push(Series { name: format!("{name} p99"), color: i, light: true, points: pts(&rw, |r| r.p99, 1e-3) });
+            series.push(Series { name: format!("{name} p50"), color: i, look: Look::Solid, points: pts(&rw, |r| r.p50, 1e-3) });
+            series.push(Series { name: format!("{name} p99"), color: i, look: Look::Light, points: pts(&rw, |r| r.p99, 1e-3) });
         }
         let threads = mixed.first().map(|r| r.threads).unwrap_or(0);
         let cap = caption(meta, &model, &format!("One stream of {threads} client threads; the share of requests sent to /predict-secure/ varies."));
         plot::lines(&dir.join("fig5_mixed.svg"), "Mixed-privacy sweep: latency per route", &cap,
-            &Axes { x_desc: "share of secure requests", y_desc: "latency, s", log_x: false, log_y: false }, &series)?;
+            &Axes { x_desc: "share of secure requests", y_desc: "latency, s", log_x: false, log_y: false, int_x: false }, &series)?;
         figs.push(("Mixed-privacy sweep (Fig. 5)".into(), vec!["fig5_mixed.svg".into()]));
     }
 
@@ -344,8 +354,8 @@ pub fn write_all(dir: &Path, results: &Value) -> Result<(), String> {
             let a = col(k);
             bars.push(Bar { label: label.into(), value: a.med, lo: a.lo, hi: a.hi, color: c });
         }
-        if let Some(ps) = results["peer"]["ready_s"].as_f64() {
-            bars.push(Bar { label: format!("peer ({cmp}) to /health"), value: ps, lo: ps, hi: ps, color: 4 });
+        for (name, ps) in peers(results).iter().filter_map(|p| Some((p["name"].as_str()?, p["ready_s"].as_f64()?))) {
+            bars.push(Bar { label: format!("{name} ({cmp}) to /health"), value: ps, lo: ps, hi: ps, color: 4 });
         }
         bars.push(Bar { label: "study: enclave".into(), value: study::ENCLAVE_START_S, lo: 0.0, hi: 0.0, color: 7 });
         bars.push(Bar { label: "study: Docker".into(), value: study::DOCKER_START_S, lo: 0.0, hi: 0.0, color: 7 });
@@ -358,12 +368,12 @@ pub fn write_all(dir: &Path, results: &Value) -> Result<(), String> {
     if let Some(ch) = results["channel"].as_array().filter(|l| !l.is_empty()) {
         let p = |k: &str| ch.iter().map(|c| { let y = f(&c[k]) * 8e-9; Pt { x: f(&c["bytes"]), y, lo: y, hi: y } }).collect::<Vec<_>>();
         let series = vec![
-            Series { name: "framed protocol into the model server (unix socket)".into(), color: 0, light: false, points: p("framed_bytes_per_s") },
-            Series { name: "raw socket copy (unix socket)".into(), color: 7, light: false, points: p("raw_bytes_per_s") },
+            Series { name: "framed protocol into the model server (unix socket)".into(), color: 0, look: Look::Solid, points: p("framed_bytes_per_s") },
+            Series { name: "raw socket copy (unix socket)".into(), color: 7, look: Look::Solid, points: p("raw_bytes_per_s") },
         ];
         let cap = caption(meta, &model, "One connection, one message of n bytes then a small reply, repeated. Framed: Infer frames refused at the signature check.");
         plot::lines(&dir.join("fig2_channel.svg"), "Channel throughput (the study's Fig. 2, right)", &cap,
-            &Axes { x_desc: "message size, bytes (log)", y_desc: "Gbit/s", log_x: true, log_y: false }, &series)?;
+            &Axes { x_desc: "message size, bytes (log)", y_desc: "Gbit/s", log_x: true, log_y: false, int_x: false }, &series)?;
         figs.push(("Channel throughput (Fig. 2, right)".into(), vec!["fig2_channel.svg".into()]));
     }
 
@@ -463,15 +473,20 @@ fn summary(results: &Value, figs: &[(String, Vec<String>)]) -> String {
         let _ = writeln!(md, "- Memory under light mixed load: {} (study: standard {}-{} MiB, enclave {} MiB).", items.join(", "),
             study::STANDARD_MIB.0, study::STANDARD_MIB.1, study::ENCLAVE_MIB);
     }
-    if let Some(peer) = results["peer"]["name"].as_str() {
-        for n in [1.0, 100.0] {
+    let peer_list = peers(results);
+    for peer in peer_list.iter().filter_map(|p| p["name"].as_str()) {
+        for n in [1.0, 10.0, 100.0] {
             let row = |t: &str| at(results, "peer", t, n);
-            if let (Some(o), Some(p)) = (row("ours-public"), row(peer)) {
-                let _ = writeln!(md, "- {cmp}, {n} threads: ours (public) {} images/s, p50 {} s, max {} s; peer {} images/s, p50 {} s, max {} s.",
-                    plot::sig(o.ips.med), plot::sig(o.p50.med / 1e3), plot::sig(o.max.med / 1e3),
-                    plot::sig(p.ips.med), plot::sig(p.p50.med / 1e3), plot::sig(p.max.med / 1e3));
-            }
+            let Some(p) = row(peer) else { continue };
+            let ours: Vec<String> = ["ours-public", "ours-secure"].iter().filter_map(|t| {
+                let o = row(t)?;
+                Some(format!("{} {} images/s ({:.2}x), p50 {} s", t.trim_start_matches("ours-"), plot::sig(o.ips.med), o.ips.med / p.ips.med, plot::sig(o.p50.med / 1e3)))
+            }).collect();
+            let _ = writeln!(md, "- {cmp}, {n} client threads: {peer} {} images/s, p50 {} s, max {} s; ours: {}.",
+                plot::sig(p.ips.med), plot::sig(p.p50.med / 1e3), plot::sig(p.max.med / 1e3), ours.join("; "));
         }
+    }
+    if !peer_list.is_empty() {
         if let Some(e) = engine(cmp) {
             let _ = writeln!(md, "- Bare engine ({cmp}): {} images/s.", plot::sig(e));
         }
@@ -569,7 +584,7 @@ fn sealed_figures(dir: &Path, results: &Value) -> Result<Vec<String>, String> {
             .map(|(i, (key, label))| Series {
                 name: label.to_string(),
                 color: if *key == "total" { 7 } else { i },
-                light: *key == "total",
+                look: if *key == "total" { Look::Light } else { Look::Solid },
                 points: sizes
                     .iter()
                     .map(|p| {
@@ -589,7 +604,7 @@ fn sealed_figures(dir: &Path, results: &Value) -> Result<Vec<String>, String> {
             &format!("In-process, ohttp 0.7.2 on both sides (X25519, HKDF-SHA256, AES-128-GCM). Answer: {answer} bytes of JSON, padded to 4096 (sealed response {response} bytes)."),
         );
         plot::lines(&dir.join("sealed_seal_open.svg"), "Sealed requests: seal and open time per request size", &cap,
-            &Axes { x_desc: "payload (the image), bytes (log)", y_desc: "microseconds (log)", log_x: true, log_y: true }, &series)?;
+            &Axes { x_desc: "payload (the image), bytes (log)", y_desc: "microseconds (log)", log_x: true, log_y: true, int_x: false }, &series)?;
         files.push("sealed_seal_open.svg".to_string());
     }
     let mut bars = Vec::new();

@@ -87,7 +87,7 @@ fn profile(name: &str) -> Result<Profile, String> {
                 vec![1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 150, 200, 250, 300]
             },
             net_threads: vec![1, 10, 50],
-            peer_threads: vec![1, 10, 20],
+            peer_threads: vec![1, 10, 100],
             mixed_threads: 10,
             mixed_requests: 4,
             shares: vec![0.2, 0.4, 0.5, 0.6, 0.8],
@@ -238,7 +238,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
         &[
             "--profile", "--model", "--compare-model", "--parts", "--out", "--bin", "--image", "--port", "--trials",
             "--threads", "--net-threads", "--peer-threads", "--mixed-threads", "--net-ns", "--net-listen", "--net-shape",
-            "--peer-cmd", "--peer-port", "--peer-name",
+            "--peer", "--peer-port",
         ],
     )?;
     let mut p = profile(f.get("--profile").unwrap_or("full"))?;
@@ -462,39 +462,40 @@ pub fn main(args: &[String]) -> Result<(), String> {
         let runs = sweep("ours", &targets, &spec, None)?;
         push_runs(&mut results, "peer", &runs);
         s.stop();
-        match f.get("--peer-cmd") {
-            Some(cmd) => {
-                let peer_port: u16 = f.num("--peer-port", 18090)?;
-                let name = f.get("--peer-name").unwrap_or("peer");
-                let words: Vec<String> = cmd.split_whitespace().map(|w| w.replace("{port}", &peer_port.to_string())).collect();
-                let (prog, rest) = words.split_first().ok_or("--peer-cmd is empty")?;
-                eprintln!("bench: starting the peer: {cmd}");
-                let peer_addr = SocketAddr::from(([127, 0, 0, 1], peer_port));
-                let mut peer = Proc::spawn(name, Path::new(prog), rest, out.join("peer.log"))?;
-                let since = peer.started;
-                let ready = stack::wait_http(&mut [&mut peer], peer_addr, "/health", since, Duration::from_secs(300))?;
-                eprintln!("  peer ready after {:.2} s", ready.as_secs_f64());
-                let pt = vec![Target::json(name, peer_addr, "/predict/", &body)];
-                let pid = vec![(name.to_string(), peer.pid())];
-                let start_peak = stack::status_kib(peer.pid(), "VmHWM").unwrap_or(0);
-                let mut pm = light_load(&[pt[0].clone(), pt[0].clone()], &pid, p.light_load_s);
-                if let Some(v) = pm.first_mut() {
-                    v["peak_at_ready_kib"] = json!(start_peak);
-                }
-                mem.extend(pm);
-                let runs = sweep(name, &pt, &spec, None)?;
-                push_runs(&mut results, "peer", &runs);
-                peer.stop(Duration::from_secs(10));
-                results["peer"] = json!({ "name": name, "command": cmd, "ready_s": ready.as_secs_f64(),
-                    "ours_start": { "secure_s": ours_start.secure_s, "public_s": ours_start.public_s, "stack_s": ours_start.stack_s },
-                    "memory": mem });
+        let peers = f.all("--peer");
+        let peer_port: u16 = f.num("--peer-port", 18090)?;
+        let mut listed = Vec::new();
+        for peer_arg in &peers {
+            let (name, cmd) = peer_arg.split_once('=').ok_or_else(|| format!("--peer {peer_arg}: want NAME=COMMAND"))?;
+            let cmd = cmd.replace("{port}", &peer_port.to_string()).replace("{model}", &cmp_dir.display().to_string());
+            let words: Vec<&str> = cmd.split_whitespace().collect();
+            let (prog, rest) = words.split_first().ok_or_else(|| format!("--peer {name}: the command is empty"))?;
+            let rest: Vec<String> = rest.iter().map(|w| w.to_string()).collect();
+            eprintln!("bench: starting the peer {name}: {cmd}");
+            let peer_addr = SocketAddr::from(([127, 0, 0, 1], peer_port));
+            let log = out.join(format!("peer-{}.log", listed.len() + 1));
+            let mut peer = Proc::spawn(name, Path::new(prog), &rest, log)?;
+            let since = peer.started;
+            let ready = stack::wait_http(&mut [&mut peer], peer_addr, "/health", since, Duration::from_secs(300))?;
+            eprintln!("  peer ready after {:.2} s", ready.as_secs_f64());
+            let pt = vec![Target::json(name, peer_addr, "/predict/", &body)];
+            let pid = vec![(name.to_string(), peer.pid())];
+            let start_peak = stack::status_kib(peer.pid(), "VmHWM").unwrap_or(0);
+            let mut pm = light_load(&[pt[0].clone(), pt[0].clone()], &pid, p.light_load_s);
+            if let Some(v) = pm.first_mut() {
+                v["peak_at_ready_kib"] = json!(start_peak);
             }
-            None => {
-                eprintln!("bench: no --peer-cmd: only our side of the comparison was measured");
-                results["peer"] = json!({ "name": null, "ours_start": { "secure_s": ours_start.secure_s,
-                    "public_s": ours_start.public_s, "stack_s": ours_start.stack_s }, "memory": mem });
-            }
+            mem.extend(pm);
+            let runs = sweep(name, &pt, &spec, None)?;
+            push_runs(&mut results, "peer", &runs);
+            peer.stop(Duration::from_secs(10));
+            listed.push(json!({ "name": name, "command": cmd, "ready_s": ready.as_secs_f64() }));
         }
+        if peers.is_empty() {
+            eprintln!("bench: no --peer: only our side of the comparison was measured");
+        }
+        results["peer"] = json!({ "peers": listed, "memory": mem,
+            "ours_start": { "secure_s": ours_start.secure_s, "public_s": ours_start.public_s, "stack_s": ours_start.stack_s } });
         save(&results)?;
     }
 
