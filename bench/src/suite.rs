@@ -11,8 +11,9 @@
 //!    the study did; mixed: one stream per secure share;
 //! 5. net: a second stack whose parent listens on the namespace's link; the
 //!    sweep runs inside the namespace (`ip netns exec NS bench load`);
-//! 6. peer: the comparison model served by our stack, then by the peer
-//!    (the study's stack reimplemented), the same sweep against each;
+//! 6. peer: the comparison model served by our stack, then by each peer
+//!    (`--peer NAME=CMD`: FastAPI + onnxruntime, the study's FastAPI +
+//!    PyTorch), one at a time, the same sweep against each;
 //! 7. sealed: a stack with the development NSM; attestation requests and
 //!    their verification, seal/open in-process, and plaintext vs sealed
 //!    requests side by side (`sealed.rs`, also `bench sealed` alone).
@@ -445,7 +446,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
         }
     }
 
-    // 6. The study's stack as a peer, on the comparison model.
+    // 6. The peers, one at a time, on the comparison model.
     if has("peer") {
         let peer_threads = p.peer_threads.clone();
         let spec = SweepSpec { threads: peer_threads.clone(), requests: 2, batch, trials, timeout: Duration::from_secs(600) };
