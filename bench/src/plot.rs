@@ -39,6 +39,20 @@ pub enum Look {
     Band,
 }
 
+impl Look {
+    fn line(self, c: RGBColor) -> ShapeStyle {
+        c.stroke_width(if self == Look::Light { 1 } else { 2 })
+    }
+
+    fn marker(self, c: RGBColor) -> ShapeStyle {
+        if self == Look::Light {
+            c.stroke_width(1)
+        } else {
+            c.filled()
+        }
+    }
+}
+
 pub struct Axes<'a> {
     pub x_desc: &'a str,
     pub y_desc: &'a str,
@@ -158,12 +172,11 @@ where
         .map_err(err)?;
     for s in series {
         let c = COLORS[s.color % COLORS.len()];
-        let width = if s.look == Look::Light { 1 } else { 2 };
         let pts: Vec<Pt> = s.points.iter().copied().filter(|p| p.y.is_finite() && (!axes.log_y || p.y > 0.0)).collect();
         if s.look == Look::Band {
-            let edge: Vec<(f64, f64)> = pts.iter().filter(|p| p.lo.is_finite() && p.hi.is_finite() && (!axes.log_y || p.lo > 0.0)).map(|p| (p.x, p.lo))
-                .chain(pts.iter().rev().filter(|p| p.lo.is_finite() && p.hi.is_finite() && (!axes.log_y || p.lo > 0.0)).map(|p| (p.x, p.hi)))
-                .collect();
+            // Along the lower edge, then back along the upper one.
+            let spread: Vec<&Pt> = pts.iter().filter(|p| p.lo.is_finite() && p.hi.is_finite() && (!axes.log_y || p.lo > 0.0)).collect();
+            let edge: Vec<(f64, f64)> = spread.iter().map(|p| (p.x, p.lo)).chain(spread.iter().rev().map(|p| (p.x, p.hi))).collect();
             if edge.len() >= 4 {
                 chart.draw_series(std::iter::once(Polygon::new(edge, c.mix(0.15).filled()))).map_err(err)?;
             }
@@ -172,9 +185,8 @@ where
                 .draw_series(pts.iter().filter(|p| p.hi > p.lo).map(|p| PathElement::new(vec![(p.x, p.lo), (p.x, p.hi)], c.stroke_width(1))))
                 .map_err(err)?;
         }
-        chart.draw_series(LineSeries::new(pts.iter().map(|p| (p.x, p.y)), c.stroke_width(width))).map_err(err)?;
-        let style = if s.look == Look::Light { c.stroke_width(1) } else { c.filled() };
-        chart.draw_series(pts.iter().map(|p| Circle::new((p.x, p.y), 3, style))).map_err(err)?;
+        chart.draw_series(LineSeries::new(pts.iter().map(|p| (p.x, p.y)), s.look.line(c))).map_err(err)?;
+        chart.draw_series(pts.iter().map(|p| Circle::new((p.x, p.y), 3, s.look.marker(c)))).map_err(err)?;
     }
     Ok(())
 }
@@ -191,10 +203,8 @@ where
         if s.look == Look::Band {
             area.draw(&Rectangle::new([(6, y - 7), (32, y + 7)], c.mix(0.15).filled())).map_err(err)?;
         }
-        let width = if s.look == Look::Light { 1 } else { 2 };
-        area.draw(&PathElement::new(vec![(6, y), (32, y)], c.stroke_width(width))).map_err(err)?;
-        let style = if s.look == Look::Light { c.stroke_width(1) } else { c.filled() };
-        area.draw(&Circle::new((19, y), 3, style)).map_err(err)?;
+        area.draw(&PathElement::new(vec![(6, y), (32, y)], s.look.line(c))).map_err(err)?;
+        area.draw(&Circle::new((19, y), 3, s.look.marker(c))).map_err(err)?;
         area.draw(&Text::new(s.name.clone(), (40, y - 7), font.clone())).map_err(err)?;
     }
     Ok(())
