@@ -45,6 +45,7 @@ TEST_FEATURES := enclave/multithread-mm,enclave/dev-nsm
 test: ## Run every test: models, Rust workspace (unit + end-to-end), model checks, Nitro fakes, Python client; ends "N passed, M failed"
 	$(MAKE) --no-print-directory model MODEL=tiny-test
 	$(MAKE) --no-print-directory model MODEL=efficientnet-lite0
+	$(MAKE) --no-print-directory model MODEL=resnet18-synthetic
 	$(MAKE) --no-print-directory testdata
 	$(CARGO) build --workspace --locked --bins --features $(TEST_FEATURES)
 	@logs=$$(mktemp -d); trap 'rm -rf "$$logs"' EXIT; \

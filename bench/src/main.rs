@@ -49,9 +49,10 @@ usage: bench suite [--profile quick|full|study] [--model NAME] [--out DIR] [--pa
                   (then the same with onnxruntime and Pillow, bench/ort_engine.py in .venv, unless none)
        bench preprocess --model DIR [--image PATH ...] [--seconds S]
                   (one core, no inference: decode, resample and tensor time per image, per photo)
-       bench profile --model DIR [--image PATH] [--runs N] [--top N] [--transform NAME ...]
+       bench profile --model DIR [--image PATH] [--runs N] [--top N] [--transform NAME ...] [--knob K=V ...]
                   (one thread: the served plan node by node, ms per operator and the slowest nodes;
-                  --transform none: tract's default plan instead, NAME: it with tract's transform NAME)
+                  --transform none: tract's default plan instead, NAME: it with tract's transform NAME;
+                  --knob K=V: tract's default plan with tract's knob K set to V, with the transforms given)
        bench channel --server unix:/path [--sizes LIST]
        bench sealed [--profile quick|full] [--model NAME] [--bin DIR] [--port N] [--image PATH] [--out DIR]
                     [--parts attest,crypto,load] [--attest-n N] [--threads LIST] [--requests LIST] [--trials T]
@@ -280,10 +281,15 @@ fn preprocess_main(args: &[String]) -> Result<(), String> {
 }
 
 fn profile_main(args: &[String]) -> Result<(), String> {
-    let f = Flags::parse(args, &["--model", "--image", "--runs", "--top", "--transform"])?;
+    let f = Flags::parse(args, &["--model", "--image", "--runs", "--top", "--transform", "--knob"])?;
     let model = PathBuf::from(f.get("--model").ok_or("profile needs --model DIR")?);
     let image = read_image(f.get("--image").unwrap_or(&default_image().display().to_string()))?;
-    profile::run(&model, &image, f.num("--runs", 20)?, f.num("--top", 15)?, &f.all("--transform"))
+    let knobs = f
+        .all("--knob")
+        .into_iter()
+        .map(|kv| kv.split_once('=').ok_or(format!("--knob {kv:?}: expected NAME=VALUE")))
+        .collect::<Result<Vec<_>, _>>()?;
+    profile::run(&model, &image, f.num("--runs", 20)?, f.num("--top", 15)?, &f.all("--transform"), &knobs)
 }
 
 fn channel_main(args: &[String]) -> Result<(), String> {

@@ -1,7 +1,8 @@
 //! Where tract's time goes: the served model's plan run on one preprocessed
 //! photo, each node timed on its own, summed by operator and by node.
-//! `--transform none` profiles tract's default plan instead (no transform),
-//! `--transform NAME` that plan with tract's transform NAME.
+//! `--transform none` profiles tract's default plan instead (no transform, no
+//! knob), `--transform NAME` that plan with tract's transform NAME, and
+//! `--knob NAME=VALUE` that plan with tract's knob NAME set while it is built.
 //!
 //! The plan is the model server's own (`enclave::model::Model::load`: the
 //! same optimisation and the same kernels); each run goes through tract's
@@ -19,21 +20,22 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::OpState;
 use tract_onnx::tract_core::plan::{eval, EvalContext};
 
-pub fn run(model_dir: &Path, image: &[u8], runs: u32, top: usize, transforms: &[&str]) -> Result<(), String> {
+pub fn run(model_dir: &Path, image: &[u8], runs: u32, top: usize, transforms: &[&str], knobs: &[(&str, &str)]) -> Result<(), String> {
     let args = vec!["--model".to_string(), model_dir.display().to_string(), "--workers".into(), "1".into()];
     let cfg = Config::from_args(args).map_err(|e| format!("profile: {e}"))?;
     let model = Model::load(&cfg).map_err(|e| format!("profile: {e}"))?;
     let input = model.preprocess.prepare(image).map_err(|e| format!("profile: {e}"))?;
-    let mut state = if transforms.is_empty() {
+    let mut state = if transforms.is_empty() && knobs.is_empty() {
         model.new_state().map_err(|e| format!("profile: {e}"))?
     } else {
         // tract's default pipeline (declutter, optimise) with the named transforms, none for
-        // `none`, applied to the decluttered model, instead of the served plan (whose
-        // transform is `enclave::model::CONV_TRANSFORM`).
+        // `none`, applied to the decluttered model, and the knobs given, instead of the served
+        // plan (`enclave::model::CONV_TRANSFORM` and `enclave::model::IM2COL_KNOBS`).
         let bytes = std::fs::read(&cfg.model_path).map_err(|e| format!("profile: {e}"))?;
         let names: Vec<&str> = transforms.iter().copied().filter(|n| *n != "none").collect();
-        let plan = enclave::model::plan(&bytes, cfg.preprocess.input_size as usize, &names).map_err(|e| format!("profile: {e}"))?;
-        println!("profile: tract's default plan, transforms: {}", transforms.join(", "));
+        let plan = enclave::model::plan(&bytes, cfg.preprocess.input_size as usize, &names, knobs).map_err(|e| format!("profile: {e}"))?;
+        let knobs: Vec<String> = knobs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("profile: tract's default plan, transforms: {}; knobs: {}", names.join(", "), knobs.join(", "));
         enclave::model::WorkerState::new(&plan).map_err(|e| format!("profile: {e:#}"))?
     };
 

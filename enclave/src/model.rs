@@ -3,7 +3,8 @@
 //! Loading reads the ONNX file, checks its SHA-256 against the manifest (a
 //! corrupted or substituted model is refused, not served), fixes the input
 //! fact to [1, 3, S, S], runs the convolutions channel-last
-//! ([`CONV_TRANSFORM`]), optimises and builds one runnable plan. Each worker
+//! ([`CONV_TRANSFORM`]), optimises with the im2col choice of [`IM2COL_KNOBS`]
+//! and builds one runnable plan. Each worker
 //! then owns its own [`WorkerState`] on that shared plan: no lock is taken on
 //! the inference path.
 //!
@@ -37,28 +38,43 @@ pub type WorkerState = tract_onnx::tract_core::plan::SimpleState<TypedFact, Box<
 /// checked against tract's default plan in `enclave/tests/plan.rs`.
 pub const CONV_TRANSFORM: &str = "conv_nhwc";
 
+/// tract's knobs for the served plan, which decide how a convolution's patches are gathered
+/// (im2col) for its matrix product. tract's default gathers them lazily, panel by panel, for
+/// every kernel of 6 taps or more; a product whose weights do not fit the core's cache then
+/// re-reads them once per panel of patches (ResNet18's 3x3 convolutions of 256 and 512
+/// channels). These values gather the patches eagerly, once, whenever they take at most
+/// 2 MiB (cache-resident), and lazily above that. Measured with `bench profile`: ResNet18
+/// 57 -> 45 ms per image, EfficientNet-Lite0 unchanged (BENCHMARKS.md, "Engine levers"). Set
+/// in a `KnobScope` while the plan is built, so the environment's values do not reach it.
+pub const IM2COL_KNOBS: [(&str, &str); 2] =
+    [("TRACT_LAZY_IM2COL_MIN_KERNEL", "4294967295"), ("TRACT_LAZY_IM2COL_MAX_EAGER_BYTES", "2097152")];
+
 /// tract's runnable plan of an ONNX model for one `size` x `size` RGB image: tract's own pipeline
 /// (to typed, decluttered), then tract's transforms named in `transforms`, in order, then
-/// optimised. [`Model::load`] passes `[CONV_TRANSFORM]`; no transform is tract's default plan,
-/// which the tests and `bench profile` compare it with.
-pub fn plan(bytes: &[u8], size: usize, transforms: &[&str]) -> Result<Plan, ModelError> {
+/// optimised, with tract's knobs `knobs` (name, value) set while it is built. [`Model::load`]
+/// passes `[CONV_TRANSFORM]` and [`IM2COL_KNOBS`]; no transform and no knob is tract's default
+/// plan, which the tests and `bench profile` compare it with.
+pub fn plan(bytes: &[u8], size: usize, transforms: &[&str], knobs: &[(&str, &str)]) -> Result<Plan, ModelError> {
     let load = |e: TractError| ModelError::Load(format!("{e:#}"));
-    let mut typed = tract_onnx::onnx()
-        .model_for_read(&mut &bytes[..])
-        .map_err(load)?
-        .with_input_fact(0, f32::fact([1, 3, size, size]).into())
-        .map_err(load)?
-        .into_typed()
-        .map_err(load)?
-        .into_decluttered()
-        .map_err(load)?;
-    for name in transforms {
-        let t = tract_onnx::tract_core::transform::get_transform(name)
+    let scope = tract_onnx::tract_core::knobs::KnobScope::new(knobs.iter().copied()).map_err(load)?;
+    scope.enter(|| {
+        let mut typed = tract_onnx::onnx()
+            .model_for_read(&mut &bytes[..])
             .map_err(load)?
-            .ok_or_else(|| ModelError::Load(format!("this build of tract has no {name:?} transform")))?;
-        t.transform(&mut typed).map_err(load)?;
-    }
-    typed.into_optimized().map_err(load)?.into_runnable().map_err(load)
+            .with_input_fact(0, f32::fact([1, 3, size, size]).into())
+            .map_err(load)?
+            .into_typed()
+            .map_err(load)?
+            .into_decluttered()
+            .map_err(load)?;
+        for name in transforms {
+            let t = tract_onnx::tract_core::transform::get_transform(name)
+                .map_err(load)?
+                .ok_or_else(|| ModelError::Load(format!("this build of tract has no {name:?} transform")))?;
+            t.transform(&mut typed).map_err(load)?;
+        }
+        typed.into_optimized().map_err(load)?.into_runnable().map_err(load)
+    })
 }
 
 /// Largest model file we load: 2 GiB is ONNX's own protobuf limit.
@@ -111,7 +127,7 @@ impl Model {
 
         let s = cfg.preprocess.input_size as usize;
         let load = |e: TractError| ModelError::Load(format!("{e:#}"));
-        let plan = plan(&bytes, s, &[CONV_TRANSFORM])?;
+        let plan = plan(&bytes, s, &[CONV_TRANSFORM], &IM2COL_KNOBS)?;
         let num_classes = output_classes(&plan)?;
 
         let labels = match &cfg.labels_path {

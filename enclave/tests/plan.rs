@@ -1,17 +1,19 @@
 //! The served plan against tract's default plan: the model server runs the
-//! convolutions channel-last (`enclave::model::CONV_TRANSFORM`), a different
-//! set of kernels from the plan tract builds by default. Both must give the
-//! same answers, to float rounding, on every model we serve and every test
-//! photo: every class's probability within 1e-5 and the same top-5.
+//! convolutions channel-last (`enclave::model::CONV_TRANSFORM`) and gathers
+//! small im2col patches eagerly (`enclave::model::IM2COL_KNOBS`, which change
+//! ResNet18's plan), a different set of kernels from the plan tract builds by
+//! default. Both must give the same answers, to float rounding, on every model
+//! we serve and every test photo: every class's probability within 1e-5 and
+//! the same top-5.
 //!
-//! Needs `models/tiny-test`, `models/efficientnet-lite0` and `testdata/`
-//! (`make test` prepares them); the ResNet18 models are compared too when
-//! they are there (`make model MODEL=resnet18-synthetic`).
+//! Needs `models/tiny-test`, `models/efficientnet-lite0`,
+//! `models/resnet18-synthetic` and `testdata/` (`make test` prepares them); the
+//! real ResNet18 is compared too when it is there (`make model MODEL=resnet18`).
 
 use std::path::{Path, PathBuf};
 
 use enclave::config::Config;
-use enclave::model::{softmax, Model, CONV_TRANSFORM};
+use enclave::model::{softmax, Model, CONV_TRANSFORM, IM2COL_KNOBS};
 use tract_onnx::prelude::*;
 
 fn root() -> PathBuf {
@@ -21,7 +23,7 @@ fn root() -> PathBuf {
 /// Tract's default plan of the model (no transform), on the same input.
 fn default_plan_scores(model_dir: &Path, input: Tensor) -> Vec<f32> {
     let bytes = std::fs::read(model_dir.join("model.onnx")).unwrap();
-    let plan = enclave::model::plan(&bytes, input.shape()[2], &[]).unwrap();
+    let plan = enclave::model::plan(&bytes, input.shape()[2], &[], &[]).unwrap();
     let out = plan.run(tvec!(input.into())).unwrap();
     softmax(out[0].to_plain_array_view::<f32>().unwrap().iter().copied())
 }
@@ -54,17 +56,41 @@ fn compare(name: &str) -> usize {
 }
 
 #[test]
-fn the_channel_last_plan_answers_as_tract_s_default_plan_on_every_model() {
+fn the_served_plan_answers_as_tract_s_default_plan_on_every_model() {
     assert_eq!(CONV_TRANSFORM, "conv_nhwc");
-    for name in ["tiny-test", "efficientnet-lite0"] {
+    for name in ["tiny-test", "efficientnet-lite0", "resnet18-synthetic"] {
         assert!(root().join("models").join(name).exists(), "models/{name} is missing: run `make model MODEL={name}`");
         compare(name);
     }
-    for name in ["resnet18", "resnet18-synthetic"] {
+    for name in ["resnet18"] {
         if root().join("models").join(name).exists() {
             compare(name);
         } else {
             eprintln!("models/{name} is not there: not compared (make model MODEL={name})");
+        }
+    }
+}
+
+/// How many of a plan's nodes gather im2col patches eagerly (tract's `Im2col`).
+fn eager_im2col_nodes(plan: &enclave::model::Plan) -> usize {
+    plan.model().nodes().iter().filter(|n| n.op.name() == "Im2col").count()
+}
+
+#[test]
+fn the_im2col_knobs_reach_the_plan_and_nothing_else_does() {
+    let bytes = std::fs::read(root().join("models/resnet18-synthetic/model.onnx"))
+        .expect("models/resnet18-synthetic is missing: run `make model MODEL=resnet18-synthetic`");
+    let served = enclave::model::plan(&bytes, 224, &[CONV_TRANSFORM], &IM2COL_KNOBS).unwrap();
+    let lazy = enclave::model::plan(&bytes, 224, &[CONV_TRANSFORM], &[]).unwrap();
+    // tract's default gathers every 3x3 convolution lazily; the knobs gather the ones whose
+    // patches fit 2 MiB eagerly (ResNet18's layer2.0.conv1, layer3 and layer4).
+    assert_eq!(eager_im2col_nodes(&lazy), 0);
+    assert!(eager_im2col_nodes(&served) >= 5, "{} eager im2col nodes", eager_im2col_nodes(&served));
+    // A knob tract does not have, or a value of the wrong type, is refused, not ignored.
+    for knobs in [[("TRACT_NO_SUCH_KNOB", "1")], [("TRACT_LAZY_IM2COL_MAX_EAGER_BYTES", "two")]] {
+        match enclave::model::plan(&bytes, 224, &[], &knobs) {
+            Err(e) => assert!(e.to_string().contains("TRACT_"), "{e}"),
+            Ok(_) => panic!("{knobs:?} was accepted"),
         }
     }
 }

@@ -136,7 +136,7 @@ fn expect_error(m: Message, code: ErrorCode) -> String {
 /// The model run directly: its own tract plan, the same preprocessing.
 fn direct(model: &str, pre: &Preprocess, image: &[u8], k: usize) -> Vec<ClassScore> {
     let bytes = std::fs::read(model_dir(model).join("model.onnx")).unwrap();
-    let plan = enclave::model::plan(&bytes, pre.input_size as usize, &[]).unwrap();
+    let plan = enclave::model::plan(&bytes, pre.input_size as usize, &[], &[]).unwrap();
     let out = plan.run(tvec!(pre.prepare(image).unwrap().into())).unwrap();
     let scores = softmax(out[0].to_plain_array_view::<f32>().unwrap().iter().copied());
     top_k(&scores, k)
