@@ -3,17 +3,20 @@
 //!
 //! The crate is small on purpose; read it in this order: `main.rs` (start-up),
 //! `server.rs` (connections and the hostile-input policy), `pool.rs`
-//! (workers and the bounded queue), `model.rs` (tract), `preprocess.rs`
-//! (image decoding under limits), `config.rs` (flags and manifest),
-//! `sealed.rs` (sealed requests: OHTTP keys, the inner request, the answer),
-//! `nsm.rs` (attestation documents), `entropy.rs`, then
-//! `shared/src/frame.rs` (the wire). `entropy.rs` and `nsm.rs` hold the only
-//! `unsafe`: three system calls.
+//! (workers and the bounded queue), `model.rs` (tract), `depthwise.rs`
+//! (tract's x86-64 depthwise kernel), `preprocess.rs` (image decoding under
+//! limits), `config.rs` (flags and manifest), `sealed.rs` (sealed requests:
+//! OHTTP keys, the inner request, the answer), `nsm.rs` (attestation
+//! documents), `entropy.rs`, then `shared/src/frame.rs` (the wire).
+//! `entropy.rs` and `nsm.rs` (three system calls) and `depthwise.rs` (one
+//! SIMD kernel's loads and stores) hold the only `unsafe`.
 //! It is a library too, so that tests can compare the server's answers with
 //! the same preprocessing run directly through tract.
-#![deny(unsafe_code)] // reason: allowed in entropy.rs (two system calls) and nsm.rs (one ioctl) alone
+#![deny(unsafe_code)] // reason: allowed in entropy.rs (two system calls), nsm.rs (one ioctl) and depthwise.rs (one kernel) alone
 
 pub mod config;
+#[cfg(target_arch = "x86_64")]
+pub mod depthwise;
 pub mod entropy;
 pub mod model;
 pub mod nsm;
