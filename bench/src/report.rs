@@ -482,7 +482,8 @@ fn summary(results: &Value, figs: &[(String, Vec<String>)]) -> String {
                 let o = row(t)?;
                 Some(format!("{} {} images/s ({:.2}x), p50 {} s", t.trim_start_matches("ours-"), plot::sig(o.ips.med), o.ips.med / p.ips.med, plot::sig(o.p50.med / 1e3)))
             }).collect();
-            let _ = writeln!(md, "- {cmp}, {n} client threads: {peer} {} images/s, p50 {} s, max {} s; ours: {}.",
+            let clients = if n == 1.0 { "client thread" } else { "client threads" };
+            let _ = writeln!(md, "- {cmp}, {n} {clients}: {peer} {} images/s, p50 {} s, max {} s; ours: {}.",
                 plot::sig(p.ips.med), plot::sig(p.p50.med / 1e3), plot::sig(p.max.med / 1e3), ours.join("; "));
         }
     }
