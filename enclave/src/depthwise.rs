@@ -192,10 +192,11 @@ mod tests {
             let out_len = (len - 1) * out_stride as usize + channels;
             let want = reference(&input, &kernel, &taps, &offsets, &bias, channels, k_stride, len, in_stride, out_stride, base, out_len);
             let mut got = vec![f32::NAN; out_len];
-            // SAFETY: the contract of the function: every tap of every position reads inside
-            // `input` (base 7 rows of channels in, at most 1 row + 1 position around each of the 4
-            // positions 2 apart), the kernel reads taps 0..9 of `k_stride`, and the output
-            // writes `channels` values at 4 positions `out_stride` apart, all inside `got`.
+            // SAFETY: the function's contract holds: the input pointer starts 7 channel vectors
+            // into `input`, and the 4 positions, 2 vectors apart, each read at most one row of 5
+            // vectors plus one vector either side, all inside `input` (40 vectors and more); the
+            // taps read kernel rows 0 to 8 of `k_stride` values, inside `kernel`; and the output
+            // writes `channels` values at 4 positions `out_stride` apart, inside `got`.
             unsafe {
                 run(
                     input.as_ptr().offset(base),
