@@ -20,10 +20,14 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// Tract's default plan of the model (no transform), on the same input.
-fn default_plan_scores(model_dir: &Path, input: Tensor) -> Vec<f32> {
+/// Tract's default plan of the model (no transform, no knob), for `size` x `size` images.
+fn default_plan(model_dir: &Path, size: usize) -> enclave::model::Plan {
     let bytes = std::fs::read(model_dir.join("model.onnx")).unwrap();
-    let plan = enclave::model::plan(&bytes, input.shape()[2], &[], &[]).unwrap();
+    enclave::model::plan(&bytes, size, &[], &[]).unwrap()
+}
+
+/// A plan's probabilities on one input.
+fn plan_scores(plan: &enclave::model::Plan, input: Tensor) -> Vec<f32> {
     let out = plan.run(tvec!(input.into())).unwrap();
     softmax(out[0].to_plain_array_view::<f32>().unwrap().iter().copied())
 }
@@ -37,6 +41,7 @@ fn compare(name: &str) -> usize {
     let cfg = Config::from_args(vec!["--model".into(), dir.display().to_string(), "--workers".into(), "1".into()]).unwrap();
     let model = Model::load(&cfg).unwrap();
     let mut state = model.new_state().unwrap();
+    let tract_default = default_plan(&dir, cfg.preprocess.input_size as usize);
     let mut photos: Vec<PathBuf> = std::fs::read_dir(root().join("testdata"))
         .expect("testdata/ is missing: run `make testdata` (make test does it)")
         .map(|e| e.unwrap().path())
@@ -47,7 +52,7 @@ fn compare(name: &str) -> usize {
     for photo in &photos {
         let input = model.preprocess.prepare(&std::fs::read(photo).unwrap()).unwrap();
         let served = model.scores(&mut state, input.clone()).unwrap();
-        let default = default_plan_scores(&dir, input);
+        let default = plan_scores(&tract_default, input);
         let worst = served.iter().zip(&default).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(worst < 1e-5, "{name}, {}: a probability differs by {worst}", photo.display());
         assert_eq!(top5(&served), top5(&default), "{name}, {}: top-5 differs", photo.display());
