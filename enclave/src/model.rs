@@ -44,7 +44,7 @@ pub const CONV_TRANSFORM: &str = "conv_nhwc";
 /// re-reads them once per panel of patches (ResNet18's 3x3 convolutions of 256 and 512
 /// channels). These values gather the patches eagerly, once, whenever they take at most
 /// 2 MiB (cache-resident), and lazily above that. Measured with `bench profile`: ResNet18
-/// 57 -> 45 ms per image, EfficientNet-Lite0 unchanged (BENCHMARKS.md, "Engine levers"). Set
+/// 51-52 -> 40-42 ms per image, EfficientNet-Lite0 unchanged (BENCHMARKS.md, "Engine levers"). Set
 /// in a `KnobScope` while the plan is built, so the environment's values do not reach it.
 pub const IM2COL_KNOBS: [(&str, &str); 2] =
     [("TRACT_LAZY_IM2COL_MIN_KERNEL", "4294967295"), ("TRACT_LAZY_IM2COL_MAX_EAGER_BYTES", "2097152")];
