@@ -283,27 +283,33 @@ impl Preprocess {
         let end = cols.iter().map(|t| t.first + t.weights.len()).max().unwrap_or(0);
         let src = img.as_raw();
         let stride = w as usize * 3;
-        let mut row = vec![0f32; (end - first) * 3];
+        let n = (end - first) * 3;
+        // One float more than the window's row: the horizontal pass reads a
+        // pixel as four floats (its RGB and the next one's R, unused), which
+        // the compiler turns into one vector operation per tap.
+        let mut row = vec![0f32; n + 1];
         let mut out = Vec::with_capacity(s as usize * s as usize * 3);
         for t in &rows {
             // Vertical pass over the window's columns, taps in order.
             row.iter_mut().for_each(|v| *v = 0.0);
             for (k, &wt) in t.weights.iter().enumerate() {
                 let line = &src[(t.first + k) * stride + first * 3..(t.first + k) * stride + end * 3];
-                for (acc, &p) in row.iter_mut().zip(line) {
+                for (acc, &p) in row[..n].iter_mut().zip(line) {
                     *acc += f32::from(p) * wt;
                 }
             }
-            // Horizontal pass, rounded to bytes.
+            // Horizontal pass, taps in order, rounded to bytes.
             for c in &cols {
-                let mut px = [0f32; 3];
+                let at = (c.first - first) * 3;
+                let mut px = [0f32; 4];
                 for (k, &wt) in c.weights.iter().enumerate() {
-                    let at = (c.first - first + k) * 3;
-                    for (ch, v) in px.iter_mut().enumerate() {
-                        *v += row[at + ch] * wt;
+                    // at + 3k + 3 <= n: the tap's pixel is inside the window.
+                    let v: [f32; 4] = row[at + 3 * k..at + 3 * k + 4].try_into().expect("four floats");
+                    for (acc, v) in px.iter_mut().zip(v) {
+                        *acc += v * wt;
                     }
                 }
-                out.extend(px.map(|v| v.clamp(0.0, 255.0).round() as u8));
+                out.extend([px[0], px[1], px[2]].map(to_byte));
             }
         }
         Ok(out)
@@ -333,8 +339,43 @@ impl Preprocess {
     }
 }
 
+/// `v.clamp(0.0, 255.0).round() as u8` (halves away from zero), without the
+/// call to `roundf` that baseline x86-64 has no instruction for: after the
+/// clamp, truncation gives the integer part exactly and `v - t` the fraction.
+fn to_byte(v: f32) -> u8 {
+    let v = v.clamp(0.0, 255.0);
+    let t = v as u8;
+    t + u8::from(v - f32::from(t) >= 0.5)
+}
+
 /// One output pixel's filter taps along one axis (see [`Preprocess::taps`]).
 struct Taps {
     first: usize,
     weights: Vec<f32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_byte;
+
+    fn reference(v: f32) -> u8 {
+        v.clamp(0.0, 255.0).round() as u8
+    }
+
+    #[test]
+    fn to_byte_rounds_as_round_does() {
+        // A fine grid over the range and past both ends, then the floats
+        // either side of every half (where rounding turns) and of every integer.
+        let grid = (-2048..=270 * 1024).map(|i| i as f32 / 1024.0);
+        let edges = (0..=256).flat_map(|k| {
+            [k as f32, k as f32 + 0.5].into_iter().flat_map(|x| {
+                let b = x.to_bits();
+                [f32::from_bits(b.saturating_sub(1)), x, f32::from_bits(b + 1)]
+            })
+        });
+        let odd = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, f32::MAX, f32::MIN_POSITIVE];
+        for v in grid.chain(edges).chain(odd) {
+            assert_eq!(to_byte(v), reference(v), "at {v:e}");
+        }
+    }
 }
