@@ -4,7 +4,8 @@
 //! The crate is small on purpose; read it in this order: `main.rs` (start-up),
 //! `server.rs` (connections and the hostile-input policy), `pool.rs`
 //! (workers and the bounded queue), `model.rs` (tract), `depthwise.rs`
-//! (tract's x86-64 depthwise kernel), `preprocess.rs` (image decoding under
+//! (tract's x86-64 depthwise kernel), `matmul.rs` (one correction to tract's
+//! choice of matrix-product kernel), `preprocess.rs` (image decoding under
 //! limits), `config.rs` (flags and manifest), `sealed.rs` (sealed requests:
 //! OHTTP keys, the inner request, the answer), `nsm.rs` (attestation
 //! documents), `entropy.rs`, then `shared/src/frame.rs` (the wire).
@@ -18,6 +19,8 @@ pub mod config;
 #[cfg(target_arch = "x86_64")]
 pub mod depthwise;
 pub mod entropy;
+#[cfg(target_arch = "x86_64")]
+pub mod matmul;
 pub mod model;
 pub mod nsm;
 pub mod pool;
