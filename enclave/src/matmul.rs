@@ -28,6 +28,7 @@ use tract_onnx::tract_core::knobs::inventory;
 use tract_onnx::tract_core::tract_linalg::isa::{Arch, Isa, IsaSet};
 use tract_onnx::tract_core::tract_linalg::mmm::{Query, Suitable};
 use tract_onnx::tract_core::tract_linalg::mmm_tiers::MmmTier;
+use tract_onnx::tract_core::tract_linalg::MmmDispatch;
 
 /// The kernel this tier names for the products it claims.
 pub const KERNEL: &str = "avx512_mmm_f32_16x8";
@@ -45,6 +46,14 @@ pub fn preferred(_isa: &IsaSet, accumulator: DatumType, query: &Query, _suitable
     claimed.then_some(KERNEL)
 }
 
+/// The kernel tract runs on this machine for a product this tier claims
+/// (EfficientNet-Lite0's stem: m 32, k 27, n 12544): [`KERNEL`] on an x86-64
+/// with AVX-512, tract's own pick elsewhere. The start-up log names it.
+pub fn kernel_here() -> String {
+    let query = Query::plain(DatumType::F32, Some(32), Some(27), Some(12544));
+    MmmDispatch::native().pick(&query).map_or_else(|| "none".into(), |s| s.0.name().to_string())
+}
+
 inventory::submit! {
     MmmTier {
         arch: Some(Arch::X86_64),
@@ -59,22 +68,17 @@ inventory::submit! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_onnx::tract_core::tract_linalg::MmmDispatch;
-
-    fn pick(m: usize, k: usize, n: usize) -> String {
-        let query = Query::plain(DatumType::F32, Some(m), Some(k), Some(n));
-        MmmDispatch::native().pick(&query).expect("a kernel").0.name().to_string()
-    }
 
     #[test]
     fn tract_runs_the_kernel_for_the_claimed_shape_only() {
-        // EfficientNet-Lite0's stem, and ResNet18's first convolution (k 147: not claimed).
-        let stem = pick(32, 27, 12544);
+        // tract's own dispatch, asked for EfficientNet-Lite0's stem.
+        let stem = kernel_here();
         if std::is_x86_feature_detected!("avx512f") {
             assert_eq!(stem, KERNEL);
         } else {
             assert_ne!(stem, KERNEL, "no AVX-512: tract's own tiers answer");
         }
+        // The tier's answers; ResNet18's first convolution has k 147: not claimed.
         let isa = IsaSet::of_arch(Arch::X86_64);
         let query = |k, n| Query::plain(DatumType::F32, Some(32), Some(k), Some(n));
         assert_eq!(preferred(&isa, DatumType::F32, &query(27, 12544), &[]), Some(KERNEL));
