@@ -21,7 +21,10 @@
 //! of `inventory`), above tract's x86-64 tiers; no tract source changes and
 //! no `unsafe`. On a machine without AVX-512, tract finds no such kernel
 //! suitable and asks its own tiers, as it does for every query this tier
-//! declines.
+//! declines. Being in the registry, the tier holds for every plan the process
+//! builds, tract's default plan that `enclave/tests/plan.rs` compares against
+//! included; the served answers are also checked against the PyTorch
+//! reference (`enclave/tests/server.rs`, Chelsea's top-5).
 
 use tract_onnx::prelude::DatumType;
 use tract_onnx::tract_core::knobs::inventory;
