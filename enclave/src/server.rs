@@ -230,6 +230,10 @@ fn drain(mut stream: Stream) {
     let _ = io::copy(&mut reader, &mut io::sink());
 }
 
+/// The answer to give a connection before closing it, with the request id it
+/// answers (0 when the header was unreadable).
+type Refusal = (u64, ErrorReply);
+
 /// Reads one frame's header and body within [`FRAME_BODY_TIMEOUT`] of its
 /// first byte, reserving the body's length from the budget first (twice its
 /// length for a sealed request, which is held opened and sealed at once for
@@ -240,7 +244,7 @@ fn drain(mut stream: Stream) {
 fn read_request(
     stream: &mut Stream,
     budget: &Arc<FrameBudget>,
-) -> Result<Option<(Header, HeldBody)>, Option<(u64, ErrorReply)>> {
+) -> Result<Option<(Header, HeldBody)>, Option<Refusal>> {
     let until = Instant::now() + FRAME_BODY_TIMEOUT;
     let mut r = Deadline { stream, until };
     let fail = |id| {

@@ -144,7 +144,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, bool, Expect)> {
         // Attestation and sealed requests (docs/SEALED.md). This server runs with the default
         // --nsm /dev/nsm, which this machine lacks: a good Attest is answered, not served.
         ("Attest without a nonce", frame(0x09, &[]), false, Keep(Malformed)),
-        ("Attest with a nonce over the limit", frame(0x09, &vec![1; MAX_NONCE_LEN + 1]), false, Keep(Malformed)),
+        ("Attest with a nonce over the limit", frame(0x09, &[1; MAX_NONCE_LEN + 1]), false, Keep(Malformed)),
         ("Attest where there is no NSM", frame(0x09, &[7; 32]), false, Keep(AttestationUnavailable)),
         ("KeysQuery with a body", frame(0x0B, &[1]), false, Keep(Malformed)),
         ("Attestation as a request", frame(0x0A, &[1]), false, Keep(UnexpectedKind)),
