@@ -70,10 +70,9 @@ pub fn run(model_dir: &Path, image: &[u8], runs: u32, top: usize, transforms: &[
         per_run(whole),
         per_run(total)
     );
-    #[cfg(target_arch = "x86_64")]
-    println!("profile: channel-last depthwise kernel {}", enclave::depthwise::kernel_here().unwrap_or("none (tract's loop)"));
-    #[cfg(target_arch = "x86_64")]
-    println!("profile: products of few terms over many columns on {}", enclave::matmul::kernel_here());
+    for line in enclave::engine_kernels() {
+        println!("profile: {line}");
+    }
 
     let mut by_op: BTreeMap<&str, (usize, Duration)> = BTreeMap::new();
     for (_, op, _, d) in nodes.values() {

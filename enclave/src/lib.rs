@@ -30,6 +30,18 @@ pub mod server;
 
 use std::time::Instant;
 
+/// Where the enclave changes tract's choice of kernel, what tract runs on
+/// this machine, one line each: the start-up log and `bench profile` print them.
+pub fn engine_kernels() -> Vec<String> {
+    #[cfg(target_arch = "x86_64")]
+    return vec![
+        format!("channel-last depthwise kernel {}", depthwise::kernel_here().unwrap_or("none (tract's loop)")),
+        format!("products of few terms over many columns on {}", matmul::kernel_here()),
+    ];
+    #[cfg(not(target_arch = "x86_64"))]
+    Vec::new()
+}
+
 use shared::frame::{ErrorCode, ErrorReply};
 
 use crate::model::{top_k, Model, WorkerState};

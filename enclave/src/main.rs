@@ -82,10 +82,9 @@ fn main() -> ExitCode {
         info.label_source,
         model.load_ms
     );
-    #[cfg(target_arch = "x86_64")]
-    eprintln!("engine: channel-last depthwise kernel {}", enclave::depthwise::kernel_here().unwrap_or("none (tract's loop)"));
-    #[cfg(target_arch = "x86_64")]
-    eprintln!("engine: products of few terms over many columns on {}", enclave::matmul::kernel_here());
+    for line in enclave::engine_kernels() {
+        eprintln!("engine: {line}");
+    }
     let info_frame = Frame::new(0, Message::Info(info.clone()));
     if let Err(e) = info_frame.encode() {
         eprintln!("enclave: the model's description does not fit a frame: {e}");
