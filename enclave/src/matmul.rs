@@ -2,8 +2,8 @@
 //! AVX-512 or AVX2 and FMA.
 //!
 //! tract-linalg picks the kernel of each product from a cost model fitted on
-//! plain products (`intel_avx512_linear.rs`, `amd_avx512_linear.rs`), asking
-//! a ladder of "tiers" in turn. For products of few terms over many columns
+//! plain products (`intel_avx512_linear.rs`, `amd_fma_linear.rs` and their
+//! kin), asking a ladder of "tiers" in turn. For products of few terms over many columns
 //! (`k` at most [`MAX_K`], `n` at least [`MIN_N`]: a first convolution over
 //! three colour channels, whose patches tract gathers from the image as the
 //! product runs), it picks a narrow kernel of three columns
