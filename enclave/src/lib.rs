@@ -5,7 +5,8 @@
 //! `server.rs` (connections and the hostile-input policy), `pool.rs`
 //! (workers and the bounded queue), `model.rs` (tract), `depthwise.rs`
 //! (tract's x86-64 depthwise kernel), `matmul.rs` (one correction to tract's
-//! choice of matrix-product kernel), `preprocess.rs` (image decoding under
+//! choice of matrix-product kernel), `llc.rs` (the share of the last-level
+//! cache tract blocks products against), `preprocess.rs` (image decoding under
 //! limits), `config.rs` (flags and manifest), `sealed.rs` (sealed requests:
 //! OHTTP keys, the inner request, the answer), `nsm.rs` (attestation
 //! documents), `entropy.rs`, then `shared/src/frame.rs` (the wire).
@@ -19,6 +20,7 @@ pub mod config;
 #[cfg(target_arch = "x86_64")]
 pub mod depthwise;
 pub mod entropy;
+pub mod llc;
 #[cfg(target_arch = "x86_64")]
 pub mod matmul;
 pub mod model;
@@ -37,9 +39,10 @@ pub fn engine_kernels() -> Vec<String> {
     return vec![
         format!("channel-last depthwise kernel {}", depthwise::kernel_here().unwrap_or("none (tract's loop)")),
         format!("products of few terms over many columns on {}", matmul::kernel_here()),
+        llc::describe(),
     ];
     #[cfg(not(target_arch = "x86_64"))]
-    Vec::new()
+    vec![llc::describe()]
 }
 
 use shared::frame::{ErrorCode, ErrorReply};

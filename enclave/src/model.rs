@@ -2,7 +2,8 @@
 //!
 //! Loading reads the ONNX file, checks its SHA-256 against the manifest (a
 //! corrupted or substituted model is refused, not served), fixes the input
-//! fact to [1, 3, S, S], runs the convolutions channel-last
+//! fact to [1, 3, S, S], gives tract its share of the last-level cache
+//! ([`crate::llc`]), runs the convolutions channel-last
 //! ([`CONV_TRANSFORM`]), optimises with the im2col choice of [`IM2COL_KNOBS`]
 //! and builds one runnable plan. Each worker
 //! then owns its own [`WorkerState`] on that shared plan: no lock is taken on
@@ -127,6 +128,7 @@ impl Model {
 
         let s = cfg.preprocess.input_size as usize;
         let load = |e: TractError| ModelError::Load(format!("{e:#}"));
+        crate::llc::apply().map_err(ModelError::Load)?;
         let plan = plan(&bytes, s, &[CONV_TRANSFORM], &IM2COL_KNOBS)?;
         let num_classes = output_classes(&plan)?;
 
