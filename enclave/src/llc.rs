@@ -14,9 +14,9 @@
 //! "Ready for upstream" item 6).
 //!
 //! The model server therefore tells tract to count on at most
-//! [`BYTES_PER_CPU`] per CPU it may run on: the L3 per core of the server
-//! chips Nitro instances run on (AMD EPYC Zen 3 and Zen 4: 32 MiB per eight
-//! cores; Intel Sapphire Rapids: 1.875 MiB per core). It is tract's own
+//! [`BYTES_PER_CPU`] per CPU it may run on: the most L3 per core among the
+//! server chips Nitro instances run on (AMD EPYC Zen 3 and Zen 4: 32 MiB per
+//! eight cores; Intel Sapphire Rapids: 1.875 MiB per core). It is tract's own
 //! setting, `TRACT_LLC_BYTES`, given as a configuration value, so an
 //! operator's `TRACT_LLC_BYTES` in the environment still wins. The walk is a
 //! permutation of independent tiles: every answer is the same to the bit.
@@ -60,6 +60,7 @@ pub fn describe() -> String {
     let mib = |b: usize| b >> 20;
     let what = match share(l3, cpus) {
         Some(bytes) => format!("{} MiB of the {} MiB L3 ({cpus} CPUs)", mib(bytes), mib(l3)),
+        None if l3 == 0 => format!("as tract detects it (no L3 found, {cpus} CPUs)"),
         None => format!("the {} MiB L3 as tract detects it ({cpus} CPUs)", mib(l3)),
     };
     let env = if std::env::var_os(KNOB).is_some() { format!(", overridden by {KNOB} in the environment") } else { String::new() };
