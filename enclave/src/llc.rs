@@ -76,6 +76,8 @@ mod tests {
         // a 2-vCPU slice of an EPYC core complex
         assert_eq!(share(32 << 20, 2), Some(8 << 20));
         assert_eq!(share(32 << 20, 1), Some(4 << 20));
+        // a CPU count of 0 counts as one CPU
+        assert_eq!(share(32 << 20, 0), Some(4 << 20));
     }
 
     #[test]
@@ -83,7 +85,6 @@ mod tests {
         assert_eq!(share(32 << 20, 8), None);
         assert_eq!(share(8 << 20, 2), None);
         assert_eq!(share(0, 2), None);
-        assert_eq!(share(32 << 20, 0), Some(4 << 20));
     }
 
     #[test]
