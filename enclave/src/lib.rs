@@ -14,9 +14,11 @@
 //! SIMD kernel's loads and stores) hold the only `unsafe`.
 //! It is a library too, so that tests can compare the server's answers with
 //! the same preprocessing run directly through tract.
-#![deny(unsafe_code)] // reason: allowed in entropy.rs (two system calls), nsm.rs (one ioctl) and depthwise.rs (one kernel) alone
+#![deny(unsafe_code)] // reason: allowed in entropy.rs (two system calls), nsm.rs (one ioctl), depthwise.rs and direct_conv.rs (one kernel each) alone
 
 pub mod config;
+#[cfg(target_arch = "x86_64")]
+pub mod direct_conv;
 #[cfg(target_arch = "x86_64")]
 pub mod depthwise;
 pub mod entropy;
@@ -37,6 +39,7 @@ use std::time::Instant;
 pub fn engine_kernels() -> Vec<String> {
     #[cfg(target_arch = "x86_64")]
     return vec![
+        direct_conv::describe(),
         format!("channel-last depthwise kernel {}", depthwise::kernel_here().unwrap_or("none (tract's loop)")),
         format!("products of few terms over many columns on {}", matmul::kernel_here()),
         llc::describe(),

@@ -39,6 +39,14 @@ pub type WorkerState = tract_onnx::tract_core::plan::SimpleState<TypedFact, Box<
 /// checked against tract's default plan in `enclave/tests/plan.rs`.
 pub const CONV_TRANSFORM: &str = "conv_nhwc";
 
+/// The transforms of the served plan, in order: ours that runs the convolutions of 3 x 3 to 7 x 7
+/// kernels directly, without im2col ([`crate::direct_conv`], on x86-64; it leaves the model
+/// unchanged on a CPU without AVX2 and FMA), then [`CONV_TRANSFORM`] for the others.
+#[cfg(target_arch = "x86_64")]
+pub const TRANSFORMS: [&str; 2] = [crate::direct_conv::NAME, CONV_TRANSFORM];
+#[cfg(not(target_arch = "x86_64"))]
+pub const TRANSFORMS: [&str; 1] = [CONV_TRANSFORM];
+
 /// tract's knobs for the served plan, which decide how a convolution's patches are gathered
 /// (im2col) for its matrix product. tract's default gathers them lazily, panel by panel, for
 /// every kernel of 6 taps or more; a product whose weights do not fit the core's cache then
@@ -129,7 +137,7 @@ impl Model {
         let s = cfg.preprocess.input_size as usize;
         let load = |e: TractError| ModelError::Load(format!("{e:#}"));
         crate::llc::apply().map_err(ModelError::Load)?;
-        let plan = plan(&bytes, s, &[CONV_TRANSFORM], &IM2COL_KNOBS)?;
+        let plan = plan(&bytes, s, &TRANSFORMS, &IM2COL_KNOBS)?;
         let num_classes = output_classes(&plan)?;
 
         let labels = match &cfg.labels_path {

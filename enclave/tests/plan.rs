@@ -85,6 +85,7 @@ fn eager_im2col_nodes(plan: &enclave::model::Plan) -> usize {
 fn the_im2col_knobs_reach_the_plan_and_nothing_else_does() {
     let bytes = std::fs::read(root().join("models/resnet18-synthetic/model.onnx"))
         .expect("models/resnet18-synthetic is missing: run `make model MODEL=resnet18-synthetic`");
+    // Without the direct 3x3 convolution, which takes layer3's and layer4's from im2col.
     let served = enclave::model::plan(&bytes, 224, &[CONV_TRANSFORM], &IM2COL_KNOBS).unwrap();
     let lazy = enclave::model::plan(&bytes, 224, &[CONV_TRANSFORM], &[]).unwrap();
     // tract's default gathers every 3x3 convolution lazily; the knobs gather the ones whose
