@@ -27,14 +27,13 @@
 //! re-export of `inventory` and run by name like tract's own), which
 //! replaces each eligible `Conv` of a decluttered model by [`DirectConv`] and
 //! leaves every other node alone. Eligible: f32, channels first, a 3x3
-//! kernel, stride 1, dilation 1, explicit
-//! padding of at most 2 on each side, one group, constant weights and bias, a
-//! known input shape whose output fills a tile, at least [`MIN_CHANNELS`]
-//! input channels, output channels a multiple of 4, and a CPU with AVX2 and
-//! FMA (elsewhere the transform changes nothing). ResNet18's three 3x3
-//! convolutions of stride 2, and the first convolutions of both models (3
-//! input channels; ResNet18's is 7x7), stay on tract's im2col, which ran them
-//! faster than this did (BENCHMARKS.md, "Engine levers").
+//! kernel of stride 1 and dilation 1, explicit padding of at most 2 on each
+//! side, one group, constant weights and bias, a known input shape whose
+//! output fills a tile, output channels a multiple of 4, and a CPU with AVX2
+//! and FMA (elsewhere the transform changes nothing). Convolutions of stride 2
+//! (three in ResNet18, and the first of both models) stay on tract's im2col:
+//! a version of this op for them, on phase planes, ran them slower than tract
+//! did (BENCHMARKS.md, "Engine levers").
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(unsafe_code)] // reason: the tile's raw-pointer loads and stores, bounds checked before each tile
@@ -50,10 +49,6 @@ use tract_onnx::tract_core::transform::{ModelTransform, ModelTransformFactory};
 /// The transform's name, as [`crate::model::TRANSFORMS`] and `bench profile --transform` use it.
 pub const NAME: &str = "enclave_direct_conv";
 
-/// Convolutions of fewer input channels stay on tract's im2col: a tile of `9 * c` terms is then
-/// too short to pay for its start and its stores (EfficientNet-Lite0's first convolution, 3
-/// channels: 1.7-2.9 ms direct against 1.5-2.0 ms on im2col, BENCHMARKS.md).
-pub const MIN_CHANNELS: usize = 16;
 /// Output channels per tile (broadcast weights).
 const OC_TILE: usize = 4;
 /// Output positions per tile (two vectors of eight).
@@ -116,7 +111,7 @@ fn rewrite_conv(_: &(), model: &TypedModel, node: &TypedNode, _name: &str, conv:
     rule_if_some!(shape = fact.shape.as_concrete());
     rule_if!(fact.datum_type == f32::datum_type() && shape.len() == 4);
     let (c, o, h, w) = (shape[1], spec.output_channels, shape[2], shape[3]);
-    rule_if!(c == spec.input_channels && c >= MIN_CHANNELS && o % OC_TILE == 0);
+    rule_if!(c == spec.input_channels && c > 0 && o % OC_TILE == 0);
     rule_if!(Geometry::new(h, w, pads).is_some_and(|g| g.positions >= Q_TILE));
     rule_if_some!(kernel = model.outlet_fact(node.inputs[1])?.konst.clone());
     rule_if_some!(bias = model.outlet_fact(node.inputs[2])?.konst.clone());
@@ -474,7 +469,7 @@ mod tests {
         let cases = [
             ("three", conv(3, 1, 16, 4, 1, 1), true),
             ("strided", conv(3, 2, 16, 4, 1, 1), false),
-            ("three_channels", conv(3, 1, 3, 4, 1, 1), false),
+            ("three_channels", conv(3, 1, 3, 4, 1, 1), true),
             ("seven", conv(7, 2, 16, 8, 3, 1), false),
             ("pointwise", conv(1, 1, 16, 4, 0, 1), false),
             ("six_outputs", conv(3, 1, 16, 6, 1, 1), false),
