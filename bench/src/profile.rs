@@ -30,7 +30,7 @@ pub fn run(model_dir: &Path, image: &[u8], runs: u32, top: usize, transforms: &[
     } else {
         // tract's default pipeline (declutter, optimise) with the named transforms, none for
         // `none`, applied to the decluttered model, and the knobs given, instead of the served
-        // plan (`enclave::model::CONV_TRANSFORM` and `enclave::model::IM2COL_KNOBS`).
+        // plan (`enclave::model::TRANSFORMS` and `enclave::model::IM2COL_KNOBS`).
         let bytes = std::fs::read(&cfg.model_path).map_err(|e| format!("profile: {e}"))?;
         let names: Vec<&str> = transforms.iter().copied().filter(|n| *n != "none").collect();
         let plan = enclave::model::plan(&bytes, cfg.preprocess.input_size as usize, &names, knobs).map_err(|e| format!("profile: {e}"))?;

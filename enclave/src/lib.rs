@@ -3,15 +3,17 @@
 //!
 //! The crate is small on purpose; read it in this order: `main.rs` (start-up),
 //! `server.rs` (connections and the hostile-input policy), `pool.rs`
-//! (workers and the bounded queue), `model.rs` (tract), `depthwise.rs`
+//! (workers and the bounded queue), `model.rs` (tract), `direct_conv.rs` (the
+//! 3x3 convolutions without im2col), `depthwise.rs`
 //! (tract's x86-64 depthwise kernel), `matmul.rs` (one correction to tract's
 //! choice of matrix-product kernel), `llc.rs` (the share of the last-level
 //! cache tract blocks products against), `preprocess.rs` (image decoding under
 //! limits), `config.rs` (flags and manifest), `sealed.rs` (sealed requests:
 //! OHTTP keys, the inner request, the answer), `nsm.rs` (attestation
 //! documents), `entropy.rs`, then `shared/src/frame.rs` (the wire).
-//! `entropy.rs` and `nsm.rs` (three system calls) and `depthwise.rs` (one
-//! SIMD kernel's loads and stores) hold the only `unsafe`.
+//! `entropy.rs` and `nsm.rs` (three system calls), `depthwise.rs` and
+//! `direct_conv.rs` (one SIMD kernel's loads and stores each) hold the only
+//! `unsafe`.
 //! It is a library too, so that tests can compare the server's answers with
 //! the same preprocessing run directly through tract.
 #![deny(unsafe_code)] // reason: allowed in entropy.rs (two system calls), nsm.rs (one ioctl), depthwise.rs and direct_conv.rs (one kernel each) alone

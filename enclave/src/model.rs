@@ -3,8 +3,8 @@
 //! Loading reads the ONNX file, checks its SHA-256 against the manifest (a
 //! corrupted or substituted model is refused, not served), fixes the input
 //! fact to [1, 3, S, S], gives tract its share of the last-level cache
-//! ([`crate::llc`]), runs the convolutions channel-last
-//! ([`CONV_TRANSFORM`]), optimises with the im2col choice of [`IM2COL_KNOBS`]
+//! ([`crate::llc`]), runs the 3x3 convolutions of stride 1 directly and the
+//! others channel-last ([`TRANSFORMS`]), optimises with the im2col choice of [`IM2COL_KNOBS`]
 //! and builds one runnable plan. Each worker
 //! then owns its own [`WorkerState`] on that shared plan: no lock is taken on
 //! the inference path.
@@ -39,9 +39,9 @@ pub type WorkerState = tract_onnx::tract_core::plan::SimpleState<TypedFact, Box<
 /// checked against tract's default plan in `enclave/tests/plan.rs`.
 pub const CONV_TRANSFORM: &str = "conv_nhwc";
 
-/// The transforms of the served plan, in order: ours that runs the convolutions of 3 x 3 to 7 x 7
-/// kernels directly, without im2col ([`crate::direct_conv`], on x86-64; it leaves the model
-/// unchanged on a CPU without AVX2 and FMA), then [`CONV_TRANSFORM`] for the others.
+/// The transforms of the served plan, in order: ours that runs the 3x3 convolutions of stride 1
+/// directly, without im2col ([`crate::direct_conv`], on x86-64; it leaves the model unchanged on
+/// a CPU without AVX2 and FMA), then [`CONV_TRANSFORM`] for the other convolutions.
 #[cfg(target_arch = "x86_64")]
 pub const TRANSFORMS: [&str; 2] = [crate::direct_conv::NAME, CONV_TRANSFORM];
 #[cfg(not(target_arch = "x86_64"))]
@@ -61,7 +61,7 @@ pub const IM2COL_KNOBS: [(&str, &str); 2] =
 /// tract's runnable plan of an ONNX model for one `size` x `size` RGB image: tract's own pipeline
 /// (to typed, decluttered), then tract's transforms named in `transforms`, in order, then
 /// optimised, with tract's knobs `knobs` (name, value) set while it is built. [`Model::load`]
-/// passes `[CONV_TRANSFORM]` and [`IM2COL_KNOBS`]; no transform and no knob is tract's default
+/// passes [`TRANSFORMS`] and [`IM2COL_KNOBS`]; no transform and no knob is tract's default
 /// plan, which the tests and `bench profile` compare it with.
 pub fn plan(bytes: &[u8], size: usize, transforms: &[&str], knobs: &[(&str, &str)]) -> Result<Plan, ModelError> {
     let load = |e: TractError| ModelError::Load(format!("{e:#}"));
