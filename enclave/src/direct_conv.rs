@@ -112,7 +112,7 @@ fn rewrite_conv(_: &(), model: &TypedModel, node: &TypedNode, _name: &str, conv:
     rule_if!(fact.datum_type == f32::datum_type() && shape.len() == 4);
     let (c, o, h, w) = (shape[1], spec.output_channels, shape[2], shape[3]);
     rule_if!(c == spec.input_channels && c > 0 && o % OC_TILE == 0);
-    rule_if!(Geometry::new(h, w, pads).is_some_and(|g| g.positions >= Q_TILE));
+    rule_if!(Geometry::new(h, w, pads).is_some());
     rule_if_some!(kernel = model.outlet_fact(node.inputs[1])?.konst.clone());
     rule_if_some!(bias = model.outlet_fact(node.inputs[2])?.konst.clone());
     rule_if!(kernel.datum_type() == f32::datum_type() && kernel.shape() == [o, c, 3, 3]);
@@ -145,7 +145,7 @@ struct Geometry {
 }
 
 impl Geometry {
-    /// `None` when the padded plane is smaller than the kernel.
+    /// `None` when the padded plane is smaller than the kernel, or its output fills no tile.
     fn new(h: usize, w: usize, pads: [usize; 4]) -> Option<Geometry> {
         let (padded_h, padded_w) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
         if padded_h < 3 || padded_w < 3 {
@@ -154,6 +154,9 @@ impl Geometry {
         let (out_h, out_w) = (padded_h - 2, padded_w - 2);
         let taps = std::array::from_fn(|t| (t / 3) * padded_w + t % 3);
         let (pad_top, pad_left, positions) = (pads[0], pads[1], out_h * padded_w);
+        if positions < Q_TILE {
+            return None;
+        }
         Some(Geometry { h, w, pad_top, pad_left, padded_h, padded_w, out_h, out_w, positions, taps })
     }
 
@@ -208,11 +211,6 @@ impl DirectConv {
         DirectConv { c, o, pads, weights: Arc::new(packed), bias: Arc::new(bias) }
     }
 
-    /// The geometry for planes of `h` x `w`, if they give at least one tile of output.
-    fn geometry(&self, h: usize, w: usize) -> Option<Geometry> {
-        Geometry::new(h, w, self.pads).filter(|g| g.positions >= Q_TILE)
-    }
-
     /// One image: `input` `[c][h][w]`, `output` `[o][out_h][out_w]` of `g`.
     fn run(&self, g: &Geometry, input: &[f32], output: &mut [f32]) {
         assert!(available() && g.positions >= Q_TILE);
@@ -256,7 +254,7 @@ impl DirectConv {
     unsafe fn tile(&self, padded: &[f32], sums: &mut [f32], tile: usize, q0: usize, g: &Geometry) {
         use std::arch::x86_64::*;
         let terms = self.c * 9 * OC_TILE;
-        let furthest_tap = g.taps.iter().copied().max().unwrap_or(0);
+        let furthest_tap = g.taps[8]; // (2, 2): the taps are row-major
         assert!((self.c - 1) * g.channel_len() + furthest_tap + q0 + Q_TILE <= padded.len());
         assert!((tile + 1) * terms <= self.weights.len() && q0 + Q_TILE <= g.positions);
         assert!(((tile + 1) * OC_TILE - 1) * g.positions + q0 + Q_TILE <= sums.len());
@@ -323,7 +321,7 @@ impl EvalOp for DirectConv {
         let input = args_1!(inputs);
         let &[n, c, h, w] = input.shape() else { bail!("DirectConv wants [n, c, h, w], got {:?}", input.shape()) };
         ensure!(c == self.c, "DirectConv of {} channels given {c}", self.c);
-        let Some(g) = self.geometry(h, w) else { bail!("DirectConv given planes of {h} x {w}, under a tile") };
+        let Some(g) = Geometry::new(h, w, self.pads) else { bail!("DirectConv given planes of {h} x {w}, under a tile") };
         let mut output = Tensor::zero::<f32>(&[n, self.o, g.out_h, g.out_w])?;
         let x = input.try_as_plain_ram()?;
         let mut y = output.try_as_plain_ram_mut()?;
@@ -340,7 +338,7 @@ impl TypedOp for DirectConv {
         let shape = &inputs[0].shape;
         ensure!(shape.rank() == 4 && shape[1] == self.c.to_dim());
         let (h, w) = (shape[2].to_usize()?, shape[3].to_usize()?);
-        let Some(g) = self.geometry(h, w) else { bail!("DirectConv given planes of {h} x {w}, under a tile") };
+        let Some(g) = Geometry::new(h, w, self.pads) else { bail!("DirectConv given planes of {h} x {w}, under a tile") };
         Ok(tvec!(f32::fact([shape[0].clone(), self.o.to_dim(), g.out_h.to_dim(), g.out_w.to_dim()])))
     }
 
