@@ -15,9 +15,10 @@
 //! computed and thrown away), and every tap reads the padded plane at `q`
 //! plus an offset that is the same for every position. So sixteen
 //! consecutive positions are two vector loads per tap and input channel, and
-//! a tile of four output channels by sixteen positions keeps its eight
+//! a tile of six output channels by sixteen positions keeps its twelve
 //! vectors of sums in registers over all `9 * c` terms, with each weight
-//! broadcast once per tile. The sums start at the bias and are fused
+//! broadcast once per tile (tiles of four channels take what a multiple of
+//! six leaves). The sums start at the bias and are fused
 //! multiply-adds, so they round once per term: `enclave/tests/plan.rs`
 //! checks the served plan against tract's default plan on every model (every
 //! probability within 1e-5, the same top-5), and `direct_conv::tests` checks
@@ -49,8 +50,12 @@ use tract_onnx::tract_core::transform::{ModelTransform, ModelTransformFactory};
 /// The transform's name, as [`crate::model::TRANSFORMS`] and `bench profile --transform` use it.
 pub const NAME: &str = "enclave_direct_conv";
 
-/// Output channels per tile (broadcast weights).
-const OC_TILE: usize = 4;
+/// Output channels per tile (broadcast weights): twelve vectors of sums, so that the two FMA
+/// units' four-cycle latency is hidden, and two vectors of input and one weight beside them,
+/// fifteen of AVX2's sixteen registers.
+const WIDE: usize = 6;
+/// Output channels per tile where six do not divide what is left; the rewrite asks `o % 4 == 0`.
+const NARROW: usize = 4;
 /// Output positions per tile (two vectors of eight).
 const Q_TILE: usize = 16;
 /// Floats the last tile may read past the padded planes (for thrown-away columns).
@@ -111,7 +116,7 @@ fn rewrite_conv(_: &(), model: &TypedModel, node: &TypedNode, _name: &str, conv:
     rule_if_some!(shape = fact.shape.as_concrete());
     rule_if!(fact.datum_type == f32::datum_type() && shape.len() == 4);
     let (c, o, h, w) = (shape[1], spec.output_channels, shape[2], shape[3]);
-    rule_if!(c == spec.input_channels && c > 0 && o % OC_TILE == 0);
+    rule_if!(c == spec.input_channels && c > 0 && o % NARROW == 0);
     rule_if!(Geometry::new(h, w, pads).is_some());
     rule_if_some!(kernel = model.outlet_fact(node.inputs[1])?.konst.clone());
     rule_if_some!(bias = model.outlet_fact(node.inputs[2])?.konst.clone());
@@ -189,8 +194,11 @@ pub struct DirectConv {
     o: usize,
     /// Top, left, bottom, right.
     pads: [usize; 4],
-    /// Weights by tile of [`OC_TILE`] output channels, then input channel, tap, output channel:
-    /// `[o / OC_TILE][c][9][OC_TILE]`, the order the tile reads them.
+    /// The tiles of output channels: first channel and width ([`WIDE`] or [`NARROW`]), in order.
+    tiles: Vec<(usize, usize)>,
+    /// Weights by tile of output channels, then input channel, tap, output channel: for the tile
+    /// at `first` of `width` channels, `[c][9][width]` from `first * c * 9`, the order the tile
+    /// reads them.
     weights: Arc<Vec<f32>>,
     bias: Arc<Vec<f32>>,
 }
@@ -198,17 +206,31 @@ pub struct DirectConv {
 impl DirectConv {
     /// From weights `[o][c][3][3]` and a bias of `o` values (or one for all).
     pub fn new(c: usize, o: usize, pads: [usize; 4], weights: &[f32], bias: &[f32]) -> DirectConv {
-        assert!(o % OC_TILE == 0);
+        assert!(o % NARROW == 0);
         assert!(weights.len() == o * c * 9 && (bias.len() == 1 || bias.len() == o));
+        // Six wide, and what that leaves (4, or 8 = 6 + 2) four wide.
+        let narrow = match o % WIDE {
+            0 => 0,
+            4 => 1,
+            _ => 2,
+        };
+        let wide = (o - narrow * NARROW) / WIDE;
+        let widths = std::iter::repeat_n(WIDE, wide).chain(std::iter::repeat_n(NARROW, narrow));
+        let tiles: Vec<(usize, usize)> = widths
+            .scan(0, |first, width| {
+                *first += width;
+                Some((*first - width, width))
+            })
+            .collect();
         let terms = c * 9;
         let mut packed = Vec::with_capacity(weights.len());
-        for tile in 0..o / OC_TILE {
+        for &(first, width) in &tiles {
             for term in 0..terms {
-                packed.extend((0..OC_TILE).map(|j| weights[(tile * OC_TILE + j) * terms + term]));
+                packed.extend((first..first + width).map(|oc| weights[oc * terms + term]));
             }
         }
         let bias = (0..o).map(|i| bias[if bias.len() == 1 { 0 } else { i }]).collect();
-        DirectConv { c, o, pads, weights: Arc::new(packed), bias: Arc::new(bias) }
+        DirectConv { c, o, pads, tiles, weights: Arc::new(packed), bias: Arc::new(bias) }
     }
 
     /// One image: `input` `[c][h][w]`, `output` `[o][out_h][out_w]` of `g`.
@@ -230,12 +252,18 @@ impl DirectConv {
             let tiles = g.positions.div_ceil(Q_TILE);
             // The larger operand is read once: weights larger than the planes go outside.
             let weights_outside = self.weights.len() > padded.len();
-            let (outer, inner) = if weights_outside { (self.o / OC_TILE, tiles) } else { (tiles, self.o / OC_TILE) };
+            let (outer, inner) = if weights_outside { (self.tiles.len(), tiles) } else { (tiles, self.tiles.len()) };
             for a in 0..outer {
                 for b in 0..inner {
                     let (tile, t) = if weights_outside { (a, b) } else { (b, a) };
+                    let (first, width) = self.tiles[tile];
                     // SAFETY: `available()` was asserted above.
-                    unsafe { self.tile(padded, sums, tile, start(t), g) };
+                    unsafe {
+                        match width {
+                            WIDE => self.tile::<WIDE>(padded, sums, first, start(t), g),
+                            _ => self.tile::<NARROW>(padded, sums, first, start(t), g),
+                        }
+                    }
                 }
             }
             for (oc, out) in output.chunks_exact_mut(g.out_h * g.out_w).enumerate() {
@@ -246,29 +274,30 @@ impl DirectConv {
         })
     }
 
-    /// Output channels `tile * 4 ..` at positions `q0 .. q0 + 16`, into `sums[oc][q]`.
+    /// Output channels `first .. first + OC` at positions `q0 .. q0 + 16`, into `sums[oc][q]`.
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA. Every other bound is checked here, before the loads.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile(&self, padded: &[f32], sums: &mut [f32], tile: usize, q0: usize, g: &Geometry) {
+    unsafe fn tile<const OC: usize>(&self, padded: &[f32], sums: &mut [f32], first: usize, q0: usize, g: &Geometry) {
         use std::arch::x86_64::*;
-        let terms = self.c * 9 * OC_TILE;
+        let terms = self.c * 9;
         let furthest_tap = g.taps[8]; // (2, 2): the taps are row-major
         assert!((self.c - 1) * g.channel_len() + furthest_tap + q0 + Q_TILE <= padded.len());
-        assert!((tile + 1) * terms <= self.weights.len() && q0 + Q_TILE <= g.positions);
-        assert!(((tile + 1) * OC_TILE - 1) * g.positions + q0 + Q_TILE <= sums.len());
+        assert!((first + OC) * terms <= self.weights.len() && first + OC <= self.bias.len() && q0 + Q_TILE <= g.positions);
+        assert!((first + OC - 1) * g.positions + q0 + Q_TILE <= sums.len());
         // SAFETY: the asserts above bound every pointer below: channel `ci < c`, a tap's offset
-        // at most `furthest_tap`, sixteen floats from `q0`; `terms` weights from the tile's first;
-        // the stores to rows `tile * 4 ..` of `sums`, sixteen floats from `q0`. Loads and stores
+        // at most `furthest_tap`, sixteen floats from `q0`; `OC * terms` weights from the tile's
+        // first, `first * terms`; the stores to rows `first .. first + OC` of `sums`, sixteen
+        // floats from `q0`. Loads and stores
         // are unaligned ones.
         unsafe {
-            let mut acc = [[_mm256_setzero_ps(); 2]; OC_TILE];
+            let mut acc = [[_mm256_setzero_ps(); 2]; OC];
             for (j, a) in acc.iter_mut().enumerate() {
-                let b = _mm256_set1_ps(self.bias[tile * OC_TILE + j]);
+                let b = _mm256_set1_ps(self.bias[first + j]);
                 *a = [b, b];
             }
-            let mut weight = self.weights.as_ptr().add(tile * terms);
+            let mut weight = self.weights.as_ptr().add(first * terms);
             for ci in 0..self.c {
                 let base = padded.as_ptr().add(ci * g.channel_len() + q0);
                 for &off in &g.taps {
@@ -283,7 +312,7 @@ impl DirectConv {
                 }
             }
             for (j, a) in acc.iter().enumerate() {
-                let row = sums.as_mut_ptr().add((tile * OC_TILE + j) * g.positions + q0);
+                let row = sums.as_mut_ptr().add((first + j) * g.positions + q0);
                 _mm256_storeu_ps(row, a[0]);
                 _mm256_storeu_ps(row.add(8), a[1]);
             }
@@ -294,6 +323,7 @@ impl DirectConv {
 impl PartialEq for DirectConv {
     fn eq(&self, other: &Self) -> bool {
         (self.c, self.o, self.pads) == (other.c, other.o, other.pads)
+            && self.tiles == other.tiles
             && Arc::ptr_eq(&self.weights, &other.weights)
             && Arc::ptr_eq(&self.bias, &other.bias)
     }
@@ -308,7 +338,7 @@ impl Op for DirectConv {
 
     fn info(&self) -> TractResult<Vec<String>> {
         let p = self.pads;
-        Ok(vec![format!("{} -> {} channels, 3x3, stride 1, padding {p:?}, tiles of {OC_TILE} x {Q_TILE}", self.c, self.o)])
+        Ok(vec![format!("{} -> {} channels, 3x3, stride 1, padding {p:?}, tiles of {WIDE} and {NARROW} channels x {Q_TILE}", self.c, self.o)])
     }
 
     op_as_typed_op!();
@@ -394,12 +424,15 @@ mod tests {
         };
         // ResNet18's four plane sizes, paddings of 0 and 2 and uneven ones, planes of odd sides,
         // planes narrower than a tile's row, one just large enough for a tile, odd channel
-        // counts, several images.
+        // counts, output channels that make every mix of tiles (4 and 8: narrow ones only; 12 and
+        // 24: wide ones only; 16 and 20: both), several images.
         let one = [1; 4];
         for (n, c, o, p, h, w) in [
             (1, 3, 4, one, 56, 56),
             (1, 5, 8, one, 28, 28),
             (1, 16, 12, one, 14, 14),
+            (1, 6, 20, one, 9, 11),
+            (1, 3, 24, [1, 0, 1, 0], 8, 18),
             (1, 9, 16, one, 7, 7),
             (1, 7, 4, one, 13, 9),
             (1, 4, 4, [2, 0, 1, 2], 11, 10),
