@@ -52,7 +52,7 @@ usage: bench suite [--profile quick|full|study] [--model NAME] [--out DIR] [--pa
        bench profile --model DIR [--image PATH] [--runs N] [--top N] [--transform NAME ...] [--knob K=V ...]
                   (one thread: the served plan node by node, ms per operator and the slowest nodes;
                   --transform none: tract's default plan instead, NAME: it with tract's transform NAME
-                  (or ours, enclave_direct_conv);
+                  (or ours, enclave_direct_conv or enclave_max_pool);
                   --knob K=V: tract's default plan with tract's knob K set to V, with the transforms given)
        bench channel --server unix:/path [--sizes LIST]
        bench sealed [--profile quick|full] [--model NAME] [--bin DIR] [--port N] [--image PATH] [--out DIR]

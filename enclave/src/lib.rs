@@ -4,7 +4,8 @@
 //! The crate is small on purpose; read it in this order: `main.rs` (start-up),
 //! `server.rs` (connections and the hostile-input policy), `pool.rs`
 //! (workers and the bounded queue), `model.rs` (tract), `direct_conv.rs` (the
-//! 3x3 convolutions without im2col), `depthwise.rs`
+//! 3x3 convolutions without im2col), `max_pool.rs` (max pooling by rows),
+//! `depthwise.rs`
 //! (tract's x86-64 depthwise kernel), `matmul.rs` (one correction to tract's
 //! choice of matrix-product kernel), `llc.rs` (the share of the last-level
 //! cache tract blocks products against), `preprocess.rs` (image decoding under
@@ -25,6 +26,7 @@ pub mod direct_conv;
 pub mod depthwise;
 pub mod entropy;
 pub mod llc;
+pub mod max_pool;
 #[cfg(target_arch = "x86_64")]
 pub mod matmul;
 pub mod model;
@@ -42,12 +44,13 @@ pub fn engine_kernels() -> Vec<String> {
     #[cfg(target_arch = "x86_64")]
     return vec![
         direct_conv::describe(),
+        max_pool::describe(),
         format!("channel-last depthwise kernel {}", depthwise::kernel_here().unwrap_or("none (tract's loop)")),
         format!("products of few terms over many columns on {}", matmul::kernel_here()),
         llc::describe(),
     ];
     #[cfg(not(target_arch = "x86_64"))]
-    vec![llc::describe()]
+    vec![max_pool::describe(), llc::describe()]
 }
 
 use shared::frame::{ErrorCode, ErrorReply};

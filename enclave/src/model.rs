@@ -3,8 +3,8 @@
 //! Loading reads the ONNX file, checks its SHA-256 against the manifest (a
 //! corrupted or substituted model is refused, not served), fixes the input
 //! fact to [1, 3, S, S], gives tract its share of the last-level cache
-//! ([`crate::llc`]), runs the 3x3 convolutions of stride 1 directly and the
-//! others channel-last ([`TRANSFORMS`]), optimises with the im2col choice of [`IM2COL_KNOBS`]
+//! ([`crate::llc`]), runs the 3x3 convolutions of stride 1 directly, the max
+//! pools by rows and the other convolutions channel-last ([`TRANSFORMS`]), optimises with the im2col choice of [`IM2COL_KNOBS`]
 //! and builds one runnable plan. Each worker
 //! then owns its own [`WorkerState`] on that shared plan: no lock is taken on
 //! the inference path.
@@ -41,11 +41,12 @@ pub const CONV_TRANSFORM: &str = "conv_nhwc";
 
 /// The transforms of the served plan, in order: ours that runs the 3x3 convolutions of stride 1
 /// directly, without im2col ([`crate::direct_conv`], on x86-64; it leaves the model unchanged on
-/// a CPU without AVX2 and FMA), then [`CONV_TRANSFORM`] for the other convolutions.
+/// a CPU without AVX2 and FMA), ours that pools by rows ([`crate::max_pool`]), then
+/// [`CONV_TRANSFORM`] for the other convolutions.
 #[cfg(target_arch = "x86_64")]
-pub const TRANSFORMS: [&str; 2] = [crate::direct_conv::NAME, CONV_TRANSFORM];
+pub const TRANSFORMS: [&str; 3] = [crate::direct_conv::NAME, crate::max_pool::NAME, CONV_TRANSFORM];
 #[cfg(not(target_arch = "x86_64"))]
-pub const TRANSFORMS: [&str; 1] = [CONV_TRANSFORM];
+pub const TRANSFORMS: [&str; 2] = [crate::max_pool::NAME, CONV_TRANSFORM];
 
 /// tract's knobs for the served plan, which decide how a convolution's patches are gathered
 /// (im2col) for its matrix product. tract's default gathers them lazily, panel by panel, for
