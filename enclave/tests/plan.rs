@@ -1,6 +1,6 @@
 //! The served plan against tract's default plan: the model server runs the
-//! 3x3 convolutions of stride 1 directly, without im2col, and the others
-//! channel-last (`enclave::model::TRANSFORMS`) and gathers
+//! 3x3 convolutions of stride 1 directly, without im2col, the max pools by
+//! rows, and the other convolutions channel-last (`enclave::model::TRANSFORMS`) and gathers
 //! small im2col patches eagerly (`enclave::model::IM2COL_KNOBS`, which change
 //! ResNet18's plan), a different set of kernels from the plan tract builds by
 //! default. Both must give the same answers, to float rounding, on every model
