@@ -289,8 +289,7 @@ impl DirectConv {
         // SAFETY: the asserts above bound every pointer below: channel `ci < c`, a tap's offset
         // at most `furthest_tap`, sixteen floats from `q0`; `OC * terms` weights from the tile's
         // first, `first * terms`; the stores to rows `first .. first + OC` of `sums`, sixteen
-        // floats from `q0`. Loads and stores
-        // are unaligned ones.
+        // floats from `q0`. Loads and stores are unaligned ones.
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); 2]; OC];
             for (j, a) in acc.iter_mut().enumerate() {
