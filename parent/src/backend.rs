@@ -17,7 +17,9 @@
 //! Why it is built this way:
 //! - Blocking I/O and a fixed bound: at most `pool` connections per backend,
 //!   and a request waits at most [`BACKEND_ACQUIRE_TIMEOUT`] for one, then gets
-//!   [`BackendError::PoolExhausted`] (503). The model server handles one
+//!   [`BackendError::PoolExhausted`] (503). Waiting requests get connections
+//!   in the order they arrived, so the wait is bounded by the requests ahead,
+//!   never by lost races against later ones. The model server handles one
 //!   request per connection at a time, so the pool size is the parent's
 //!   concurrency towards it.
 //! - Every round trip has a deadline, applied as the stream's read and write
@@ -45,6 +47,7 @@
 //! A backend never stands in for another: the secure route holds only the
 //! secure [`Backend`], so when the enclave is down it fails closed (503).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -139,10 +142,21 @@ pub struct Conn {
     reused: bool,
 }
 
+/// What a request takes from the pool.
+enum Taken {
+    /// A pooled connection.
+    Idle(Conn),
+    /// Room for one more connection, already counted in `open`.
+    Slot,
+}
+
 struct PoolState {
     idle: Vec<Conn>,
     /// Connections open: idle plus lent out.
     open: usize,
+    /// Tickets of the requests waiting for a connection, first come first.
+    waiting: VecDeque<u64>,
+    next_ticket: u64,
     generation: u64,
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -174,6 +188,8 @@ impl Backend {
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
+                waiting: VecDeque::new(),
+                next_ticket: 0,
                 generation: 0,
                 retry_at: None,
                 backoff: BACKEND_BACKOFF_MIN,
@@ -271,8 +287,9 @@ impl Backend {
         let mut conn = self.acquire()?;
         let mut result = self.round_trip(&mut conn.stream, kind, body, self.cfg.deadline);
         if conn.reused && matches!(result, Err(BackendError::ConnectionLost(_))) {
-            self.discard(conn);
-            conn = self.acquire_fresh()?;
+            // The retry keeps this request's slot: it does not queue again.
+            let _ = conn.stream.shutdown();
+            conn = self.open_counted()?;
             result = self.round_trip(&mut conn.stream, kind, body, self.cfg.deadline);
         }
         match result {
@@ -355,25 +372,39 @@ impl Backend {
     }
 
     /// Borrows an idle connection, or opens one if the pool has room, or waits
-    /// up to the acquire timeout for one to be returned.
+    /// up to the acquire timeout for one to be returned. Requests are served
+    /// in the order they arrive: a request takes a connection only when every
+    /// request that came before it has one (or gave up), so a request that
+    /// arrives just as a connection is returned cannot take it from one that
+    /// has been waiting. Without that order a waiter could lose every race and
+    /// time out while later requests were served.
     fn acquire(&self) -> Result<Conn, BackendError> {
         let give_up = Instant::now() + self.cfg.acquire_timeout;
         let mut st = self.state();
+        let ticket = st.next_ticket;
+        st.next_ticket = st.next_ticket.wrapping_add(1);
+        st.waiting.push_back(ticket);
         loop {
-            while let Some(mut conn) = st.idle.pop() {
-                if conn.generation == st.generation {
-                    conn.reused = true;
-                    return Ok(conn);
+            if st.waiting.front() == Some(&ticket) {
+                if let Some(taken) = self.take(&mut st) {
+                    st.waiting.pop_front();
+                    let more = !st.waiting.is_empty() && (!st.idle.is_empty() || st.open < self.cfg.pool);
+                    drop(st);
+                    if more {
+                        self.freed.notify_all();
+                    }
+                    return match taken {
+                        Taken::Idle(conn) => Ok(conn),
+                        Taken::Slot => self.open_counted(),
+                    };
                 }
-                st.open = st.open.saturating_sub(1);
-            }
-            if st.open < self.cfg.pool {
-                st.open += 1;
-                drop(st);
-                return self.open_counted();
             }
             let now = Instant::now();
             if now >= give_up {
+                st.waiting.retain(|&t| t != ticket);
+                drop(st);
+                // The next in line may be able to go now.
+                self.freed.notify_all();
                 return Err(BackendError::PoolExhausted);
             }
             st = match self.freed.wait_timeout(st, give_up - now) {
@@ -383,18 +414,22 @@ impl Backend {
         }
     }
 
-    /// Opens a fresh connection for a retry, ignoring the idle list.
-    fn acquire_fresh(&self) -> Result<Conn, BackendError> {
-        let mut st = self.state();
-        // The slot of the discarded connection is free again, unless another
-        // request took it meanwhile; then wait for any connection as usual.
+    /// What the first in line can take now, if anything: an idle connection
+    /// of the current generation (older ones are dropped on the way), else a
+    /// slot for a new one.
+    fn take(&self, st: &mut PoolState) -> Option<Taken> {
+        while let Some(mut conn) = st.idle.pop() {
+            if conn.generation == st.generation {
+                conn.reused = true;
+                return Some(Taken::Idle(conn));
+            }
+            st.open = st.open.saturating_sub(1);
+        }
         if st.open < self.cfg.pool {
             st.open += 1;
-            drop(st);
-            return self.open_counted();
+            return Some(Taken::Slot);
         }
-        drop(st);
-        self.acquire()
+        None
     }
 
     /// Opens a connection whose slot has already been counted in `open`.
@@ -430,11 +465,13 @@ impl Backend {
         }
     }
 
+    /// Every change that frees a connection or a slot wakes all waiters: only
+    /// the first in line may take it, and the condvar would wake any one.
     fn give_back_slot(&self) {
         let mut st = self.state();
         st.open = st.open.saturating_sub(1);
         drop(st);
-        self.freed.notify_one();
+        self.freed.notify_all();
     }
 
     fn release(&self, conn: Conn) {
@@ -446,7 +483,7 @@ impl Backend {
             let _ = conn.stream.shutdown();
         }
         drop(st);
-        self.freed.notify_one();
+        self.freed.notify_all();
     }
 
     fn discard(&self, conn: Conn) {
@@ -788,6 +825,28 @@ mod tests {
         assert_eq!(b.infer(req(1)).err(), Some(BackendError::PoolExhausted));
         assert!(t.elapsed() >= Duration::from_millis(150));
         assert_eq!(holder.join().unwrap().err(), Some(BackendError::Deadline));
+    }
+
+    #[test]
+    fn a_returned_connection_goes_to_the_first_waiter_not_a_newcomer() {
+        // The race, made deterministic: a connection is back in the pool and a
+        // new request takes the lock before the waiting one has woken. The
+        // new request must queue behind it (and here time out), not take it.
+        let fake = Fake::start("fifo", Mode::Good);
+        let b = Arc::new(Backend::new("public", fake.addr.clone(), cfg(1, 1000), false));
+        let held = b.acquire().unwrap();
+        let b2 = b.clone();
+        let waiter = thread::spawn(move || b2.acquire().map(|c| c.reused));
+        while b.state().waiting.len() < 1 {
+            thread::sleep(Duration::from_millis(5));
+        }
+        thread::sleep(Duration::from_millis(50));
+        // What `release` does, short of waking anyone.
+        b.state().idle.push(held);
+        assert_eq!(b.acquire().err(), Some(BackendError::PoolExhausted), "the newcomer jumped the queue");
+        assert_eq!(waiter.join().unwrap().ok(), Some(true), "the first waiter gets the pooled connection");
+        assert!(b.state().waiting.is_empty());
+        assert_eq!(b.open_connections(), 1);
     }
 
     #[test]

@@ -164,6 +164,7 @@ pub const MAX_ID_LEN: usize = 256;
 pub const BACKEND_POOL_SIZE: usize = 8;
 
 /// How long a request may wait for a free backend connection before 503.
+/// Waiters are served first come, first served.
 pub const BACKEND_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Deadline for one backend round trip (send the frame, get the reply), else 504.
