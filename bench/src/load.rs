@@ -10,7 +10,9 @@
 //!
 //! How it counts, so that nothing is ever dropped silently: every request
 //! sent ends in exactly one of `ok` (HTTP 200 with a `class_ids` array in the
-//! body) or one error bucket, named by HTTP status (`http_503`), by transport
+//! body) or one error bucket, named by HTTP status and, when the body is a
+//! JSON object with a string `code` (ours are), that code
+//! (`http_503 backend_busy`; else `http_503`), by transport
 //! failure (`connect_error`, `timeout`, `io_error`, `bad_reply`), or
 //! `bad_body` (a 200 without `class_ids`). [`TargetStats::check`] asserts
 //! `sent == ok + errors` and every run is checked before it is reported.
@@ -123,7 +125,7 @@ impl Target {
         let Some(s) = &self.sealed else {
             return match http::send(self.addr, &self.request, timeout) {
                 Ok(reply) if reply.status == 200 => answered(self.api, &reply.body).then_some(()).ok_or_else(|| "bad_body".into()),
-                Ok(reply) => Err(format!("http_{}", reply.status)),
+                Ok(reply) => Err(status_bucket(reply.status, &reply.body)),
                 Err(f) => Err(f.name().into()),
             };
         };
@@ -131,7 +133,7 @@ impl Target {
         let request = http::request_bytes("POST", self.addr, &s.path, "message/ohttp-req", &sealed.request, &[]);
         let reply = http::send(self.addr, &request, timeout).map_err(|f| f.name().to_string())?;
         if reply.status != 200 {
-            return Err(format!("http_{}", reply.status));
+            return Err(status_bucket(reply.status, &reply.body));
         }
         let inner = sealed.open(&reply.body).map_err(|_| "open_error".to_string())?;
         if inner.status != 200 {
@@ -398,6 +400,17 @@ pub fn run(targets: &[Target], spec: &Spec) -> RunResult {
         })
         .collect();
     RunResult { threads: n, trial: 0, share: spec.secure_share, wall_s, targets: stats }
+}
+
+/// The error bucket of an answer that is not a 200: `http_<status>`, with
+/// a space and the code when the body is a JSON object whose `code` is a short
+/// word (`http_503 backend_busy`).
+fn status_bucket(status: u16, body: &[u8]) -> String {
+    let code = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("code").and_then(Value::as_str).map(str::to_string));
+    match code {
+        Some(c) if !c.is_empty() && c.len() <= 40 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => format!("http_{status} {c}"),
+        _ => format!("http_{status}"),
+    }
 }
 
 /// A 200 reply is a success only if it carries the answer its form promises:

@@ -66,7 +66,7 @@ fn counts_every_request_on_both_routes_and_503s_when_secure_is_down() {
     let (ss, sok, serr) = counts(&runs[0], "secure");
     assert_eq!((ps, pok, perr.len()), (8, 8, 0), "{}", runs[0]);
     assert_eq!((ss, sok), (8, 0), "{}", runs[0]);
-    assert_eq!(serr.get("http_503").and_then(Value::as_u64), Some(8), "{}", runs[0]);
+    assert_eq!(serr.get("http_503 backend_unavailable").and_then(Value::as_u64), Some(8), "{}", runs[0]);
 }
 
 #[test]
