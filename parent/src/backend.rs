@@ -837,7 +837,7 @@ mod tests {
         let held = b.acquire().unwrap();
         let b2 = b.clone();
         let waiter = thread::spawn(move || b2.acquire().map(|c| c.reused));
-        while b.state().waiting.len() < 1 {
+        while b.state().waiting.is_empty() {
             thread::sleep(Duration::from_millis(5));
         }
         thread::sleep(Duration::from_millis(50));
