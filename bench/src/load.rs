@@ -405,7 +405,7 @@ pub fn run(targets: &[Target], spec: &Spec) -> RunResult {
 /// The error bucket of an answer that is not a 200: `http_<status>`, with
 /// a space and the code when the body is a JSON object whose `code` is a short
 /// word (`http_503 backend_busy`).
-fn status_bucket(status: u16, body: &[u8]) -> String {
+pub fn status_bucket(status: u16, body: &[u8]) -> String {
     let code = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("code").and_then(Value::as_str).map(str::to_string));
     match code {
         Some(c) if !c.is_empty() && c.len() <= 40 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => format!("http_{status} {c}"),

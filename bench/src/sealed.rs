@@ -139,7 +139,7 @@ fn get_document(addr: SocketAddr, nonce: &[u8], timeout: Duration) -> Result<(Ve
     let reply = http::get(addr, &path, timeout).map_err(|f| f.name().to_string())?;
     let took = t0.elapsed();
     if reply.status != 200 {
-        return Err(format!("http_{}", reply.status));
+        return Err(load::status_bucket(reply.status, &reply.body));
     }
     Ok((reply.body, took))
 }
