@@ -1,5 +1,5 @@
-//! A direct 3x3 convolution for x86-64 with AVX2 and FMA, in place of
-//! tract's im2col and matrix product.
+//! A direct 3x3 convolution for x86-64 with AVX2 and FMA (and AVX-512F where
+//! the CPU has it), in place of tract's im2col and matrix product.
 //!
 //! tract runs every 3x3 convolution as a matrix product over gathered
 //! patches (im2col): each input value is copied nine times, lazily panel by
@@ -18,7 +18,10 @@
 //! a tile of six output channels by sixteen positions keeps its twelve
 //! vectors of sums in registers over all `9 * c` terms, with each weight
 //! broadcast once per tile (tiles of four channels take what a multiple of
-//! six leaves). The sums start at the bias and are fused
+//! six leaves). On a CPU with AVX-512F the same tile is two vectors of
+//! sixteen, thirty-two positions ([`Isa`]): on an AVX-512 machine tract's
+//! own products run sixteen lanes wide, and the eight-lane tile lost to them
+//! (BENCHMARKS.md, "Engine levers"). The sums start at the bias and are fused
 //! multiply-adds, so they round once per term: `enclave/tests/plan.rs`
 //! checks the served plan against tract's default plan on every model (every
 //! probability within 1e-5, the same top-5), and `direct_conv::tests` checks
@@ -56,20 +59,56 @@ pub const NAME: &str = "enclave_direct_conv";
 const WIDE: usize = 6;
 /// Output channels per tile where six do not divide what is left; the rewrite asks `o % 4 == 0`.
 const NARROW: usize = 4;
-/// Output positions per tile (two vectors of eight).
+/// Output positions per AVX2 tile (two vectors of eight); an AVX-512 tile takes twice as many.
 const Q_TILE: usize = 16;
 /// Floats the last tile may read past the padded planes (for thrown-away columns).
 const SLACK: usize = 8;
 
 /// Whether this machine runs the direct convolution (AVX2 and FMA).
 pub fn available() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    Isa::Avx2.available()
+}
+
+/// The instruction set of a tile: two vectors of sums per output channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    /// AVX2 and FMA: 16 positions per tile.
+    Avx2,
+    /// AVX-512F: 32 positions per tile.
+    Avx512,
+}
+
+impl Isa {
+    /// The widest this machine has (given [`available`]).
+    fn widest() -> Isa {
+        if Isa::Avx512.available() {
+            Isa::Avx512
+        } else {
+            Isa::Avx2
+        }
+    }
+
+    fn available(self) -> bool {
+        match self {
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            Isa::Avx512 => Isa::Avx2.available() && is_x86_feature_detected!("avx512f"),
+        }
+    }
+
+    /// Output positions per tile.
+    fn positions(self) -> usize {
+        match self {
+            Isa::Avx2 => Q_TILE,
+            Isa::Avx512 => 2 * Q_TILE,
+        }
+    }
 }
 
 /// One line for the start-up log and `bench profile`.
 pub fn describe() -> String {
     if available() {
-        format!("3x3 convolutions direct, without im2col ({NAME})")
+        let lanes = if Isa::widest() == Isa::Avx512 { "AVX-512" } else { "AVX2" };
+        format!("3x3 convolutions direct, without im2col, on {lanes} ({NAME})")
     } else {
         "3x3 convolutions on tract's im2col (no AVX2 and FMA here)".into()
     }
@@ -203,6 +242,55 @@ pub struct DirectConv {
     bias: Arc<Vec<f32>>,
 }
 
+/// The tile, once per instruction set: `$lanes` floats per vector `$v`, and that instruction
+/// set's broadcast, unaligned load, fused multiply-add and unaligned store. Two vectors of sums
+/// per output channel, `2 * $lanes` positions.
+macro_rules! tile {
+    ($(#[$doc:meta])* $name:ident, $feature:literal, $lanes:literal, $v:ident, $set1:ident, $load:ident, $fma:ident, $store:ident) => {
+        $(#[$doc])*
+        #[target_feature(enable = $feature)]
+        unsafe fn $name<const OC: usize>(&self, padded: &[f32], sums: &mut [f32], first: usize, q0: usize, g: &Geometry) {
+            use std::arch::x86_64::*;
+            const Q: usize = 2 * $lanes;
+            let terms = self.c * 9;
+            let furthest_tap = g.taps[8]; // (2, 2): the taps are row-major
+            assert!((self.c - 1) * g.channel_len() + furthest_tap + q0 + Q <= padded.len());
+            assert!((first + OC) * terms <= self.weights.len() && q0 + Q <= g.positions);
+            assert!((first + OC - 1) * g.positions + q0 + Q <= sums.len());
+            // SAFETY: the asserts above bound every pointer below: channel `ci < c`, a tap's
+            // offset at most `furthest_tap`, `Q` floats from `q0`; `OC * terms` weights from the
+            // tile's first, `first * terms`; the stores to rows `first .. first + OC` of `sums`,
+            // `Q` floats from `q0`. Loads and stores are unaligned ones.
+            unsafe {
+                let mut acc: [[$v; 2]; OC] = [[$set1(0.0); 2]; OC];
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let b = $set1(self.bias[first + j]);
+                    *a = [b, b];
+                }
+                let mut weight = self.weights.as_ptr().add(first * terms);
+                for ci in 0..self.c {
+                    let base = padded.as_ptr().add(ci * g.channel_len() + q0);
+                    for &off in &g.taps {
+                        let x0 = $load(base.add(off));
+                        let x1 = $load(base.add(off + $lanes));
+                        for a in acc.iter_mut() {
+                            let wv = $set1(*weight);
+                            a[0] = $fma(wv, x0, a[0]);
+                            a[1] = $fma(wv, x1, a[1]);
+                            weight = weight.add(1);
+                        }
+                    }
+                }
+                for (j, a) in acc.iter().enumerate() {
+                    let row = sums.as_mut_ptr().add((first + j) * g.positions + q0);
+                    $store(row, a[0]);
+                    $store(row.add($lanes), a[1]);
+                }
+            }
+        }
+    };
+}
+
 impl DirectConv {
     /// From weights `[o][c][3][3]` and a bias of `o` values (or one for all).
     pub fn new(c: usize, o: usize, pads: [usize; 4], weights: &[f32], bias: &[f32]) -> DirectConv {
@@ -233,9 +321,20 @@ impl DirectConv {
         DirectConv { c, o, pads, tiles, weights: Arc::new(packed), bias: Arc::new(bias) }
     }
 
-    /// One image: `input` `[c][h][w]`, `output` `[o][out_h][out_w]` of `g`.
+    /// One image: `input` `[c][h][w]`, `output` `[o][out_h][out_w]` of `g`, on the widest tiles
+    /// this machine has and the output fills.
     fn run(&self, g: &Geometry, input: &[f32], output: &mut [f32]) {
-        assert!(available() && g.positions >= Q_TILE);
+        let isa = match Isa::widest() {
+            Isa::Avx512 if g.positions >= Isa::Avx512.positions() => Isa::Avx512,
+            _ => Isa::Avx2,
+        };
+        self.run_on(isa, g, input, output)
+    }
+
+    /// [`DirectConv::run`] on tiles of `isa`.
+    fn run_on(&self, isa: Isa, g: &Geometry, input: &[f32], output: &mut [f32]) {
+        let q_tile = isa.positions();
+        assert!(isa.available() && g.positions >= q_tile);
         assert!(input.len() == self.c * g.h * g.w && output.len() == self.o * g.out_h * g.out_w);
         thread_local! {
             static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
@@ -248,8 +347,8 @@ impl DirectConv {
             sums.resize(self.o * g.positions, 0.0);
             // The last tile starts early enough to end at the last position (it recomputes a
             // few, storing the same sums).
-            let start = |t: usize| (t * Q_TILE).min(g.positions - Q_TILE);
-            let tiles = g.positions.div_ceil(Q_TILE);
+            let start = |t: usize| (t * q_tile).min(g.positions - q_tile);
+            let tiles = g.positions.div_ceil(q_tile);
             // The larger operand is read once: weights larger than the planes go outside.
             let weights_outside = self.weights.len() > padded.len();
             let (outer, inner) = if weights_outside { (self.tiles.len(), tiles) } else { (tiles, self.tiles.len()) };
@@ -257,11 +356,13 @@ impl DirectConv {
                 for b in 0..inner {
                     let (tile, t) = if weights_outside { (a, b) } else { (b, a) };
                     let (first, width) = self.tiles[tile];
-                    // SAFETY: `available()` was asserted above.
+                    // SAFETY: `isa.available()` was asserted above.
                     unsafe {
-                        match width {
-                            WIDE => self.tile::<WIDE>(padded, sums, first, start(t), g),
-                            _ => self.tile::<NARROW>(padded, sums, first, start(t), g),
+                        match (isa, width) {
+                            (Isa::Avx2, WIDE) => self.tile_avx2::<WIDE>(padded, sums, first, start(t), g),
+                            (Isa::Avx2, _) => self.tile_avx2::<NARROW>(padded, sums, first, start(t), g),
+                            (Isa::Avx512, WIDE) => self.tile_avx512::<WIDE>(padded, sums, first, start(t), g),
+                            (Isa::Avx512, _) => self.tile_avx512::<NARROW>(padded, sums, first, start(t), g),
                         }
                     }
                 }
@@ -274,49 +375,20 @@ impl DirectConv {
         })
     }
 
-    /// Output channels `first .. first + OC` at positions `q0 .. q0 + 16`, into `sums[oc][q]`.
-    ///
-    /// # Safety
-    /// The CPU has AVX2 and FMA. Every other bound is checked here, before the loads.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile<const OC: usize>(&self, padded: &[f32], sums: &mut [f32], first: usize, q0: usize, g: &Geometry) {
-        use std::arch::x86_64::*;
-        let terms = self.c * 9;
-        let furthest_tap = g.taps[8]; // (2, 2): the taps are row-major
-        assert!((self.c - 1) * g.channel_len() + furthest_tap + q0 + Q_TILE <= padded.len());
-        assert!((first + OC) * terms <= self.weights.len() && first + OC <= self.bias.len() && q0 + Q_TILE <= g.positions);
-        assert!((first + OC - 1) * g.positions + q0 + Q_TILE <= sums.len());
-        // SAFETY: the asserts above bound every pointer below: channel `ci < c`, a tap's offset
-        // at most `furthest_tap`, sixteen floats from `q0`; `OC * terms` weights from the tile's
-        // first, `first * terms`; the stores to rows `first .. first + OC` of `sums`, sixteen
-        // floats from `q0`. Loads and stores are unaligned ones.
-        unsafe {
-            let mut acc = [[_mm256_setzero_ps(); 2]; OC];
-            for (j, a) in acc.iter_mut().enumerate() {
-                let b = _mm256_set1_ps(self.bias[first + j]);
-                *a = [b, b];
-            }
-            let mut weight = self.weights.as_ptr().add(first * terms);
-            for ci in 0..self.c {
-                let base = padded.as_ptr().add(ci * g.channel_len() + q0);
-                for &off in &g.taps {
-                    let x0 = _mm256_loadu_ps(base.add(off));
-                    let x1 = _mm256_loadu_ps(base.add(off + 8));
-                    for a in acc.iter_mut() {
-                        let wv = _mm256_broadcast_ss(&*weight);
-                        a[0] = _mm256_fmadd_ps(wv, x0, a[0]);
-                        a[1] = _mm256_fmadd_ps(wv, x1, a[1]);
-                        weight = weight.add(1);
-                    }
-                }
-            }
-            for (j, a) in acc.iter().enumerate() {
-                let row = sums.as_mut_ptr().add((first + j) * g.positions + q0);
-                _mm256_storeu_ps(row, a[0]);
-                _mm256_storeu_ps(row.add(8), a[1]);
-            }
-        }
-    }
+    tile!(
+        /// Output channels `first .. first + OC` at positions `q0 .. q0 + 16`, into `sums[oc][q]`.
+        ///
+        /// # Safety
+        /// The CPU has AVX2 and FMA. Every other bound is checked here, before the loads.
+        tile_avx2, "avx2,fma", 8, __m256, _mm256_set1_ps, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_storeu_ps
+    );
+    tile!(
+        /// Output channels `first .. first + OC` at positions `q0 .. q0 + 32`, into `sums[oc][q]`.
+        ///
+        /// # Safety
+        /// The CPU has AVX-512F. Every other bound is checked here, before the loads.
+        tile_avx512, "avx512f", 16, __m512, _mm512_set1_ps, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_storeu_ps
+    );
 }
 
 impl PartialEq for DirectConv {
@@ -337,7 +409,7 @@ impl Op for DirectConv {
 
     fn info(&self) -> TractResult<Vec<String>> {
         let p = self.pads;
-        Ok(vec![format!("{} -> {} channels, 3x3, stride 1, padding {p:?}, tiles of {WIDE} and {NARROW} channels x {Q_TILE}", self.c, self.o)])
+        Ok(vec![format!("{} -> {} channels, 3x3, stride 1, padding {p:?}, tiles of {WIDE} and {NARROW} channels x {} positions", self.c, self.o, Isa::widest().positions())])
     }
 
     op_as_typed_op!();
@@ -421,6 +493,7 @@ mod tests {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
         };
+        // On an AVX-512 machine, the AVX2 tiles too (below).
         // ResNet18's four plane sizes, paddings of 0 and 2 and uneven ones, planes of odd sides,
         // planes narrower than a tile's row, one just large enough for a tile, odd channel
         // counts, output channels that make every mix of tiles (4 and 8: narrow ones only; 12 and
@@ -451,11 +524,24 @@ mod tests {
             let got = out.try_as_plain_ram().unwrap();
             let got = got.as_slice::<f32>().unwrap();
             let len = o * out_h * out_w;
+            let geometry = Geometry::new(h, w, p).unwrap();
             for i in 0..n {
-                let want = reference((c, o, p), h, w, &x[i * c * h * w..][..c * h * w], &wt, &b);
-                for (j, (g, r)) in got[i * len..][..len].iter().zip(&want).enumerate() {
-                    let what = format!("{n}x{c}->{o} {p:?} {h}x{w}: image {i} value {j}");
-                    assert!((g - r).abs() <= 1e-5 * (1.0 + r.abs()), "{what}: {g} against {r}");
+                let image = &x[i * c * h * w..][..c * h * w];
+                let want = reference((c, o, p), h, w, image, &wt, &b);
+                let close = |got: &[f32], isa: &str| {
+                    for (j, (g, r)) in got.iter().zip(&want).enumerate() {
+                        let what = format!("{n}x{c}->{o} {p:?} {h}x{w}, {isa}: image {i} value {j}");
+                        assert!((g - r).abs() <= 1e-5 * (1.0 + r.abs()), "{what}: {g} against {r}");
+                    }
+                };
+                close(&got[i * len..][..len], "the widest tiles");
+                // Each instruction set's tiles where this CPU has it and the output fills one.
+                for isa in [Isa::Avx2, Isa::Avx512] {
+                    if isa.available() && geometry.positions >= isa.positions() {
+                        let mut y = vec![f32::NAN; len];
+                        op.run_on(isa, &geometry, image, &mut y);
+                        close(&y, &format!("{isa:?}"));
+                    }
                 }
             }
         }
