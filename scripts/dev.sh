@@ -140,9 +140,11 @@ for name in "${NAMES[@]}"; do : >"$RUN_DIR/$name.log"; done
 
 # Fails with the process's last log lines if NAME was restarted (it died before the stack was ready).
 check_alive() { # name...
-  local name
+  local name n
   for name in "$@"; do
-    [ "$(cat "$RUN_DIR/$name.restarts" 2>/dev/null || echo 0)" = 0 ] || {
+    # No file (the supervisor has not written it yet) or no number reads as 0 restarts.
+    n=$(cat "$RUN_DIR/$name.restarts" 2>/dev/null || true)
+    [ "${n:-0}" = 0 ] || {
       echo "dev.sh: the $name process exited before the stack was ready; last lines of $RUN_DIR/$name.log:" >&2
       tail -n 20 "$RUN_DIR/$name.log" >&2 || true
       exit 1

@@ -11,7 +11,8 @@
 # Backoff: the first restart waits RESTART_DELAY_MS (500), each next one twice as long, at most
 # RESTART_MAX_DELAY_MS (10000); a run that lasted RESTART_RESET_S (30) seconds resets it.
 # Each restart is logged on stderr ("supervise: NAME exited (status S) after T s; restart N in
-# D s") and counted in --count-file (the number of restarts, rewritten each time).
+# D s") and counted in --count-file (the number of restarts, rewritten each time by a rename,
+# so a reader never sees it empty).
 # --pid-file gets the pid of the running COMMAND (removed when this script ends). --log appends
 # COMMAND's stdout and stderr to FILE (otherwise it shares this script's).
 set -u
@@ -73,8 +74,15 @@ finish() {
     exit 0
 }
 
+# The count is written to a temporary file and renamed over COUNT_FILE: `echo N >FILE` truncates
+# first, and a reader between the truncation and the write would see no number at all.
+write_count() {
+    [ -n "$count_file" ] || return 0
+    echo "$1" >"$count_file.tmp.$$" && mv -f "$count_file.tmp.$$" "$count_file"
+}
+
 restarts=0
-[ -z "$count_file" ] || echo 0 >"$count_file"
+write_count 0
 current=$delay_ms
 while :; do
     [ -z "$stopping" ] || finish
@@ -88,7 +96,7 @@ while :; do
     ran=$((SECONDS - started))
     [ "$ran" -lt "$reset_s" ] || current=$delay_ms
     restarts=$((restarts + 1))
-    [ -z "$count_file" ] || echo "$restarts" >"$count_file"
+    write_count "$restarts"
     log "exited (status $rc) after ${ran}s; restart $restarts in $((current / 1000)).$(printf '%03d' $((current % 1000)))s"
     # Sleep in steps so that a stop signal is acted on within 0.1 s.
     for ((waited = 0; waited < current; waited += 100)); do

@@ -936,6 +936,30 @@ expect "stop succeeds" status_is 0 $?
 expect "no public server left" test ! -d "/proc/$new"
 ok "make run: a killed public model server is restarted by its supervisor (counted, logged, in make status); make stop stops both"
 
+# The restart count is never seen empty (a CI run once failed on it: dev.sh read the parent's
+# count while supervise.sh was writing its first 0, and took "" for a restart). A command that
+# exits at once, restarted without delay, rewrites the file about 400 times a second; the
+# reader here reads it as often. Writing it with `echo N >FILE` gave 146 empty reads of 1022.
+begin
+count=$tmp/race.restarts
+RESTART_DELAY_MS=0 RESTART_MAX_DELAY_MS=0 "$repo/scripts/nitro/supervise.sh" race \
+    --count-file "$count" -- true 2>/dev/null &
+sup=$!
+reads=0 empty=0 end=$((SECONDS + 2))
+while [ $SECONDS -lt $end ]; do
+    [ -f "$count" ] || continue
+    n=$(cat "$count" 2>/dev/null)
+    reads=$((reads + 1))
+    [ -n "$n" ] || empty=$((empty + 1))
+done
+kill -TERM "$sup"; wait "$sup"
+expect "the supervisor stops with exit 0" status_is 0 $?
+expect "the count was rewritten many times (last: $(cat "$count"))" test "$(cat "$count")" -gt 50
+expect "no empty read of the count ($empty of $reads)" test "$empty" = 0 -a "$reads" -gt 50
+expect "no temporary file left" test -z "$(ls "$tmp"/race.restarts.* 2>/dev/null)"
+rm -f "$count"
+ok "supervise.sh: its restart count is replaced whole, never read empty"
+
 # make dist, then what the Auto Scaling group's user data does with it (deploy/aws/nitro-ml.yaml):
 # extract, make install MODEL=$(cat MODEL). Here into a DESTDIR.
 begin
