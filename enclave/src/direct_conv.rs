@@ -59,8 +59,6 @@ pub const NAME: &str = "enclave_direct_conv";
 const WIDE: usize = 6;
 /// Output channels per tile where six do not divide what is left; the rewrite asks `o % 4 == 0`.
 const NARROW: usize = 4;
-/// Output positions per AVX2 tile (two vectors of eight); an AVX-512 tile takes twice as many.
-const Q_TILE: usize = 16;
 /// Floats the last tile may read past the padded planes (for thrown-away columns).
 const SLACK: usize = 8;
 
@@ -69,12 +67,13 @@ pub fn available() -> bool {
     Isa::Avx2.available()
 }
 
-/// The instruction set of a tile: two vectors of sums per output channel.
+/// The instruction set of a tile: two vectors of sums per output channel. Its vector width
+/// ([`Isa::lanes`]) is the one the tile's code and the loop over tiles both take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Isa {
-    /// AVX2 and FMA: 16 positions per tile.
+    /// AVX2 and FMA: vectors of 8 floats, 16 positions per tile.
     Avx2,
-    /// AVX-512F: 32 positions per tile.
+    /// AVX-512F: vectors of 16 floats, 32 positions per tile.
     Avx512,
 }
 
@@ -88,6 +87,8 @@ impl Isa {
         }
     }
 
+    /// Whether this CPU has the instructions of `self`'s tile (AVX-512F tiles also use the
+    /// AVX2 tile for planes under 32 positions, so [`Isa::Avx512`] asks for both).
     fn available(self) -> bool {
         match self {
             Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
@@ -95,12 +96,17 @@ impl Isa {
         }
     }
 
-    /// Output positions per tile.
-    fn positions(self) -> usize {
+    /// Floats per vector.
+    const fn lanes(self) -> usize {
         match self {
-            Isa::Avx2 => Q_TILE,
-            Isa::Avx512 => 2 * Q_TILE,
+            Isa::Avx2 => 8,
+            Isa::Avx512 => 16,
         }
+    }
+
+    /// Output positions per tile: two vectors.
+    const fn positions(self) -> usize {
+        2 * self.lanes()
     }
 }
 
@@ -155,7 +161,7 @@ fn rewrite_conv(_: &(), model: &TypedModel, node: &TypedNode, _name: &str, conv:
     rule_if_some!(shape = fact.shape.as_concrete());
     rule_if!(fact.datum_type == f32::datum_type() && shape.len() == 4);
     let (c, o, h, w) = (shape[1], spec.output_channels, shape[2], shape[3]);
-    rule_if!(c == spec.input_channels && c > 0 && o % NARROW == 0);
+    rule_if!(c == spec.input_channels && c > 0 && o.is_multiple_of(NARROW));
     rule_if!(Geometry::new(h, w, pads).is_some());
     rule_if_some!(kernel = model.outlet_fact(node.inputs[1])?.konst.clone());
     rule_if_some!(bias = model.outlet_fact(node.inputs[2])?.konst.clone());
@@ -198,7 +204,7 @@ impl Geometry {
         let (out_h, out_w) = (padded_h - 2, padded_w - 2);
         let taps = std::array::from_fn(|t| (t / 3) * padded_w + t % 3);
         let (pad_top, pad_left, positions) = (pads[0], pads[1], out_h * padded_w);
-        if positions < Q_TILE {
+        if positions < Isa::Avx2.positions() {
             return None;
         }
         Some(Geometry { h, w, pad_top, pad_left, padded_h, padded_w, out_h, out_w, positions, taps })
@@ -242,16 +248,17 @@ pub struct DirectConv {
     bias: Arc<Vec<f32>>,
 }
 
-/// The tile, once per instruction set: `$lanes` floats per vector `$v`, and that instruction
-/// set's broadcast, unaligned load, fused multiply-add and unaligned store. Two vectors of sums
-/// per output channel, `2 * $lanes` positions.
+/// The tile, once per instruction set `$isa`: its vector `$v` of [`Isa::lanes`] floats, and its
+/// broadcast, unaligned load, fused multiply-add and unaligned store. Two vectors of sums per
+/// output channel, [`Isa::positions`] positions.
 macro_rules! tile {
-    ($(#[$doc:meta])* $name:ident, $feature:literal, $lanes:literal, $v:ident, $set1:ident, $load:ident, $fma:ident, $store:ident) => {
+    ($(#[$doc:meta])* $name:ident, $isa:expr, $feature:literal, $v:ident, $set1:ident, $load:ident, $fma:ident, $store:ident) => {
         $(#[$doc])*
         #[target_feature(enable = $feature)]
         unsafe fn $name<const OC: usize>(&self, padded: &[f32], sums: &mut [f32], first: usize, q0: usize, g: &Geometry) {
             use std::arch::x86_64::*;
-            const Q: usize = 2 * $lanes;
+            const LANES: usize = $isa.lanes();
+            const Q: usize = $isa.positions();
             let terms = self.c * 9;
             let furthest_tap = g.taps[8]; // (2, 2): the taps are row-major
             assert!((self.c - 1) * g.channel_len() + furthest_tap + q0 + Q <= padded.len());
@@ -272,7 +279,7 @@ macro_rules! tile {
                     let base = padded.as_ptr().add(ci * g.channel_len() + q0);
                     for &off in &g.taps {
                         let x0 = $load(base.add(off));
-                        let x1 = $load(base.add(off + $lanes));
+                        let x1 = $load(base.add(off + LANES));
                         for a in acc.iter_mut() {
                             let wv = $set1(*weight);
                             a[0] = $fma(wv, x0, a[0]);
@@ -284,7 +291,7 @@ macro_rules! tile {
                 for (j, a) in acc.iter().enumerate() {
                     let row = sums.as_mut_ptr().add((first + j) * g.positions + q0);
                     $store(row, a[0]);
-                    $store(row.add($lanes), a[1]);
+                    $store(row.add(LANES), a[1]);
                 }
             }
         }
@@ -294,7 +301,7 @@ macro_rules! tile {
 impl DirectConv {
     /// From weights `[o][c][3][3]` and a bias of `o` values (or one for all).
     pub fn new(c: usize, o: usize, pads: [usize; 4], weights: &[f32], bias: &[f32]) -> DirectConv {
-        assert!(o % NARROW == 0);
+        assert!(o.is_multiple_of(NARROW));
         assert!(weights.len() == o * c * 9 && (bias.len() == 1 || bias.len() == o));
         // Six wide, and what that leaves (4, or 8 = 6 + 2) four wide.
         let narrow = match o % WIDE {
@@ -380,14 +387,14 @@ impl DirectConv {
         ///
         /// # Safety
         /// The CPU has AVX2 and FMA. Every other bound is checked here, before the loads.
-        tile_avx2, "avx2,fma", 8, __m256, _mm256_set1_ps, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_storeu_ps
+        tile_avx2, Isa::Avx2, "avx2,fma", __m256, _mm256_set1_ps, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_storeu_ps
     );
     tile!(
         /// Output channels `first .. first + OC` at positions `q0 .. q0 + 32`, into `sums[oc][q]`.
         ///
         /// # Safety
         /// The CPU has AVX-512F. Every other bound is checked here, before the loads.
-        tile_avx512, "avx512f", 16, __m512, _mm512_set1_ps, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_storeu_ps
+        tile_avx512, Isa::Avx512, "avx512f", __m512, _mm512_set1_ps, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_storeu_ps
     );
 }
 
@@ -409,7 +416,12 @@ impl Op for DirectConv {
 
     fn info(&self) -> TractResult<Vec<String>> {
         let p = self.pads;
-        Ok(vec![format!("{} -> {} channels, 3x3, stride 1, padding {p:?}, tiles of {WIDE} and {NARROW} channels x {} positions", self.c, self.o, Isa::widest().positions())])
+        // The widest tile, and the narrower one where a plane's output is too small for it.
+        let positions = match Isa::widest() {
+            Isa::Avx512 => format!("{} positions ({} under {0})", Isa::Avx512.positions(), Isa::Avx2.positions()),
+            Isa::Avx2 => format!("{} positions", Isa::Avx2.positions()),
+        };
+        Ok(vec![format!("{} -> {} channels, 3x3, stride 1, padding {p:?}, tiles of {WIDE} and {NARROW} channels x {positions}", self.c, self.o)])
     }
 
     op_as_typed_op!();
