@@ -11,9 +11,9 @@
 # Backoff: the first restart waits RESTART_DELAY_MS (500), each next one twice as long, at most
 # RESTART_MAX_DELAY_MS (10000); a run that lasted RESTART_RESET_S (30) seconds resets it.
 # Each restart is logged on stderr ("supervise: NAME exited (status S) after T s; restart N in
-# D s") and counted in --count-file (the number of restarts, rewritten each time by a rename,
-# so a reader never sees it empty).
-# --pid-file gets the pid of the running COMMAND (removed when this script ends). --log appends
+# D s") and counted in --count-file (the number of restarts, rewritten each time).
+# --pid-file gets the pid of the running COMMAND (removed when this script ends). Both files are
+# replaced by a rename, so a reader never sees one empty. --log appends
 # COMMAND's stdout and stderr to FILE (otherwise it shares this script's).
 set -u
 
@@ -74,12 +74,13 @@ finish() {
     exit 0
 }
 
-# The count is written to a temporary file and renamed over COUNT_FILE: `echo N >FILE` truncates
+# FILE (if named) gets VALUE through a temporary file renamed over it: `echo N >FILE` truncates
 # first, and a reader between the truncation and the write would see no number at all.
-write_count() {
-    [ -n "$count_file" ] || return 0
-    echo "$1" >"$count_file.tmp.$$" && mv -f "$count_file.tmp.$$" "$count_file"
+replace_file() { # FILE VALUE
+    [ -n "$1" ] || return 0
+    echo "$2" >"$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"
 }
+write_count() { replace_file "$count_file" "$1"; }
 
 restarts=0
 write_count 0
@@ -89,7 +90,7 @@ while :; do
     started=$SECONDS
     if [ -n "$log_file" ]; then "$@" >>"$log_file" 2>&1 & else "$@" & fi
     child=$!
-    [ -z "$pid_file" ] || echo "$child" >"$pid_file"
+    replace_file "$pid_file" "$child"
     [ -z "$stopping" ] || kill -TERM "$child" 2>/dev/null   # a signal that came during the fork
     wait_child
     [ -z "$stopping" ] || finish
