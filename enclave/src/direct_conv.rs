@@ -87,8 +87,8 @@ impl Isa {
         }
     }
 
-    /// Whether this CPU has the instructions of `self`'s tile (AVX-512F tiles also use the
-    /// AVX2 tile for planes under 32 positions, so [`Isa::Avx512`] asks for both).
+    /// Whether this CPU has the instructions of `self`'s tile. An AVX-512F machine runs planes
+    /// under 32 positions on the AVX2 tile, so [`Isa::Avx512`] asks for AVX2 and FMA too.
     fn available(self) -> bool {
         match self {
             Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
