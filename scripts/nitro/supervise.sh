@@ -80,10 +80,9 @@ replace_file() { # FILE VALUE
     [ -n "$1" ] || return 0
     echo "$2" >"$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"
 }
-write_count() { replace_file "$count_file" "$1"; }
 
 restarts=0
-write_count 0
+replace_file "$count_file" 0
 current=$delay_ms
 while :; do
     [ -z "$stopping" ] || finish
@@ -97,7 +96,7 @@ while :; do
     ran=$((SECONDS - started))
     [ "$ran" -lt "$reset_s" ] || current=$delay_ms
     restarts=$((restarts + 1))
-    write_count "$restarts"
+    replace_file "$count_file" "$restarts"
     log "exited (status $rc) after ${ran}s; restart $restarts in $((current / 1000)).$(printf '%03d' $((current % 1000)))s"
     # Sleep in steps so that a stop signal is acted on within 0.1 s.
     for ((waited = 0; waited < current; waited += 100)); do
