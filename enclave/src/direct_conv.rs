@@ -38,6 +38,14 @@
 //! (three in ResNet18, and the first of both models) stay on tract's im2col:
 //! a version of this op for them, on phase planes, ran them slower than tract
 //! did (BENCHMARKS.md, "Engine levers").
+//!
+//! The same transform folds the ReLU after such a convolution into it, and
+//! the sum before that ReLU where its other term has the output's shape (a
+//! residual block: `relu(conv(x) + r)`), when nothing else reads the
+//! convolution's output or the sum ([`fold_relu`]): the op adds and clamps
+//! while it copies its sums out, where tract would run one or two more passes
+//! over the output (ResNet18's thirteen: 0.5 ms of 24-25 on a Zen 5,
+//! BENCHMARKS.md, "Engine levers").
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(unsafe_code)] // reason: the tile's raw-pointer loads and stores, bounds checked before each tile
@@ -46,7 +54,9 @@ use std::cell::RefCell;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
+use tract_onnx::tract_core::ops::math::Add;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_core::transform::{ModelTransform, ModelTransformFactory};
 
@@ -132,7 +142,10 @@ impl ModelTransform for DirectConvTransform {
         if !available() {
             return Ok(());
         }
-        Rewriter::<()>::default().with_rule_for(NAME, rewrite_conv).rewrite(&(), model)
+        Rewriter::<()>::default()
+            .with_rule_for(NAME, rewrite_conv)
+            .with_rule_for("enclave_direct_conv_relu", fold_relu)
+            .rewrite(&(), model)
     }
 }
 
@@ -170,6 +183,39 @@ fn rewrite_conv(_: &(), model: &TypedModel, node: &TypedNode, _name: &str, conv:
     let (kernel, bias) = (kernel.try_as_plain_ram()?, bias.try_as_plain_ram()?);
     let op = DirectConv::new(c, o, pads, kernel.as_slice::<f32>()?, bias.as_slice::<f32>()?);
     Ok(Some(TypedModelPatch::replace_single_op(model, node, &node.inputs[..1], op)?))
+}
+
+/// A ReLU after a [`DirectConv`], `relu(conv(x))`, or after its sum with a tensor of its own
+/// shape, `relu(conv(x) + r)` (a residual network's block), into the [`DirectConv`]: it adds `r`
+/// and clamps in the copy out of its sums, where tract would run one or two passes of their own
+/// over the output. Only where the convolution's output and the sum are read by nothing else.
+fn fold_relu(_: &(), model: &TypedModel, node: &TypedNode, _name: &str, _: &TypedBinOp) -> TractResult<Option<TypedModelPatch>> {
+    use crate::model::{read_only_by, relu_input};
+    rule_if_some!(before = relu_input(model, node));
+    let is_open_conv = |o: &OutletId, reader: usize| {
+        model.node(o.node).op_as::<DirectConv>().is_some_and(|c| c.then == Then::Sums) && read_only_by(model, *o, reader)
+    };
+    let (conv, residual) = if is_open_conv(&before, node.id) {
+        (before, None)
+    } else {
+        let add = model.node(before.node);
+        rule_if!(add.op_as::<TypedBinOp>().is_some_and(|op| op.0.is::<Add>()) && add.inputs.len() == 2);
+        rule_if!(read_only_by(model, before, node.id));
+        rule_if_some!(i = (0..2).find(|&i| is_open_conv(&add.inputs[i], add.id)));
+        let (conv, residual) = (add.inputs[i], add.inputs[1 - i]);
+        let (c, r) = (model.outlet_fact(conv)?, model.outlet_fact(residual)?);
+        rule_if!(r.datum_type == f32::datum_type() && r.shape == c.shape && add.outputs[0].fact.shape == c.shape);
+        (conv, Some(residual))
+    };
+    let conv_node = model.node(conv.node);
+    rule_if_some!(op = conv_node.op_as::<DirectConv>());
+    let then = if residual.is_some() { Then::AddRelu } else { Then::Relu };
+    let op = DirectConv { then, ..op.clone() };
+    let mut patch = TypedModelPatch::default();
+    let inputs = patch.taps(model, std::iter::once(&conv_node.inputs[0]).chain(&residual))?;
+    let fused = patch.wire_node(&conv_node.name, op, &inputs)?;
+    patch.shunt_outside(model, node.id.into(), fused[0])?;
+    Ok(Some(patch))
 }
 
 /// Where one image's padded planes sit in the scratch buffer.
@@ -246,6 +292,26 @@ pub struct DirectConv {
     /// reads them.
     weights: Arc<Vec<f32>>,
     bias: Arc<Vec<f32>>,
+    then: Then,
+}
+
+/// What [`DirectConv`] does with its sums on their way out: the ReLU after it, and the sum
+/// before that ReLU, folded in ([`fold_relu`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// The sums as they are: the convolution alone.
+    Sums,
+    /// Negative sums to zero.
+    Relu,
+    /// A second input, the residual, of the output's shape, added; then negative sums to zero.
+    AddRelu,
+}
+
+impl Then {
+    /// The op's inputs: the image, and the residual for [`Then::AddRelu`].
+    fn inputs(self) -> usize {
+        1 + (self == Then::AddRelu) as usize
+    }
 }
 
 /// The tile, once per instruction set `$isa`: its vector `$v` of [`Isa::lanes`] floats, and its
@@ -325,24 +391,25 @@ impl DirectConv {
             }
         }
         let bias = (0..o).map(|i| bias[if bias.len() == 1 { 0 } else { i }]).collect();
-        DirectConv { c, o, pads, tiles, weights: Arc::new(packed), bias: Arc::new(bias) }
+        DirectConv { c, o, pads, tiles, weights: Arc::new(packed), bias: Arc::new(bias), then: Then::Sums }
     }
 
-    /// One image: `input` `[c][h][w]`, `output` `[o][out_h][out_w]` of `g`, on the widest tiles
-    /// this machine has and the output fills.
-    fn run(&self, g: &Geometry, input: &[f32], output: &mut [f32]) {
+    /// One image: `input` `[c][h][w]`, `output` (and `residual`, given one) `[o][out_h][out_w]`
+    /// of `g`, on the widest tiles this machine has and the output fills.
+    fn run(&self, g: &Geometry, input: &[f32], residual: Option<&[f32]>, output: &mut [f32]) {
         let isa = match Isa::widest() {
             Isa::Avx512 if g.positions >= Isa::Avx512.positions() => Isa::Avx512,
             _ => Isa::Avx2,
         };
-        self.run_on(isa, g, input, output)
+        self.run_on(isa, g, input, residual, output)
     }
 
     /// [`DirectConv::run`] on tiles of `isa`.
-    fn run_on(&self, isa: Isa, g: &Geometry, input: &[f32], output: &mut [f32]) {
+    fn run_on(&self, isa: Isa, g: &Geometry, input: &[f32], residual: Option<&[f32]>, output: &mut [f32]) {
         let q_tile = isa.positions();
         assert!(isa.available() && g.positions >= q_tile);
         assert!(input.len() == self.c * g.h * g.w && output.len() == self.o * g.out_h * g.out_w);
+        assert!(residual.is_some() == (self.then == Then::AddRelu) && residual.is_none_or(|r| r.len() == output.len()));
         thread_local! {
             static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
         }
@@ -374,9 +441,21 @@ impl DirectConv {
                     }
                 }
             }
+            // Each row of sums, its thrown-away columns left behind, and what follows the sums. A
+            // select rather than `f32::max` for the ReLU: the same answer here, NaN included, in
+            // one instruction.
+            let relu = |v: f32| if v > 0.0 { v } else { 0.0 };
             for (oc, out) in output.chunks_exact_mut(g.out_h * g.out_w).enumerate() {
                 for (y, row) in out.chunks_exact_mut(g.out_w).enumerate() {
-                    row.copy_from_slice(&sums[oc * g.positions + y * g.padded_w..][..g.out_w]);
+                    let sums = &sums[oc * g.positions + y * g.padded_w..][..g.out_w];
+                    match (self.then, residual) {
+                        (Then::Relu, _) => row.iter_mut().zip(sums).for_each(|(v, &s)| *v = relu(s)),
+                        (Then::AddRelu, Some(residual)) => {
+                            let residual = &residual[(oc * g.out_h + y) * g.out_w..][..g.out_w];
+                            row.iter_mut().zip(sums).zip(residual).for_each(|((v, &s), &r)| *v = relu(s + r));
+                        }
+                        _ => row.copy_from_slice(sums),
+                    }
                 }
             }
         })
@@ -404,6 +483,7 @@ impl PartialEq for DirectConv {
             && self.tiles == other.tiles
             && Arc::ptr_eq(&self.weights, &other.weights)
             && Arc::ptr_eq(&self.bias, &other.bias)
+            && self.then == other.then
     }
 }
 
@@ -421,7 +501,15 @@ impl Op for DirectConv {
             Isa::Avx512 => format!("{} positions ({} under {0})", Isa::Avx512.positions(), Isa::Avx2.positions()),
             Isa::Avx2 => format!("{} positions", Isa::Avx2.positions()),
         };
-        Ok(vec![format!("{} -> {} channels, 3x3, stride 1, padding {p:?}, tiles of {WIDE} and {NARROW} channels x {positions}", self.c, self.o)])
+        let then = match self.then {
+            Then::Sums => "",
+            Then::Relu => ", then ReLU",
+            Then::AddRelu => ", then + residual and ReLU",
+        };
+        Ok(vec![format!(
+            "{} -> {} channels, 3x3, stride 1, padding {p:?}, tiles of {WIDE} and {NARROW} channels x {positions}{then}",
+            self.c, self.o
+        )])
     }
 
     op_as_typed_op!();
@@ -431,16 +519,23 @@ impl EvalOp for DirectConv {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
+        ensure!(inputs.len() == self.then.inputs(), "DirectConv given {} inputs", inputs.len());
+        let input = &inputs[0];
         let &[n, c, h, w] = input.shape() else { bail!("DirectConv wants [n, c, h, w], got {:?}", input.shape()) };
         ensure!(c == self.c, "DirectConv of {} channels given {c}", self.c);
         let Some(g) = Geometry::new(h, w, self.pads) else { bail!("DirectConv given planes of {h} x {w}, under a tile") };
         let mut output = Tensor::zero::<f32>(&[n, self.o, g.out_h, g.out_w])?;
+        if let Some(r) = inputs.get(1) {
+            ensure!(r.shape() == output.shape(), "DirectConv's residual is {:?}, its output {:?}", r.shape(), output.shape());
+        }
         let x = input.try_as_plain_ram()?;
+        let r = inputs.get(1).map(|r| r.try_as_plain_ram()).transpose()?;
+        let r = r.as_ref().map(|r| r.as_slice::<f32>()).transpose()?;
         let mut y = output.try_as_plain_ram_mut()?;
         let (x, y) = (x.as_slice::<f32>()?, y.as_slice_mut::<f32>()?);
-        for (xi, yi) in x.chunks_exact(c * h * w).zip(y.chunks_exact_mut(self.o * g.out_h * g.out_w)) {
-            self.run(&g, xi, yi);
+        let image = self.o * g.out_h * g.out_w;
+        for (i, (xi, yi)) in x.chunks_exact(c * h * w).zip(y.chunks_exact_mut(image)).enumerate() {
+            self.run(&g, xi, r.map(|r| &r[i * image..][..image]), yi);
         }
         Ok(tvec!(output.into_tvalue()))
     }
@@ -452,7 +547,12 @@ impl TypedOp for DirectConv {
         ensure!(shape.rank() == 4 && shape[1] == self.c.to_dim());
         let (h, w) = (shape[2].to_usize()?, shape[3].to_usize()?);
         let Some(g) = Geometry::new(h, w, self.pads) else { bail!("DirectConv given planes of {h} x {w}, under a tile") };
-        Ok(tvec!(f32::fact([shape[0].clone(), self.o.to_dim(), g.out_h.to_dim(), g.out_w.to_dim()])))
+        let output = f32::fact([shape[0].clone(), self.o.to_dim(), g.out_h.to_dim(), g.out_w.to_dim()]);
+        ensure!(inputs.len() == self.then.inputs());
+        if let Some(r) = inputs.get(1) {
+            ensure!(r.datum_type == f32::datum_type() && r.shape == output.shape, "DirectConv's residual is {r:?}, its output {output:?}");
+        }
+        Ok(tvec!(output))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -530,7 +630,7 @@ mod tests {
             let b: Vec<f32> = (0..o).map(|_| next()).collect();
             let op = DirectConv::new(c, o, p, &wt, &b);
             let input = Tensor::from_shape(&[n, c, h, w], &x).unwrap();
-            let out = op.eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue())).unwrap().remove(0);
+            let out = op.eval(&EvalContext::out_of_plan(), tvec!(input.clone().into_tvalue())).unwrap().remove(0);
             let (out_h, out_w) = (h + p[0] + p[2] - 2, w + p[1] + p[3] - 2);
             assert_eq!(out.shape(), [n, o, out_h, out_w]);
             let got = out.try_as_plain_ram().unwrap();
@@ -551,9 +651,29 @@ mod tests {
                 for isa in [Isa::Avx2, Isa::Avx512] {
                     if isa.available() && geometry.positions >= isa.positions() {
                         let mut y = vec![f32::NAN; len];
-                        op.run_on(isa, &geometry, image, &mut y);
+                        op.run_on(isa, &geometry, image, None, &mut y);
                         close(&y, &format!("{isa:?}"));
                     }
+                }
+            }
+            // The folded ReLU, alone and after a residual: the same sums, then + r, then clamped.
+            let r: Vec<f32> = (0..n * len).map(|_| next()).collect();
+            for residual in [false, true] {
+                let fused = DirectConv { then: if residual { Then::AddRelu } else { Then::Relu }, ..op.clone() };
+                let mut inputs = tvec!(input.clone().into_tvalue());
+                if residual {
+                    inputs.push(Tensor::from_shape(&[n, o, out_h, out_w], &r).unwrap().into_tvalue());
+                }
+                let out = fused.eval(&EvalContext::out_of_plan(), inputs).unwrap().remove(0);
+                let out = out.try_as_plain_ram().unwrap();
+                for (j, (f, plain)) in out.as_slice::<f32>().unwrap().iter().zip(got).enumerate() {
+                    let want = (plain + if residual { r[j] } else { 0.0 }).max(0.0);
+                    assert!(*f == want, "{n}x{c}->{o} {p:?} {h}x{w}, residual {residual}: value {j} is {f}, not {want}");
+                }
+                // A residual of another shape is refused.
+                if residual {
+                    let wrong = Tensor::zero::<f32>(&[n, o, out_h, out_w + 1]).unwrap().into_tvalue();
+                    assert!(fused.eval(&EvalContext::out_of_plan(), tvec!(input.clone().into_tvalue(), wrong)).is_err());
                 }
             }
         }
@@ -616,6 +736,94 @@ mod tests {
         for (name, _, taken) in cases {
             let node = model.nodes().iter().find(|n| n.name == name).unwrap();
             assert_eq!(node.op().name() == "DirectConv", taken, "{name}: {}", node.op().name());
+        }
+    }
+
+    #[test]
+    fn the_transform_folds_a_relu_where_nothing_else_reads_what_it_clamps() {
+        if !available() {
+            return;
+        }
+        use tract_onnx::tract_core::ops::cnn::PoolSpec;
+        use tract_onnx::tract_core::ops::math::{add, max};
+        let mut seed = 5u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
+        };
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, 8, 12, 12])).unwrap();
+        let mut constant = |model: &mut TypedModel, name: &str, shape: &[usize], value: Option<f32>| {
+            let values: Vec<f32> = (0..shape.iter().product()).map(|_| value.unwrap_or_else(&mut next)).collect();
+            model.add_const(name, Tensor::from_shape(shape, &values).unwrap()).unwrap()
+        };
+        let zero = constant(&mut model, "zero", &[1, 1, 1, 1], Some(0.0));
+        let half = constant(&mut model, "half", &[1, 1, 1, 1], Some(0.5));
+        let per_channel = constant(&mut model, "per_channel", &[1, 8, 1, 1], None);
+        let mut conv = |model: &mut TypedModel, name: &str, input: OutletId| {
+            let op = Conv {
+                pool_spec: PoolSpec {
+                    data_format: DataFormat::NCHW,
+                    kernel_shape: tvec!(3, 3),
+                    padding: PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1)),
+                    dilations: None,
+                    strides: None,
+                    input_channels: 8,
+                    output_channels: 8,
+                },
+                kernel_fmt: KernelFormat::OIHW,
+                group: 1,
+                q_params: None,
+            };
+            let wt = constant(model, &format!("{name}.k"), &[8, 8, 3, 3], None);
+            let b = constant(model, &format!("{name}.b"), &[8], None);
+            model.wire_node(name, op, &[input, wt, b]).unwrap()[0]
+        };
+        let wire = |model: &mut TypedModel, name: &str, op: TypedBinOp, inputs: [OutletId; 2]| model.wire_node(name, op, &inputs).unwrap()[0];
+        // Folded: relu(conv), and relu(conv + r) with `r` of the output's shape.
+        let a = conv(&mut model, "a", x);
+        let a = wire(&mut model, "a.relu", max(), [a, zero]);
+        let b = conv(&mut model, "b", a);
+        let b = wire(&mut model, "b.add", add(), [x, b]);
+        let b = wire(&mut model, "b.relu", max(), [zero, b]);
+        // Left alone: a maximum with 0.5, a convolution that is an output too, and a sum that
+        // broadcasts.
+        let c = conv(&mut model, "c", b);
+        let c = wire(&mut model, "c.max", max(), [c, half]);
+        let d = conv(&mut model, "d", b);
+        let d_relu = wire(&mut model, "d.relu", max(), [d, zero]);
+        let e = conv(&mut model, "e", b);
+        let e = wire(&mut model, "e.add", add(), [e, per_channel]);
+        let e = wire(&mut model, "e.relu", max(), [e, zero]);
+        model.select_output_outlets(&[c, d, d_relu, e]).unwrap();
+
+        let values: Vec<f32> = (0..8 * 12 * 12).map(|_| 4.0 * next()).collect();
+        let run = |model: &TypedModel| {
+            let input = Tensor::from_shape(&[1, 8, 12, 12], &values).unwrap();
+            let out = model.clone().into_runnable().unwrap().run(tvec!(input.into_tvalue())).unwrap();
+            out.iter().map(|t| t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec()).collect::<Vec<_>>()
+        };
+        let want = run(&model);
+        DirectConvTransform.transform(&mut model).unwrap();
+        let info = |name: &str| {
+            let node = model.nodes().iter().find(|n| n.name == name).unwrap();
+            assert_eq!(node.op().name(), "DirectConv", "{name}");
+            node.op().info().unwrap()[0].clone()
+        };
+        assert!(info("a").ends_with(", then ReLU"), "{}", info("a"));
+        assert!(info("b").ends_with(", then + residual and ReLU"), "{}", info("b"));
+        for name in ["c", "d", "e"] {
+            assert!(!info(name).contains("then"), "{name}: {}", info(name));
+        }
+        let ops = |name: &str| model.nodes().iter().filter(|n| n.op().name() == name).count();
+        assert_eq!((ops("Max"), ops("Add")), (3, 1), "the three maxima and the sum left alone, no other");
+        let got = run(&model);
+        // Not a vacuous check: a ReLU's output holds zeros and values above.
+        assert!(want[2].contains(&0.0) && want[2].iter().any(|&v| v > 0.0));
+        for (output, (got, want)) in got.iter().zip(&want).enumerate() {
+            for (j, (g, w)) in got.iter().zip(want).enumerate() {
+                assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "output {output} value {j}: {g} against {w}");
+            }
         }
     }
 }

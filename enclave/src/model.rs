@@ -22,6 +22,8 @@ use sha2::{Digest, Sha256};
 use shared::frame::{ClassScore, ModelInfo};
 use shared::limits::{MAX_LABELS, MAX_STRING_LEN};
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::math::Max;
 use tract_onnx::tract_hir::internal::DimLike;
 
 use crate::config::{read_small, Config};
@@ -85,6 +87,34 @@ pub fn plan(bytes: &[u8], size: usize, transforms: &[&str], knobs: &[(&str, &str
         }
         typed.into_optimized().map_err(load)?.into_runnable().map_err(load)
     })
+}
+
+/// The data input of `node` when it is a ReLU as tract's ONNX importer writes one: `Max` of the
+/// data and a constant of zeros that only broadcasts (all its dimensions 1), f32. For the
+/// transforms that fold a ReLU into the op beside it ([`crate::direct_conv`], [`crate::max_pool`]).
+pub(crate) fn relu_input(model: &TypedModel, node: &TypedNode) -> Option<OutletId> {
+    let op = node.op_as::<TypedBinOp>()?;
+    if !op.0.is::<Max>() || node.inputs.len() != 2 {
+        return None;
+    }
+    let zeros = |o: &OutletId| {
+        let k = model.outlet_fact(*o).ok().and_then(|f| f.konst.clone());
+        k.is_some_and(|k| k.datum_type() == f32::datum_type() && k.shape().iter().all(|&d| d == 1) && k.is_all_zero().unwrap_or(false))
+    };
+    let data = match (zeros(&node.inputs[0]), zeros(&node.inputs[1])) {
+        (false, true) => node.inputs[0],
+        (true, false) => node.inputs[1],
+        _ => return None,
+    };
+    let fact = model.outlet_fact(data).ok()?;
+    (fact.datum_type == f32::datum_type() && node.outputs[0].fact.shape == fact.shape).then_some(data)
+}
+
+/// Whether `node` alone reads `outlet`: no second node does, and it is not a model output. Then
+/// the op that computes `outlet` can take `node`'s work over.
+pub(crate) fn read_only_by(model: &TypedModel, outlet: OutletId, node: usize) -> bool {
+    let readers = model.outlet_successors(outlet);
+    readers.len() == 1 && readers[0].node == node && !model.outputs.contains(&outlet)
 }
 
 /// Largest model file we load: 2 GiB is ONNX's own protobuf limit.
