@@ -21,6 +21,12 @@
 //! `max_pool::tests` checks it against tract's op on padded, uneven, strided
 //! and ceiling-mode windows, and `enclave/tests/plan.rs` checks the served
 //! plan against tract's default plan on every model.
+//!
+//! A ReLU that only the pool reads (ResNet18's stem: convolution, ReLU, max
+//! pool) is folded in: the pool of `relu(x)` is the pool of `x` started from
+//! zero instead of minus infinity, wherever every window holds at least one
+//! of the plane's values. That costs the pool nothing, where tract's ReLU is
+//! a pass of its own over the four times larger plane before it.
 
 use std::cell::RefCell;
 
@@ -67,8 +73,14 @@ fn rewrite_max_pool(_: &(), model: &TypedModel, node: &TypedNode, _name: &str, p
     rule_if!(spec.strides().iter().all(|&s| s > 0));
     let fact = model.outlet_fact(node.inputs[0])?;
     rule_if!(fact.datum_type == f32::datum_type() && fact.rank() == 4);
-    let op = MaxPool2d { spec: spec.clone() };
-    Ok(Some(TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?))
+    // A ReLU that only this pool reads is folded in: relu(x) is never below zero, so pooling it
+    // is pooling `x` from zero instead of minus infinity, where every window holds a value.
+    let relu = crate::model::relu_input(model, model.node(node.inputs[0].node)).filter(|_| {
+        let meet = fact.shape.as_concrete().is_some_and(|s| Windows::new(spec, s[2], s[3]).every_window_meets_the_plane());
+        meet && crate::model::read_only_by(model, node.inputs[0], node.id)
+    });
+    let op = MaxPool2d { spec: spec.clone(), relu: relu.is_some() };
+    Ok(Some(TypedModelPatch::replace_single_op(model, node, &[relu.unwrap_or(node.inputs[0])], op)?))
 }
 
 /// One plane's pooling: sizes, window, where the windows start, and the row the vertical
@@ -102,10 +114,19 @@ impl Windows {
         Windows { h, w, kernel, strides, pad_top, pad_left, out_h, out_w, row_len, phase_len }
     }
 
-    /// One plane `[h][w]` into `out` `[out_h][out_w]`. `row` is `row_len` long and `phases`
-    /// `strides[1] * phase_len`, and both hold minus infinity (which padding is to a maximum)
-    /// where the plane's columns do not land.
-    fn pool(&self, plane: &[f32], out: &mut [f32], row: &mut [f32], phases: &mut [f32]) {
+    /// Whether every window holds at least one of the plane's values, none padding alone: the
+    /// first window ends past the padding before the plane, the last starts before its end (on
+    /// both axes; the windows in between start in order).
+    fn every_window_meets_the_plane(&self) -> bool {
+        let axis = |size: usize, out: usize, pad: usize, k: usize, s: usize| out > 0 && k > pad && (out - 1) * s < size + pad;
+        axis(self.h, self.out_h, self.pad_top, self.kernel[0], self.strides[0])
+            && axis(self.w, self.out_w, self.pad_left, self.kernel[1], self.strides[1])
+    }
+
+    /// One plane `[h][w]` into `out` `[out_h][out_w]`, each output the maximum of `floor` and
+    /// its window. `row` is `row_len` long and `phases` `strides[1] * phase_len`, and both hold
+    /// minus infinity (which padding is to a maximum) where the plane's columns do not land.
+    fn pool(&self, plane: &[f32], out: &mut [f32], row: &mut [f32], phases: &mut [f32], floor: f32) {
         // A select, not `f32::max`: the same answer here (a maximum that starts at minus
         // infinity is never NaN) in one vector instruction. (A conditional store would not be
         // vectorised at all.)
@@ -130,7 +151,7 @@ impl Windows {
             }
             // Output `ox`'s window column `j` is padded column `ox * stride + j`: phase
             // `j % stride`, at `ox + j / stride`.
-            out_row.fill(f32::NEG_INFINITY);
+            out_row.fill(floor);
             for j in 0..self.kernel[1] {
                 let column = &phases[(j % stride) * self.phase_len + j / stride..][..self.out_w];
                 for (o, &v) in out_row.iter_mut().zip(column) {
@@ -146,6 +167,8 @@ impl Windows {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaxPool2d {
     spec: PoolSpec,
+    /// Pools from zero: the pool of a ReLU's output, the ReLU folded in ([`rewrite_max_pool`]).
+    relu: bool,
 }
 
 impl Op for MaxPool2d {
@@ -154,7 +177,11 @@ impl Op for MaxPool2d {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(self.spec.info())
+        let mut info = self.spec.info();
+        if self.relu {
+            info.push("of the ReLU before it, folded in".into());
+        }
+        Ok(info)
     }
 
     op_as_typed_op!();
@@ -184,7 +211,7 @@ impl EvalOp for MaxPool2d {
             phases.clear();
             phases.resize(g.strides[1] * g.phase_len, f32::NEG_INFINITY);
             for (plane, out) in x.chunks_exact(h * w).zip(y.chunks_exact_mut(g.out_h * g.out_w)) {
-                g.pool(plane, out, row, phases);
+                g.pool(plane, out, row, phases, if self.relu { 0.0 } else { f32::NEG_INFINITY });
             }
         });
         Ok(tvec!(output.into_tvalue()))
@@ -229,6 +256,7 @@ mod tests {
         // ResNet18's pool, windows that do not tile the plane, uneven and wide padding, ceiling
         // mode (windows past the padding), tract's SAME rule, windows wider than strides and
         // strides wider than windows, one-row planes, several images.
+        let mut folded = 0;
         for (n, c, h, w, k, s, padding) in [
             (1, 4, 112, 112, [3, 3], [2, 2], pads(1, 1, 1, 1)),
             (1, 3, 13, 11, [3, 3], [2, 2], pads(1, 1, 1, 1)),
@@ -244,16 +272,43 @@ mod tests {
             let spec = spec(c, k, s, padding);
             let x: Vec<f32> = (0..n * c * h * w).map(|_| next()).collect();
             let input = || tvec!(Tensor::from_shape(&[n, c, h, w], &x).unwrap().into_tvalue());
-            let ours = MaxPool2d { spec: spec.clone() }.eval(&EvalContext::out_of_plan(), input()).unwrap().remove(0);
+            let ours = MaxPool2d { spec: spec.clone(), relu: false }.eval(&EvalContext::out_of_plan(), input()).unwrap().remove(0);
             let tracts = MaxPool { pool_spec: spec.clone(), with_index_outputs: None };
             let want = tracts.eval(&EvalContext::out_of_plan(), input()).unwrap().remove(0);
             let what = format!("{n}x{c}x{h}x{w}, {k:?} by {s:?}, {:?}", spec.padding);
+
             assert_eq!(ours.shape(), want.shape(), "{what}");
-            let facts = MaxPool2d { spec }.output_facts(&[&f32::fact([n, c, h, w])]).unwrap();
+            let facts = MaxPool2d { spec: spec.clone(), relu: false }.output_facts(&[&f32::fact([n, c, h, w])]).unwrap();
             assert_eq!(facts[0].shape.as_concrete().unwrap(), want.shape(), "{what}");
             let (ours, want) = (ours.try_as_plain_ram().unwrap(), want.try_as_plain_ram().unwrap());
             assert_eq!(ours.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap(), "{what}");
+            // The ReLU folded in, where the transform would fold it: tract's pool of the clamped
+            // values.
+            if Windows::new(&spec, h, w).every_window_meets_the_plane() {
+                folded += 1;
+                let clamped: Vec<f32> = x.iter().map(|v| v.max(0.0)).collect();
+                let clamped = tvec!(Tensor::from_shape(&[n, c, h, w], &clamped).unwrap().into_tvalue());
+                let want = tracts.eval(&EvalContext::out_of_plan(), clamped).unwrap().remove(0);
+                let ours = MaxPool2d { spec, relu: true }.eval(&EvalContext::out_of_plan(), input()).unwrap().remove(0);
+                let (ours, want) = (ours.try_as_plain_ram().unwrap(), want.try_as_plain_ram().unwrap());
+                assert_eq!(ours.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap(), "{what}, ReLU folded");
+            }
         }
+        assert_eq!(folded, 10, "no window of these cases is padding alone");
+    }
+
+    #[test]
+    fn a_window_of_padding_alone_is_told_apart() {
+        // ResNet18's pool, then windows past the plane: ceiling mode's last, and padding as wide
+        // as the window.
+        let meet = |h: usize, w: usize, k: usize, s: usize, padding| Windows::new(&spec(1, [k, k], [s, s], padding), h, w).every_window_meets_the_plane();
+        let pads = |b: usize, a: usize| PaddingSpec::Explicit(tvec!(b, b), tvec!(a, a));
+        assert!(meet(112, 112, 3, 2, pads(1, 1)));
+        assert!(meet(5, 5, 2, 2, pads(1, 1)));
+        assert!(!meet(5, 5, 2, 2, pads(2, 0)));
+        assert!(meet(5, 5, 2, 2, pads(0, 2)));
+        assert!(!meet(4, 4, 2, 2, pads(0, 2)));
+        assert!(!meet(5, 5, 1, 3, pads(0, 3)));
     }
 
     #[test]
@@ -280,5 +335,32 @@ mod tests {
             let node = model.nodes().iter().find(|n| n.name == name).unwrap();
             assert_eq!(node.op_is::<MaxPool2d>(), taken, "{name}");
         }
+    }
+
+    #[test]
+    fn the_transform_folds_a_relu_that_only_the_pool_reads() {
+        use tract_onnx::tract_core::ops::math::max;
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, 4, 16, 16])).unwrap();
+        let zero = model.add_const("zero", Tensor::zero::<f32>(&[1, 1, 1, 1]).unwrap()).unwrap();
+        let pool = MaxPool { pool_spec: spec(4, [3, 3], [2, 2], PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1))), with_index_outputs: None };
+        let relu = model.wire_node("relu", max(), &[x, zero]).unwrap();
+        let folded = model.wire_node("folded", pool.clone(), &relu).unwrap();
+        let shared = model.wire_node("shared.relu", max(), &[x, zero]).unwrap();
+        let left = model.wire_node("left", pool, &shared).unwrap();
+        model.select_output_outlets(&[folded[0], left[0], shared[0]]).unwrap();
+        let values: Vec<f32> = (0..4 * 16 * 16).map(|i| ((i * 37 % 101) as f32 - 85.0) / 7.0).collect();
+        let run = |model: &TypedModel| {
+            let input = Tensor::from_shape(&[1, 4, 16, 16], &values).unwrap();
+            let out = model.clone().into_runnable().unwrap().run(tvec!(input.into_tvalue())).unwrap();
+            out.iter().map(|t| t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec()).collect::<Vec<_>>()
+        };
+        let want = run(&model);
+        MaxPoolTransform.transform(&mut model).unwrap();
+        let op = |name: &str| model.nodes().iter().find(|n| n.name == name).unwrap().op_as::<MaxPool2d>().unwrap().relu;
+        assert!(op("folded") && !op("left"), "the ReLU read by the pool alone is folded in, the shared one is not");
+        assert_eq!(model.nodes().iter().filter(|n| n.op().name() == "Max").count(), 1);
+        assert_eq!(run(&model), want);
+        assert!(want[0].contains(&0.0), "some windows are all negative: the fold is not a vacuous one");
     }
 }
