@@ -276,7 +276,6 @@ mod tests {
             let tracts = MaxPool { pool_spec: spec.clone(), with_index_outputs: None };
             let want = tracts.eval(&EvalContext::out_of_plan(), input()).unwrap().remove(0);
             let what = format!("{n}x{c}x{h}x{w}, {k:?} by {s:?}, {:?}", spec.padding);
-
             assert_eq!(ours.shape(), want.shape(), "{what}");
             let facts = MaxPool2d { spec: spec.clone(), relu: false }.output_facts(&[&f32::fact([n, c, h, w])]).unwrap();
             assert_eq!(facts[0].shape.as_concrete().unwrap(), want.shape(), "{what}");
@@ -299,8 +298,8 @@ mod tests {
 
     #[test]
     fn a_window_of_padding_alone_is_told_apart() {
-        // ResNet18's pool, then windows past the plane: ceiling mode's last, and padding as wide
-        // as the window.
+        // ResNet18's pool and padding narrower than the window, then windows of padding alone:
+        // padding before the plane as wide as the window, and a last window that starts past it.
         let meet = |h: usize, w: usize, k: usize, s: usize, padding| Windows::new(&spec(1, [k, k], [s, s], padding), h, w).every_window_meets_the_plane();
         let pads = |b: usize, a: usize| PaddingSpec::Explicit(tvec!(b, b), tvec!(a, a));
         assert!(meet(112, 112, 3, 2, pads(1, 1)));
