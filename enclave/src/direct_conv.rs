@@ -1,43 +1,48 @@
-//! A direct 3x3 convolution for x86-64 with AVX2 and FMA (and AVX-512F where
-//! the CPU has it), in place of tract's im2col and matrix product.
+//! A direct convolution for x86-64 with AVX2 and FMA (and AVX-512F where the
+//! CPU has it), in place of tract's im2col and matrix product: 3x3 kernels,
+//! and 7x7 ones (ResNet18's first convolution), at stride 1 or 2.
 //!
-//! tract runs every 3x3 convolution as a matrix product over gathered
-//! patches (im2col): each input value is copied nine times, lazily panel by
-//! panel or eagerly into a buffer, before the product reads it. onnxruntime
-//! runs them without a gather, on its own blocked layout (docs/TRACT.md,
-//! item 7). ResNet18's thirteen 3x3 convolutions of stride 1 are 83% of its
-//! multiply-adds, and the gathers and padding took 6-14 ms of its 63-96 ms on
-//! a 2-core AMD EPYC (BENCHMARKS.md, "Engine levers").
+//! tract runs every such convolution as a matrix product over gathered
+//! patches (im2col): each input value is copied once per tap (nine times for
+//! 3x3), lazily panel by panel or eagerly into a buffer, before the product
+//! reads it. onnxruntime runs them without a gather, on its own blocked layout
+//! (docs/TRACT.md, item 7). ResNet18's thirteen 3x3 convolutions of stride 1
+//! are 83% of its multiply-adds, and the gathers and padding took 6-14 ms of
+//! its 63-96 ms on a 2-core AMD EPYC (BENCHMARKS.md, "Engine levers").
 //!
-//! This computes the ones of stride 1 without a gather. Each input channel's
-//! plane is copied once into a padded plane ([`Geometry`]). Output `(y, x)` is
-//! position `q = y * padded_w + x` (the last two columns of each row are
-//! computed and thrown away), and every tap reads the padded plane at `q`
-//! plus an offset that is the same for every position. So sixteen
-//! consecutive positions are two vector loads per tap and input channel, and
-//! a tile of six output channels by sixteen positions keeps its twelve
-//! vectors of sums in registers over all `9 * c` terms, with each weight
-//! broadcast once per tile (tiles of four channels take what a multiple of
-//! six leaves). On a CPU with AVX-512F the same tile is two vectors of
-//! sixteen, thirty-two positions ([`Isa`]): on an AVX-512 machine tract's
-//! own products run sixteen lanes wide, and the eight-lane tile lost to them
-//! (BENCHMARKS.md, "Engine levers"). The sums start at the bias and are fused
-//! multiply-adds, so they round once per term: `enclave/tests/plan.rs`
-//! checks the served plan against tract's default plan on every model (every
-//! probability within 1e-5, the same top-5), and `direct_conv::tests` checks
-//! the op against a term-by-term f64 sum.
+//! This computes them without a gather. Each input channel's plane is copied
+//! once into a padded plane, split by the stride into phase planes
+//! ([`Geometry`]: at stride 2, four planes of every other row and column).
+//! Output `(y, x)` is position `q = y * phase_w + x` (the columns past the
+//! output's width are computed and thrown away), and every tap reads the
+//! channel's phase planes at `q` plus an offset that is the same for every
+//! position. So sixteen consecutive positions are two vector loads per tap
+//! and input channel, and a tile of six output channels by sixteen positions
+//! keeps its twelve vectors of sums in registers over all `taps * c` terms,
+//! with each weight broadcast once per tile (tiles of four channels take what
+//! a multiple of six leaves). On a CPU with AVX-512F the same tile is two
+//! vectors of sixteen, thirty-two positions ([`Isa`]): on an AVX-512 machine
+//! tract's own products run sixteen lanes wide, and the eight-lane tile lost
+//! to them (BENCHMARKS.md, "Engine levers"). The sums start at the bias and
+//! are fused multiply-adds, so they round once per term:
+//! `enclave/tests/plan.rs` checks the served plan against tract's default
+//! plan on every model (every probability within 1e-5, the same top-5), and
+//! `direct_conv::tests` checks the op against a term-by-term f64 sum.
 //!
 //! It is a tract model transform ([`NAME`], registered with tract's
 //! re-export of `inventory` and run by name like tract's own), which
 //! replaces each eligible `Conv` of a decluttered model by [`DirectConv`] and
-//! leaves every other node alone. Eligible: f32, channels first, a 3x3
-//! kernel of stride 1 and dilation 1, explicit padding of at most 2 on each
-//! side, one group, constant weights and bias, a known input shape whose
-//! output fills a tile, output channels a multiple of 4, and a CPU with AVX2
-//! and FMA (elsewhere the transform changes nothing). Convolutions of stride 2
-//! (three in ResNet18, and the first of both models) stay on tract's im2col:
-//! a version of this op for them, on phase planes, ran them slower than tract
-//! did (BENCHMARKS.md, "Engine levers").
+//! leaves every other node alone. Eligible: f32, channels first, a kernel of
+//! [`KERNELS`] of stride 1 or 2 (the same along both axes) and dilation 1,
+//! explicit padding narrower than the kernel on each side, one group,
+//! constant weights and bias, a known input shape whose output fills a tile,
+//! output channels a multiple of 4, a CPU with AVX2 and FMA (elsewhere the
+//! transform changes nothing), and what was measured a gain on the CPU's
+//! widest tile ([`pays`]): on AVX-512, every such convolution with at least
+//! [`MIN_OUTPUT`] values per output channel (ResNet18's stride-2 and 7x7 ones:
+//! -10% per image on a Zen 5); on AVX2, the 3x3 ones of stride 1 (strided
+//! ones on phase planes lost to tract's im2col on a Zen 3, with the earlier
+//! tiles of four channels).
 //!
 //! The same transform folds the ReLU after such a convolution into it, and
 //! the sum before that ReLU where its other term has the output's shape (a
@@ -71,6 +76,25 @@ const WIDE: usize = 6;
 const NARROW: usize = 4;
 /// Floats the last tile may read past the padded planes (for thrown-away columns).
 const SLACK: usize = 8;
+/// The kernels (rows, columns) the op runs, at stride 1 or 2.
+const KERNELS: [[usize; 2]; 2] = [[3, 3], [7, 7]];
+/// On AVX-512, output values per channel below which the transform leaves a convolution to
+/// tract ([`pays`]).
+const MIN_OUTPUT: usize = 64;
+
+/// Whether the op beats tract's im2col and products on a convolution of `kernel` and `stride`
+/// with `output` values per channel, on tiles of `isa`, as measured (BENCHMARKS.md, "Engine
+/// levers"). On AVX-512 (a Zen 5): every kernel of [`KERNELS`] at stride 1 or 2, except where
+/// the output is under [`MIN_OUTPUT`] values per channel (ResNet18's layer4, 7 x 7), where
+/// tract's products on its sixteen-lane kernels win. On AVX2 (a Zen 3): 3x3 of stride 1, all
+/// that was measured a gain there (strided ones, on phase planes and tiles of four channels,
+/// lost to tract then; the tiles of six were not tried on them there).
+fn pays(isa: Isa, kernel: [usize; 2], stride: usize, output: usize) -> bool {
+    match isa {
+        Isa::Avx512 => output >= MIN_OUTPUT,
+        Isa::Avx2 => kernel == [3, 3] && stride == 1,
+    }
+}
 
 /// Whether this machine runs the direct convolution (AVX2 and FMA).
 pub fn available() -> bool {
@@ -160,28 +184,37 @@ inventory::submit! {
 fn rewrite_conv(_: &(), model: &TypedModel, node: &TypedNode, _name: &str, conv: &Conv) -> TractResult<Option<TypedModelPatch>> {
     let spec = &conv.pool_spec;
     rule_if!(conv.q_params.is_none() && conv.group == 1 && conv.kernel_fmt == KernelFormat::OIHW);
-    rule_if!(spec.data_format == DataFormat::NCHW && *spec.kernel_shape == [3, 3]);
-    let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&x| x == 1));
-    rule_if!(ones(&spec.dilations) && ones(&spec.strides));
+    rule_if!(spec.data_format == DataFormat::NCHW && spec.kernel_shape.len() == 2);
+    let kernel = [spec.kernel_shape[0], spec.kernel_shape[1]];
+    rule_if!(KERNELS.contains(&kernel));
+    rule_if!(spec.dilations.as_ref().is_none_or(|d| d.iter().all(|&x| x == 1)));
+    let stride = match spec.strides.as_deref() {
+        None => 1,
+        Some(&[a, b]) if a == b => a,
+        _ => return Ok(None),
+    };
+    rule_if!(stride == 1 || stride == 2);
     let pads = match &spec.padding {
         PaddingSpec::Explicit(b, a) | PaddingSpec::ExplicitOnnxPool(b, a, false) if b.len() == 2 && a.len() == 2 => {
             [b[0], b[1], a[0], a[1]]
         }
         _ => return Ok(None),
     };
-    rule_if!(pads.iter().all(|&p| p < 3) && node.inputs.len() == 3);
+    rule_if!(pads[0] < kernel[0] && pads[2] < kernel[0] && pads[1] < kernel[1] && pads[3] < kernel[1]);
+    rule_if!(node.inputs.len() == 3);
     let fact = model.outlet_fact(node.inputs[0])?;
     rule_if_some!(shape = fact.shape.as_concrete());
     rule_if!(fact.datum_type == f32::datum_type() && shape.len() == 4);
     let (c, o, h, w) = (shape[1], spec.output_channels, shape[2], shape[3]);
     rule_if!(c == spec.input_channels && c > 0 && o.is_multiple_of(NARROW));
-    rule_if!(Geometry::new(h, w, pads).is_some());
-    rule_if_some!(kernel = model.outlet_fact(node.inputs[1])?.konst.clone());
+    rule_if_some!(g = Geometry::new(h, w, kernel, stride, pads));
+    rule_if!(pays(Isa::widest(), kernel, stride, g.out_h * g.out_w));
+    rule_if_some!(weights = model.outlet_fact(node.inputs[1])?.konst.clone());
     rule_if_some!(bias = model.outlet_fact(node.inputs[2])?.konst.clone());
-    rule_if!(kernel.datum_type() == f32::datum_type() && kernel.shape() == [o, c, 3, 3]);
+    rule_if!(weights.datum_type() == f32::datum_type() && weights.shape() == [o, c, kernel[0], kernel[1]]);
     rule_if!(bias.datum_type() == f32::datum_type() && (bias.len() == 1 || bias.len() == o));
-    let (kernel, bias) = (kernel.try_as_plain_ram()?, bias.try_as_plain_ram()?);
-    let op = DirectConv::new(c, o, pads, kernel.as_slice::<f32>()?, bias.as_slice::<f32>()?);
+    let (weights, bias) = (weights.try_as_plain_ram()?, bias.try_as_plain_ram()?);
+    let op = DirectConv::new(c, o, kernel, stride, pads, weights.as_slice::<f32>()?, bias.as_slice::<f32>()?);
     Ok(Some(TypedModelPatch::replace_single_op(model, node, &node.inputs[..1], op)?))
 }
 
@@ -221,79 +254,119 @@ fn fold_relu(_: &(), model: &TypedModel, node: &TypedNode, _name: &str, _: &Type
 /// Where one image's padded planes sit in the scratch buffer.
 ///
 /// Each input channel's plane, padded (`pads`: top, left, bottom, right), is `padded_h` rows of
-/// `padded_w`. Output `(y, x)` is position `q = y * padded_w + x`, and its tap `(ky, kx)` reads
-/// the padded plane at `(y + ky, x + kx)`: `q` plus `ky * padded_w + kx`, the same for every
-/// position.
+/// `padded_w`, split by the stride `s` into `s * s` phase planes of `phase_h` rows of `phase_w`:
+/// phase `(py, px)` holds the padded plane's `(s * r + py, s * x + px)` at `(r, x)` (one phase,
+/// the padded plane itself, at stride 1). Output `(y, x)` is position `q = y * phase_w + x` (the
+/// columns from `out_w` on are computed and thrown away). Its tap `(ky, kx)` reads the padded
+/// plane at `(s * y + ky, s * x + kx)`, which is phase `(ky % s, kx % s)` at
+/// `(y + ky / s, x + kx / s)`: `q` plus an offset in the channel's phase planes that is the same
+/// for every position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Geometry {
     h: usize,
     w: usize,
+    stride: usize,
     pad_top: usize,
     pad_left: usize,
-    padded_h: usize,
-    padded_w: usize,
+    phase_h: usize,
+    phase_w: usize,
     out_h: usize,
     out_w: usize,
     /// Output positions per output channel, the thrown-away columns of each row included.
     positions: usize,
-    /// Per tap, row-major, the offset of what it reads from the position, in its channel's plane.
-    taps: [usize; 9],
+    /// Per tap `(ky, kx)`, row-major, the offset of what it reads from the position, in its
+    /// channel's phase planes.
+    taps: Vec<usize>,
+    /// The largest of `taps`.
+    furthest_tap: usize,
 }
 
 impl Geometry {
     /// `None` when the padded plane is smaller than the kernel, or its output fills no tile.
-    fn new(h: usize, w: usize, pads: [usize; 4]) -> Option<Geometry> {
+    fn new(h: usize, w: usize, kernel: [usize; 2], stride: usize, pads: [usize; 4]) -> Option<Geometry> {
         let (padded_h, padded_w) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
-        if padded_h < 3 || padded_w < 3 {
+        if padded_h < kernel[0] || padded_w < kernel[1] || stride == 0 {
             return None;
         }
-        let (out_h, out_w) = (padded_h - 2, padded_w - 2);
-        let taps = std::array::from_fn(|t| (t / 3) * padded_w + t % 3);
-        let (pad_top, pad_left, positions) = (pads[0], pads[1], out_h * padded_w);
+        let s = stride;
+        let (out_h, out_w) = ((padded_h - kernel[0]) / s + 1, (padded_w - kernel[1]) / s + 1);
+        let (phase_h, phase_w) = (padded_h.div_ceil(s), padded_w.div_ceil(s));
+        let phase = |ky: usize, kx: usize| ((ky % s) * s + kx % s) * phase_h * phase_w;
+        let taps: Vec<usize> = (0..kernel[0] * kernel[1])
+            .map(|t| (t / kernel[1], t % kernel[1]))
+            .map(|(ky, kx)| phase(ky, kx) + (ky / s) * phase_w + kx / s)
+            .collect();
+        let furthest_tap = taps.iter().copied().max()?;
+        let (pad_top, pad_left, positions) = (pads[0], pads[1], out_h * phase_w);
         if positions < Isa::Avx2.positions() {
             return None;
         }
-        Some(Geometry { h, w, pad_top, pad_left, padded_h, padded_w, out_h, out_w, positions, taps })
+        Some(Geometry { h, w, stride, pad_top, pad_left, phase_h, phase_w, out_h, out_w, positions, taps, furthest_tap })
     }
 
-    /// Floats per input channel: its padded plane.
+    /// Floats per input channel: its phase planes.
     fn channel_len(&self) -> usize {
-        self.padded_h * self.padded_w
+        self.stride * self.stride * self.phase_h * self.phase_w
     }
 
-    /// Channel `ci` of `input` (`[c][h][w]`) into its padded plane, `plane` (`channel_len`).
-    fn fill(&self, input: &[f32], ci: usize, plane: &mut [f32]) {
-        for (r, row) in plane.chunks_exact_mut(self.padded_w).enumerate() {
-            // Padded row `r` is input row `r - pad_top`, if there is one.
-            match r.checked_sub(self.pad_top).filter(|&y| y < self.h) {
-                Some(y) => {
-                    row[..self.pad_left].fill(0.0);
-                    row[self.pad_left..][..self.w].copy_from_slice(&input[(ci * self.h + y) * self.w..][..self.w]);
-                    row[self.pad_left + self.w..].fill(0.0);
+    /// Channel `ci` of `input` (`[c][h][w]`) into its phase planes, `planes` (`channel_len`).
+    fn fill(&self, input: &[f32], ci: usize, planes: &mut [f32]) {
+        let s = self.stride;
+        let phase_len = self.phase_h * self.phase_w;
+        for (phase, plane) in planes.chunks_exact_mut(phase_len).enumerate() {
+            let (py, px) = (phase / s, phase % s);
+            // Column `x` of the phase is padded column `s * x + px`, input column
+            // `s * x + px - pad_left`: an input column for `x` in `first .. last`.
+            let first = self.pad_left.saturating_sub(px).div_ceil(s);
+            let last = (self.pad_left + self.w).saturating_sub(px).div_ceil(s).clamp(first, self.phase_w);
+            for (r, row) in plane.chunks_exact_mut(self.phase_w).enumerate() {
+                // Phase row `r` is padded row `s * r + py`, input row `s * r + py - pad_top`.
+                match (s * r + py).checked_sub(self.pad_top).filter(|&y| y < self.h) {
+                    Some(y) => {
+                        row[..first].fill(0.0);
+                        if first < last {
+                            let from = &input[(ci * self.h + y) * self.w..][..self.w][s * first + px - self.pad_left..];
+                            if s == 1 {
+                                row[first..last].copy_from_slice(&from[..last - first]);
+                            } else {
+                                row[first..last].iter_mut().zip(from.iter().step_by(s)).for_each(|(v, &x)| *v = x);
+                            }
+                        }
+                        row[last..].fill(0.0);
+                    }
+                    None => row.fill(0.0),
                 }
-                None => row.fill(0.0),
             }
         }
     }
 }
 
-/// A 3x3 convolution of stride 1 from `c` to `o` channels, on `[n, c, h, w]` f32 input
-/// (channels first): the op [`NAME`] puts in the plan.
+/// A convolution from `c` to `o` channels, on `[n, c, h, w]` f32 input (channels first): the op
+/// [`NAME`] puts in the plan.
 #[derive(Debug, Clone)]
 pub struct DirectConv {
     c: usize,
     o: usize,
+    /// Rows, columns.
+    kernel: [usize; 2],
+    /// The same along both axes.
+    stride: usize,
     /// Top, left, bottom, right.
     pads: [usize; 4],
     /// The tiles of output channels: first channel and width ([`WIDE`] or [`NARROW`]), in order.
     tiles: Vec<(usize, usize)>,
     /// Weights by tile of output channels, then input channel, tap, output channel: for the tile
-    /// at `first` of `width` channels, `[c][9][width]` from `first * c * 9`, the order the tile
-    /// reads them.
+    /// at `first` of `width` channels, `[c][taps][width]` from `first * c * taps`, the order the
+    /// tile reads them (`taps`: the kernel's rows times its columns).
     weights: Arc<Vec<f32>>,
     bias: Arc<Vec<f32>>,
     then: Then,
 }
+
+/// A tile: [`DirectConv`]'s output channels `first ..` (the tile's width) at positions `q0 ..`
+/// (its instruction set's [`Isa::positions`]) into `sums`, from the phase planes `padded` of
+/// [`Geometry`]. Unsafe: the CPU must have the tile's instructions.
+type Tile = unsafe fn(&DirectConv, &[f32], &mut [f32], usize, usize, &Geometry);
 
 /// What [`DirectConv`] does with its sums on their way out: the ReLU after it, and the sum
 /// before that ReLU, folded in ([`fold_relu`]).
@@ -321,13 +394,14 @@ macro_rules! tile {
     ($(#[$doc:meta])* $name:ident, $isa:expr, $feature:literal, $v:ident, $set1:ident, $load:ident, $fma:ident, $store:ident) => {
         $(#[$doc])*
         #[target_feature(enable = $feature)]
-        unsafe fn $name<const OC: usize>(&self, padded: &[f32], sums: &mut [f32], first: usize, q0: usize, g: &Geometry) {
+        unsafe fn $name<const OC: usize, const TAPS: usize>(&self, padded: &[f32], sums: &mut [f32], first: usize, q0: usize, g: &Geometry) {
             use std::arch::x86_64::*;
             const LANES: usize = $isa.lanes();
             const Q: usize = $isa.positions();
-            let terms = self.c * 9;
-            let furthest_tap = g.taps[8]; // (2, 2): the taps are row-major
-            assert!((self.c - 1) * g.channel_len() + furthest_tap + q0 + Q <= padded.len());
+            // The taps as an array: a loop of a known length, which the compiler unrolls.
+            let taps: &[usize; TAPS] = g.taps.as_slice().try_into().expect("a tile for the kernel's taps");
+            let terms = self.c * TAPS;
+            assert!((self.c - 1) * g.channel_len() + g.furthest_tap + q0 + Q <= padded.len());
             assert!((first + OC) * terms <= self.weights.len() && q0 + Q <= g.positions);
             assert!((first + OC - 1) * g.positions + q0 + Q <= sums.len());
             // SAFETY: the asserts above bound every pointer below: channel `ci < c`, a tap's
@@ -343,7 +417,7 @@ macro_rules! tile {
                 let mut weight = self.weights.as_ptr().add(first * terms);
                 for ci in 0..self.c {
                     let base = padded.as_ptr().add(ci * g.channel_len() + q0);
-                    for &off in &g.taps {
+                    for &off in taps {
                         let x0 = $load(base.add(off));
                         let x1 = $load(base.add(off + LANES));
                         for a in acc.iter_mut() {
@@ -365,10 +439,11 @@ macro_rules! tile {
 }
 
 impl DirectConv {
-    /// From weights `[o][c][3][3]` and a bias of `o` values (or one for all).
-    pub fn new(c: usize, o: usize, pads: [usize; 4], weights: &[f32], bias: &[f32]) -> DirectConv {
-        assert!(o.is_multiple_of(NARROW));
-        assert!(weights.len() == o * c * 9 && (bias.len() == 1 || bias.len() == o));
+    /// From weights `[o][c][kernel[0]][kernel[1]]` and a bias of `o` values (or one for all).
+    pub fn new(c: usize, o: usize, kernel: [usize; 2], stride: usize, pads: [usize; 4], weights: &[f32], bias: &[f32]) -> DirectConv {
+        let terms = c * kernel[0] * kernel[1];
+        assert!(o.is_multiple_of(NARROW) && stride > 0 && KERNELS.contains(&kernel));
+        assert!(weights.len() == o * terms && (bias.len() == 1 || bias.len() == o));
         // Six wide, and what that leaves (4, or 8 = 6 + 2) four wide.
         let narrow = match o % WIDE {
             0 => 0,
@@ -383,7 +458,6 @@ impl DirectConv {
                 Some((*first - width, width))
             })
             .collect();
-        let terms = c * 9;
         let mut packed = Vec::with_capacity(weights.len());
         for &(first, width) in &tiles {
             for term in 0..terms {
@@ -391,7 +465,12 @@ impl DirectConv {
             }
         }
         let bias = (0..o).map(|i| bias[if bias.len() == 1 { 0 } else { i }]).collect();
-        DirectConv { c, o, pads, tiles, weights: Arc::new(packed), bias: Arc::new(bias), then: Then::Sums }
+        DirectConv { c, o, kernel, stride, pads, tiles, weights: Arc::new(packed), bias: Arc::new(bias), then: Then::Sums }
+    }
+
+    /// Where an image of `h` x `w` sits in the scratch buffer, if its output fills a tile.
+    fn geometry(&self, h: usize, w: usize) -> Option<Geometry> {
+        Geometry::new(h, w, self.kernel, self.stride, self.pads)
     }
 
     /// One image: `input` `[c][h][w]`, `output` (and `residual`, given one) `[o][out_h][out_w]`
@@ -422,6 +501,7 @@ impl DirectConv {
             // The last tile starts early enough to end at the last position (it recomputes a
             // few, storing the same sums).
             let start = |t: usize| (t * q_tile).min(g.positions - q_tile);
+            let (wide, narrow) = (Self::tile_for(isa, WIDE, g.taps.len()), Self::tile_for(isa, NARROW, g.taps.len()));
             let tiles = g.positions.div_ceil(q_tile);
             // The larger operand is read once: weights larger than the planes go outside.
             let weights_outside = self.weights.len() > padded.len();
@@ -430,15 +510,9 @@ impl DirectConv {
                 for b in 0..inner {
                     let (tile, t) = if weights_outside { (a, b) } else { (b, a) };
                     let (first, width) = self.tiles[tile];
+                    let tile = if width == WIDE { wide } else { narrow };
                     // SAFETY: `isa.available()` was asserted above.
-                    unsafe {
-                        match (isa, width) {
-                            (Isa::Avx2, WIDE) => self.tile_avx2::<WIDE>(padded, sums, first, start(t), g),
-                            (Isa::Avx2, _) => self.tile_avx2::<NARROW>(padded, sums, first, start(t), g),
-                            (Isa::Avx512, WIDE) => self.tile_avx512::<WIDE>(padded, sums, first, start(t), g),
-                            (Isa::Avx512, _) => self.tile_avx512::<NARROW>(padded, sums, first, start(t), g),
-                        }
-                    }
+                    unsafe { tile(self, padded, sums, first, start(t), g) }
                 }
             }
             // Each row of sums, its thrown-away columns left behind, and what follows the sums. A
@@ -447,7 +521,7 @@ impl DirectConv {
             let relu = |v: f32| if v > 0.0 { v } else { 0.0 };
             for (oc, out) in output.chunks_exact_mut(g.out_h * g.out_w).enumerate() {
                 for (y, row) in out.chunks_exact_mut(g.out_w).enumerate() {
-                    let sums = &sums[oc * g.positions + y * g.padded_w..][..g.out_w];
+                    let sums = &sums[oc * g.positions + y * g.phase_w..][..g.out_w];
                     match (self.then, residual) {
                         (Then::Relu, _) => row.iter_mut().zip(sums).for_each(|(v, &s)| *v = relu(s)),
                         (Then::AddRelu, Some(residual)) => {
@@ -459,6 +533,22 @@ impl DirectConv {
                 }
             }
         })
+    }
+
+    /// The tile of `width` output channels on `isa`, for kernels of `taps` taps (one of
+    /// [`KERNELS`], which [`DirectConv::new`] asserts).
+    fn tile_for(isa: Isa, width: usize, taps: usize) -> Tile {
+        match (isa, width == WIDE, taps) {
+            (Isa::Avx2, true, 9) => Self::tile_avx2::<WIDE, 9>,
+            (Isa::Avx2, false, 9) => Self::tile_avx2::<NARROW, 9>,
+            (Isa::Avx512, true, 9) => Self::tile_avx512::<WIDE, 9>,
+            (Isa::Avx512, false, 9) => Self::tile_avx512::<NARROW, 9>,
+            (Isa::Avx2, true, 49) => Self::tile_avx2::<WIDE, 49>,
+            (Isa::Avx2, false, 49) => Self::tile_avx2::<NARROW, 49>,
+            (Isa::Avx512, true, 49) => Self::tile_avx512::<WIDE, 49>,
+            (Isa::Avx512, false, 49) => Self::tile_avx512::<NARROW, 49>,
+            _ => panic!("no tile for kernels of {taps} taps"),
+        }
     }
 
     tile!(
@@ -479,7 +569,7 @@ impl DirectConv {
 
 impl PartialEq for DirectConv {
     fn eq(&self, other: &Self) -> bool {
-        (self.c, self.o, self.pads) == (other.c, other.o, other.pads)
+        (self.c, self.o, self.kernel, self.stride, self.pads) == (other.c, other.o, other.kernel, other.stride, other.pads)
             && self.tiles == other.tiles
             && Arc::ptr_eq(&self.weights, &other.weights)
             && Arc::ptr_eq(&self.bias, &other.bias)
@@ -507,8 +597,8 @@ impl Op for DirectConv {
             Then::AddRelu => ", then + residual and ReLU",
         };
         Ok(vec![format!(
-            "{} -> {} channels, 3x3, stride 1, padding {p:?}, tiles of {WIDE} and {NARROW} channels x {positions}{then}",
-            self.c, self.o
+            "{} -> {} channels, {}x{}, stride {}, padding {p:?}, tiles of {WIDE} and {NARROW} channels x {positions}{then}",
+            self.c, self.o, self.kernel[0], self.kernel[1], self.stride
         )])
     }
 
@@ -523,7 +613,7 @@ impl EvalOp for DirectConv {
         let input = &inputs[0];
         let &[n, c, h, w] = input.shape() else { bail!("DirectConv wants [n, c, h, w], got {:?}", input.shape()) };
         ensure!(c == self.c, "DirectConv of {} channels given {c}", self.c);
-        let Some(g) = Geometry::new(h, w, self.pads) else { bail!("DirectConv given planes of {h} x {w}, under a tile") };
+        let Some(g) = self.geometry(h, w) else { bail!("DirectConv given planes of {h} x {w}, under a tile") };
         let mut output = Tensor::zero::<f32>(&[n, self.o, g.out_h, g.out_w])?;
         if let Some(r) = inputs.get(1) {
             ensure!(r.shape() == output.shape(), "DirectConv's residual is {:?}, its output {:?}", r.shape(), output.shape());
@@ -546,7 +636,7 @@ impl TypedOp for DirectConv {
         let shape = &inputs[0].shape;
         ensure!(shape.rank() == 4 && shape[1] == self.c.to_dim());
         let (h, w) = (shape[2].to_usize()?, shape[3].to_usize()?);
-        let Some(g) = Geometry::new(h, w, self.pads) else { bail!("DirectConv given planes of {h} x {w}, under a tile") };
+        let Some(g) = self.geometry(h, w) else { bail!("DirectConv given planes of {h} x {w}, under a tile") };
         let output = f32::fact([shape[0].clone(), self.o.to_dim(), g.out_h.to_dim(), g.out_w.to_dim()]);
         ensure!(inputs.len() == self.then.inputs());
         if let Some(r) = inputs.get(1) {
@@ -557,7 +647,7 @@ impl TypedOp for DirectConv {
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         let outputs = self.output_facts(inputs)?;
-        let terms = self.c * 9;
+        let terms = self.c * self.kernel[0] * self.kernel[1];
         Ok(tvec!((Cost::FMA(f32::datum_type()), outputs[0].shape.iter().product::<TDim>() * terms)))
     }
 
@@ -568,21 +658,30 @@ impl TypedOp for DirectConv {
 mod tests {
     use super::*;
 
+    /// A convolution's channels in and out, kernel, stride and padding.
+    type Shape = (usize, usize, [usize; 2], usize, [usize; 4]);
+
+    /// The output's rows and columns, by ONNX's arithmetic.
+    fn out_size(conv: Shape, h: usize, w: usize) -> (usize, usize) {
+        let (_, _, k, s, p) = conv;
+        ((h + p[0] + p[2] - k[0]) / s + 1, (w + p[1] + p[3] - k[1]) / s + 1)
+    }
+
     /// The convolution, term by term, in f64.
-    fn reference(conv: (usize, usize, [usize; 4]), h: usize, w: usize, x: &[f32], wt: &[f32], b: &[f32]) -> Vec<f32> {
-        let (c, o, p) = conv;
-        let (out_h, out_w) = (h + p[0] + p[2] - 2, w + p[1] + p[3] - 2);
+    fn reference(conv: Shape, h: usize, w: usize, x: &[f32], wt: &[f32], b: &[f32]) -> Vec<f32> {
+        let (c, o, k, s, p) = conv;
+        let (out_h, out_w) = out_size(conv, h, w);
         let mut out = vec![0.0; o * out_h * out_w];
         for oc in 0..o {
             for y in 0..out_h {
                 for xx in 0..out_w {
                     let mut sum = b[oc] as f64;
                     for ci in 0..c {
-                        for ky in 0..3 {
-                            for kx in 0..3 {
-                                let (iy, ix) = ((y + ky).wrapping_sub(p[0]), (xx + kx).wrapping_sub(p[1]));
+                        for ky in 0..k[0] {
+                            for kx in 0..k[1] {
+                                let (iy, ix) = ((s * y + ky).wrapping_sub(p[0]), (s * xx + kx).wrapping_sub(p[1]));
                                 if iy < h && ix < w {
-                                    sum += x[(ci * h + iy) * w + ix] as f64 * wt[((oc * c + ci) * 3 + ky) * 3 + kx] as f64;
+                                    sum += x[(ci * h + iy) * w + ix] as f64 * wt[((oc * c + ci) * k[0] + ky) * k[1] + kx] as f64;
                                 }
                             }
                         }
@@ -606,43 +705,55 @@ mod tests {
             (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
         };
         // On an AVX-512 machine, the AVX2 tiles too (below).
-        // ResNet18's four plane sizes, paddings of 0 and 2 and uneven ones, planes of odd sides,
-        // planes narrower than a tile's row, one just large enough for a tile, odd channel
-        // counts, output channels that make every mix of tiles (4 and 8: narrow ones only; 12 and
-        // 24: wide ones only; 16 and 20: both), several images.
-        let one = [1; 4];
-        for (n, c, o, p, h, w) in [
-            (1, 3, 4, one, 56, 56),
-            (1, 5, 8, one, 28, 28),
-            (1, 16, 12, one, 14, 14),
-            (1, 6, 20, one, 9, 11),
-            (1, 3, 24, [1, 0, 1, 0], 8, 18),
-            (1, 9, 16, one, 7, 7),
-            (1, 7, 4, one, 13, 9),
-            (1, 4, 4, [2, 0, 1, 2], 11, 10),
-            (1, 4, 8, [0, 0, 1, 1], 17, 20),
-            (2, 3, 4, one, 4, 2),
-            (1, 1, 4, one, 2, 6),
-            (3, 2, 8, [0; 4], 6, 9),
+        // 3x3 of stride 1: ResNet18's four plane sizes, paddings of 0 and 2 and uneven ones,
+        // planes of odd sides, planes narrower than a tile's row, one just large enough for a
+        // tile, odd channel counts, output channels that make every mix of tiles (4 and 8: narrow
+        // ones only; 12 and 24: wide ones only; 16 and 20: both), several images. Then stride 2
+        // and 7x7: ResNet18's stem and EfficientNet-Lite0's (padding after only) on smaller
+        // planes, planes of odd and even sides, uneven padding, padding as wide as all but one of
+        // the kernel's columns, and 7x7 of stride 1.
+        let (one, three, seven) = ([1; 4], [3, 3], [7, 7]);
+        for (n, (c, o, k, s, p), h, w) in [
+            (1, (3, 4, three, 1, one), 56, 56),
+            (1, (5, 8, three, 1, one), 28, 28),
+            (1, (16, 12, three, 1, one), 14, 14),
+            (1, (6, 20, three, 1, one), 9, 11),
+            (1, (3, 24, three, 1, [1, 0, 1, 0]), 8, 18),
+            (1, (9, 16, three, 1, one), 7, 7),
+            (1, (7, 4, three, 1, one), 13, 9),
+            (1, (4, 4, three, 1, [2, 0, 1, 2]), 11, 10),
+            (1, (4, 8, three, 1, [0, 0, 1, 1]), 17, 20),
+            (2, (3, 4, three, 1, one), 4, 2),
+            (1, (1, 4, three, 1, one), 2, 6),
+            (3, (2, 8, three, 1, [0; 4]), 6, 9),
+            (1, (3, 64, seven, 2, [3; 4]), 30, 30),
+            (1, (3, 32, three, 2, [0, 0, 1, 1]), 23, 23),
+            (1, (5, 12, three, 2, one), 14, 14),
+            (1, (4, 8, three, 2, one), 15, 9),
+            (1, (6, 20, three, 2, [2; 4]), 10, 13),
+            (2, (2, 4, seven, 2, [3, 1, 2, 0]), 19, 17),
+            (1, (3, 4, seven, 2, [6, 6, 6, 6]), 8, 9),
+            (1, (2, 8, seven, 1, [3; 4]), 9, 9),
         ] {
+            let conv = (c, o, k, s, p);
             let x: Vec<f32> = (0..n * c * h * w).map(|_| next()).collect();
-            let wt: Vec<f32> = (0..o * c * 9).map(|_| next()).collect();
+            let wt: Vec<f32> = (0..o * c * k[0] * k[1]).map(|_| next()).collect();
             let b: Vec<f32> = (0..o).map(|_| next()).collect();
-            let op = DirectConv::new(c, o, p, &wt, &b);
+            let op = DirectConv::new(c, o, k, s, p, &wt, &b);
             let input = Tensor::from_shape(&[n, c, h, w], &x).unwrap();
             let out = op.eval(&EvalContext::out_of_plan(), tvec!(input.clone().into_tvalue())).unwrap().remove(0);
-            let (out_h, out_w) = (h + p[0] + p[2] - 2, w + p[1] + p[3] - 2);
+            let (out_h, out_w) = out_size(conv, h, w);
             assert_eq!(out.shape(), [n, o, out_h, out_w]);
             let got = out.try_as_plain_ram().unwrap();
             let got = got.as_slice::<f32>().unwrap();
             let len = o * out_h * out_w;
-            let geometry = Geometry::new(h, w, p).unwrap();
+            let geometry = op.geometry(h, w).unwrap();
             for i in 0..n {
                 let image = &x[i * c * h * w..][..c * h * w];
-                let want = reference((c, o, p), h, w, image, &wt, &b);
+                let want = reference(conv, h, w, image, &wt, &b);
                 let close = |got: &[f32], isa: &str| {
                     for (j, (g, r)) in got.iter().zip(&want).enumerate() {
-                        let what = format!("{n}x{c}->{o} {p:?} {h}x{w}, {isa}: image {i} value {j}");
+                        let what = format!("{n}x{c}->{o} {k:?}/{s} {p:?} {h}x{w}, {isa}: image {i} value {j}");
                         assert!((g - r).abs() <= 1e-5 * (1.0 + r.abs()), "{what}: {g} against {r}");
                     }
                 };
@@ -668,7 +779,7 @@ mod tests {
                 let out = out.try_as_plain_ram().unwrap();
                 for (j, (f, plain)) in out.as_slice::<f32>().unwrap().iter().zip(got).enumerate() {
                     let want = (plain + if residual { r[j] } else { 0.0 }).max(0.0);
-                    assert!(*f == want, "{n}x{c}->{o} {p:?} {h}x{w}, residual {residual}: value {j} is {f}, not {want}");
+                    assert!(*f == want, "{n}x{c}->{o} {k:?}/{s} {p:?} {h}x{w}, residual {residual}: value {j} is {f}, not {want}");
                 }
                 // A residual of another shape is refused.
                 if residual {
@@ -679,12 +790,14 @@ mod tests {
         }
         // Planes too small for a tile, or for the kernel, are refused, not run.
         let small = |h, w| tvec!(Tensor::zero::<f32>(&[1, 1, h, w]).unwrap().into_tvalue());
-        let op = DirectConv::new(1, 4, one, &[0.0; 36], &[0.0; 4]);
+        let op = DirectConv::new(1, 4, three, 1, one, &[0.0; 36], &[0.0; 4]);
         assert!(op.eval(&EvalContext::out_of_plan(), small(2, 2)).is_err());
-        let op = DirectConv::new(1, 4, [0; 4], &[0.0; 36], &[0.0; 4]);
+        let op = DirectConv::new(1, 4, three, 1, [0; 4], &[0.0; 36], &[0.0; 4]);
         assert!(op.eval(&EvalContext::out_of_plan(), small(2, 40)).is_err());
+        let op = DirectConv::new(1, 4, seven, 2, [0; 4], &[0.0; 196], &[0.0; 4]);
+        assert!(op.eval(&EvalContext::out_of_plan(), small(6, 80)).is_err());
         // One bias for all channels.
-        let op = DirectConv::new(1, 4, one, &[0.0; 36], &[0.5]);
+        let op = DirectConv::new(1, 4, three, 1, one, &[0.0; 36], &[0.5]);
         let out = op.eval(&EvalContext::out_of_plan(), tvec!(Tensor::from_shape(&[1, 1, 4, 4], &[1.0f32; 16]).unwrap().into_tvalue()));
         let out = out.unwrap().remove(0);
         assert!(out.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().iter().all(|&v| v == 0.5));
@@ -713,22 +826,37 @@ mod tests {
         let mut model = TypedModel::default();
         let wide = model.add_source("wide", f32::fact([1, 16, 16, 16])).unwrap();
         let narrow = model.add_source("narrow", f32::fact([1, 3, 16, 16])).unwrap();
+        let small = model.add_source("small", f32::fact([1, 8, 7, 7])).unwrap();
         let mut outputs = vec![];
+        // Outputs of 16 x 16 and 8 x 8 values per channel (MIN_OUTPUT), and from `small` 7 x 7
+        // (ResNet18's layer4) and 4 x 4.
+        // Strided and 7x7 ones where this CPU has AVX-512 only, small outputs where it has not.
+        let avx512 = Isa::widest() == Isa::Avx512;
         let cases = [
             ("three", conv(3, 1, 16, 4, 1, 1), true),
-            ("strided", conv(3, 2, 16, 4, 1, 1), false),
+            ("strided", conv(3, 2, 16, 4, 1, 1), avx512),
             ("three_channels", conv(3, 1, 3, 4, 1, 1), true),
-            ("seven", conv(7, 2, 16, 8, 3, 1), false),
+            ("seven", conv(7, 2, 3, 8, 3, 1), avx512),
+            ("seven_stride_one", conv(7, 1, 16, 8, 3, 1), avx512),
+            ("small_output", conv(3, 2, 8, 8, 1, 1), false),
+            ("small_output_stride_one", conv(3, 1, 8, 8, 1, 1), !avx512),
+            ("five", conv(5, 1, 16, 4, 2, 1), false),
             ("pointwise", conv(1, 1, 16, 4, 0, 1), false),
+            ("pointwise_strided", conv(1, 2, 16, 4, 0, 1), false),
             ("six_outputs", conv(3, 1, 16, 6, 1, 1), false),
             ("stride_three", conv(3, 3, 16, 4, 1, 1), false),
+            ("padding_of_the_kernel", conv(3, 1, 16, 4, 3, 1), false),
             ("dilated", conv(3, 1, 16, 4, 2, 2), false),
         ];
         for (name, op, _) in &cases {
             let (k, c, o) = (op.pool_spec.kernel_shape[0], op.pool_spec.input_channels, op.pool_spec.output_channels);
             let wt = model.add_const(format!("{name}.k"), Tensor::zero::<f32>(&[o, c, k, k]).unwrap()).unwrap();
             let b = model.add_const(format!("{name}.b"), Tensor::zero::<f32>(&[o]).unwrap()).unwrap();
-            let x = if c == 3 { narrow } else { wide };
+            let x = match c {
+                3 => narrow,
+                8 => small,
+                _ => wide,
+            };
             outputs.push(model.wire_node(*name, op.clone(), &[x, wt, b]).unwrap()[0]);
         }
         model.select_output_outlets(&outputs).unwrap();

@@ -1,6 +1,6 @@
 //! The served plan against tract's default plan: the model server runs the
-//! 3x3 convolutions of stride 1 directly, without im2col, the max pools by
-//! rows, and the other convolutions channel-last (`enclave::model::TRANSFORMS`) and gathers
+//! 3x3 convolutions (and on AVX-512 the strided and 7x7 ones) directly, without
+//! im2col, the max pools by rows, and the other convolutions channel-last (`enclave::model::TRANSFORMS`) and gathers
 //! small im2col patches eagerly (`enclave::model::IM2COL_KNOBS`, which change
 //! ResNet18's plan), a different set of kernels from the plan tract builds by
 //! default. Both must give the same answers, to float rounding, on every model
@@ -86,8 +86,8 @@ fn eager_im2col_nodes(plan: &enclave::model::Plan) -> usize {
 fn the_im2col_knobs_reach_the_plan_and_nothing_else_does() {
     let bytes = std::fs::read(root().join("models/resnet18-synthetic/model.onnx"))
         .expect("models/resnet18-synthetic is missing: run `make model MODEL=resnet18-synthetic`");
-    // Without the direct 3x3 convolution, which takes the stride-1 ones, most of the eager
-    // gathers, from im2col.
+    // Without the direct convolution, which takes most of the convolutions the knobs would
+    // gather eagerly.
     let served = enclave::model::plan(&bytes, 224, &[CONV_TRANSFORM], &IM2COL_KNOBS).unwrap();
     let lazy = enclave::model::plan(&bytes, 224, &[CONV_TRANSFORM], &[]).unwrap();
     // tract's default gathers every 3x3 convolution lazily; the knobs gather the ones whose
