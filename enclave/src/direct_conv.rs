@@ -147,8 +147,11 @@ impl Isa {
 /// One line for the start-up log and `bench profile`.
 pub fn describe() -> String {
     if available() {
-        let lanes = if Isa::widest() == Isa::Avx512 { "AVX-512" } else { "AVX2" };
-        format!("3x3 convolutions direct, without im2col, on {lanes} ({NAME})")
+        let what = match Isa::widest() {
+            Isa::Avx512 => format!("3x3 and 7x7 convolutions of stride 1 and 2 with {MIN_OUTPUT} or more outputs per channel direct, without im2col, on AVX-512"),
+            Isa::Avx2 => "3x3 convolutions of stride 1 direct, without im2col, on AVX2".into(),
+        };
+        format!("{what} ({NAME})")
     } else {
         "3x3 convolutions on tract's im2col (no AVX2 and FMA here)".into()
     }
