@@ -514,7 +514,8 @@ impl DirectConv {
                     let (tile, t) = if weights_outside { (a, b) } else { (b, a) };
                     let (first, width) = self.tiles[tile];
                     let tile = if width == WIDE { wide } else { narrow };
-                    // SAFETY: `isa.available()` was asserted above.
+                    // SAFETY: `wide` and `narrow` are tiles of `isa` (`tile_for`), and `isa.available()` was
+                    // asserted above.
                     unsafe { tile(self, padded, sums, first, start(t), g) }
                 }
             }
