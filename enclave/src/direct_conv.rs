@@ -23,8 +23,21 @@
 //! a multiple of six leaves). On a CPU with AVX-512F the same tile is two
 //! vectors of sixteen, thirty-two positions ([`Isa`]): on an AVX-512 machine
 //! tract's own products run sixteen lanes wide, and the eight-lane tile lost
-//! to them (BENCHMARKS.md, "Engine levers"). The sums start at the bias and
-//! are fused multiply-adds, so they round once per term:
+//! to them (BENCHMARKS.md, "Engine levers").
+//!
+//! On AVX-512 a second tiling runs the vectors along the output channels
+//! instead ([`Tiling::Channels`]): a tile of thirty-two output channels by
+//! seven positions of one output row keeps its fourteen vectors of sums in
+//! registers, loads two vectors of weights per tap and input channel, and
+//! broadcasts each position's input value. It computes no thrown-away column,
+//! which on small planes are many (ResNet18's layer4: rows of 9 for outputs of
+//! 7), but it stores its sums one float at a time, so it takes the
+//! convolutions of many terms per output value ([`MIN_TERMS`]): ResNet18's
+//! sixteen 3x3 ones, 8-15% faster each than on the tiles along the positions
+//! and layer4's a third faster than tract, on a Zen 5.
+//!
+//! The sums start at the bias and are fused multiply-adds, so they round once
+//! per term:
 //! `enclave/tests/plan.rs` checks the served plan against tract's default
 //! plan on every model (every probability within 1e-5, the same top-5), and
 //! `direct_conv::tests` checks the op against a term-by-term f64 sum.
@@ -36,13 +49,14 @@
 //! [`KERNELS`] of stride 1 or 2 (the same along both axes) and dilation 1,
 //! explicit padding narrower than the kernel on each side, one group,
 //! constant weights and bias, a known input shape whose output fills a tile,
-//! output channels a multiple of 4, a CPU with AVX2 and FMA (elsewhere the
-//! transform changes nothing), and what was measured a gain on the CPU's
-//! widest tile ([`pays`]): on AVX-512, every such convolution with at least
-//! [`MIN_OUTPUT`] values per output channel (ResNet18's stride-2 and 7x7 ones:
-//! -10% per image on a Zen 5); on AVX2, the 3x3 ones of stride 1 (strided
-//! ones on phase planes lost to tract's im2col on a Zen 3, with the earlier
-//! tiles of four channels).
+//! output channels a multiple of 4 (of 32 along the channels), a CPU with AVX2
+//! and FMA (elsewhere the transform changes nothing), and what was measured a
+//! gain on the CPU's widest tiles ([`tiling`]): on AVX-512, along the channels
+//! every such convolution of [`MIN_TERMS`] terms per output value or more, and
+//! along the positions the others with at least [`MIN_OUTPUT`] values per
+//! output channel (the stems of ResNet18 and EfficientNet-Lite0); on AVX2, the
+//! 3x3 ones of stride 1 along the positions (strided ones on phase planes lost
+//! to tract's im2col on a Zen 3, with the earlier tiles of four channels).
 //!
 //! The same transform folds the ReLU after such a convolution into it, and
 //! the sum before that ReLU where its other term has the output's shape (a
@@ -53,7 +67,7 @@
 //! BENCHMARKS.md, "Engine levers").
 
 #![deny(unsafe_op_in_unsafe_fn)]
-#![allow(unsafe_code)] // reason: the tile's raw-pointer loads and stores, bounds checked before each tile
+#![allow(unsafe_code)] // reason: the tiles' raw-pointer loads and stores, bounds checked before each tile
 
 use std::cell::RefCell;
 
@@ -78,22 +92,38 @@ const NARROW: usize = 4;
 const SLACK: usize = 8;
 /// The kernels (rows, columns) the op runs, at stride 1 or 2.
 const KERNELS: [[usize; 2]; 2] = [[3, 3], [7, 7]];
-/// On AVX-512, output values per channel below which the transform leaves a convolution to
-/// tract ([`pays`]).
+/// On AVX-512, output values per channel below which a convolution that does not run along the
+/// channels is left to tract ([`tiling`]).
 const MIN_OUTPUT: usize = 64;
+/// On AVX-512, terms per output value (input channels times taps) from which a convolution runs
+/// on tiles along the channels ([`tiling`]): such a tile stores its sums one float at a time, and
+/// below this that costs more than the tiles along the positions lose to thrown-away columns.
+const MIN_TERMS: usize = 256;
+/// Output channels per tile along the channels: two vectors of sixteen.
+const CHANNEL_TILE: usize = 32;
+/// Positions of one output row per tile along the channels: fourteen vectors of sums, two of
+/// weights and one broadcast input value, seventeen of AVX-512's thirty-two registers. Seven
+/// divides the rows of ResNet18's every plane (224 halved five times is 7).
+const RUN: usize = 7;
 
-/// Whether the op beats tract's im2col and products on a convolution of `kernel` and `stride`
-/// with `output` values per channel, on tiles of `isa`, as measured (BENCHMARKS.md, "Engine
-/// levers"). On AVX-512 (a Zen 5): every kernel of [`KERNELS`] at stride 1 or 2, except where
-/// the output is under [`MIN_OUTPUT`] values per channel (ResNet18's layer4, 7 x 7), where
-/// tract's products on its sixteen-lane kernels win. On AVX2 (a Zen 3): 3x3 of stride 1, all
-/// that was measured a gain there (strided ones, on phase planes and tiles of four channels,
-/// lost to tract then; the tiles of six were not tried on them there).
-fn pays(isa: Isa, kernel: [usize; 2], stride: usize, output: usize) -> bool {
-    match isa {
-        Isa::Avx512 => output >= MIN_OUTPUT,
-        Isa::Avx2 => kernel == [3, 3] && stride == 1,
-    }
+/// How the op tiles a convolution of `kernel` and `stride` from `c` to `o` channels on `g`, on
+/// the CPU's widest instruction set `isa`, where that was measured a gain over tract's im2col and
+/// products and over the other tiling (BENCHMARKS.md, "Engine levers"); `None` leaves it to
+/// tract. On AVX-512 (a Zen 5), every kernel of [`KERNELS`] at stride 1 or 2: along the channels
+/// where there are [`MIN_TERMS`] terms per output value or more (ResNet18's sixteen 3x3 ones),
+/// else along the positions where the output has at least [`MIN_OUTPUT`] values per channel (the
+/// stems of ResNet18 and EfficientNet-Lite0, 147 and 27 terms; on fewer values, tract's products
+/// on its sixteen-lane kernels beat those tiles). On AVX2 (a Zen 3): 3x3 of stride 1 along the
+/// positions, all that was measured a gain there (strided ones, on phase planes and tiles of four
+/// channels, lost to tract then; the tiles of six were not tried on them there).
+fn tiling(isa: Isa, kernel: [usize; 2], stride: usize, c: usize, o: usize, g: &Geometry) -> Option<Tiling> {
+    let tiling = match isa {
+        Isa::Avx512 if c * kernel[0] * kernel[1] >= MIN_TERMS && Tiling::Channels.fits(o, g) => Tiling::Channels,
+        Isa::Avx512 if g.out_h * g.out_w >= MIN_OUTPUT => Tiling::Positions,
+        Isa::Avx2 if kernel == [3, 3] && stride == 1 => Tiling::Positions,
+        _ => return None,
+    };
+    Some(tiling).filter(|t| t.fits(o, g))
 }
 
 /// Whether this machine runs the direct convolution (AVX2 and FMA).
@@ -144,11 +174,37 @@ impl Isa {
     }
 }
 
+/// Which way a tile's vectors run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tiling {
+    /// Along the positions: [`WIDE`] or [`NARROW`] output channels by [`Isa::positions`]
+    /// positions (two vectors), each weight broadcast.
+    Positions,
+    /// Along the output channels, on AVX-512 alone: [`CHANNEL_TILE`] channels (two vectors) by
+    /// [`RUN`] positions of one output row, each input value broadcast. A tile along the
+    /// positions computes the thrown-away columns too, and on a small plane they are many (7 x 7
+    /// outputs in rows of 9: 63 positions in two tiles of 32, for 49); this one computes the
+    /// output alone.
+    Channels,
+}
+
+impl Tiling {
+    /// Whether `o` output channels and the output of `g` fill its tiles.
+    fn fits(self, o: usize, g: &Geometry) -> bool {
+        match self {
+            Tiling::Positions => o.is_multiple_of(NARROW) && g.positions >= Isa::Avx2.positions(),
+            Tiling::Channels => o.is_multiple_of(CHANNEL_TILE) && g.out_w >= RUN && Isa::Avx512.available(),
+        }
+    }
+}
+
 /// One line for the start-up log and `bench profile`.
 pub fn describe() -> String {
     if available() {
         let what = match Isa::widest() {
-            Isa::Avx512 => format!("3x3 and 7x7 convolutions of stride 1 and 2 with {MIN_OUTPUT} or more outputs per channel direct, without im2col, on AVX-512"),
+            Isa::Avx512 => format!(
+                "3x3 and 7x7 convolutions of stride 1 and 2 direct, without im2col, on AVX-512 (along the channels from {MIN_TERMS} terms per output)"
+            ),
             Isa::Avx2 => "3x3 convolutions of stride 1 direct, without im2col, on AVX2".into(),
         };
         format!("{what} ({NAME})")
@@ -209,15 +265,15 @@ fn rewrite_conv(_: &(), model: &TypedModel, node: &TypedNode, _name: &str, conv:
     rule_if_some!(shape = fact.shape.as_concrete());
     rule_if!(fact.datum_type == f32::datum_type() && shape.len() == 4);
     let (c, o, h, w) = (shape[1], spec.output_channels, shape[2], shape[3]);
-    rule_if!(c == spec.input_channels && c > 0 && o.is_multiple_of(NARROW));
+    rule_if!(c == spec.input_channels && c > 0);
     rule_if_some!(g = Geometry::new(h, w, kernel, stride, pads));
-    rule_if!(pays(Isa::widest(), kernel, stride, g.out_h * g.out_w));
+    rule_if_some!(tiling = tiling(Isa::widest(), kernel, stride, c, o, &g));
     rule_if_some!(weights = model.outlet_fact(node.inputs[1])?.konst.clone());
     rule_if_some!(bias = model.outlet_fact(node.inputs[2])?.konst.clone());
     rule_if!(weights.datum_type() == f32::datum_type() && weights.shape() == [o, c, kernel[0], kernel[1]]);
     rule_if!(bias.datum_type() == f32::datum_type() && (bias.len() == 1 || bias.len() == o));
     let (weights, bias) = (weights.try_as_plain_ram()?, bias.try_as_plain_ram()?);
-    let op = DirectConv::new(c, o, kernel, stride, pads, weights.as_slice::<f32>()?, bias.as_slice::<f32>()?);
+    let op = DirectConv::new(c, o, kernel, stride, pads, tiling, weights.as_slice::<f32>()?, bias.as_slice::<f32>()?);
     Ok(Some(TypedModelPatch::replace_single_op(model, node, &node.inputs[..1], op)?))
 }
 
@@ -285,7 +341,7 @@ struct Geometry {
 }
 
 impl Geometry {
-    /// `None` when the padded plane is smaller than the kernel, or its output fills no tile.
+    /// `None` when the padded plane is smaller than the kernel.
     fn new(h: usize, w: usize, kernel: [usize; 2], stride: usize, pads: [usize; 4]) -> Option<Geometry> {
         let (padded_h, padded_w) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
         if padded_h < kernel[0] || padded_w < kernel[1] || stride == 0 {
@@ -301,9 +357,6 @@ impl Geometry {
             .collect();
         let furthest_tap = taps.iter().copied().max()?;
         let (pad_top, pad_left, positions) = (pads[0], pads[1], out_h * phase_w);
-        if positions < Isa::Avx2.positions() {
-            return None;
-        }
         Some(Geometry { h, w, stride, pad_top, pad_left, phase_h, phase_w, out_h, out_w, positions, taps, furthest_tap })
     }
 
@@ -356,7 +409,9 @@ pub struct DirectConv {
     stride: usize,
     /// Top, left, bottom, right.
     pads: [usize; 4],
-    /// The tiles of output channels: first channel and width ([`WIDE`] or [`NARROW`]), in order.
+    tiling: Tiling,
+    /// The tiles of output channels: first channel and width ([`WIDE`] or [`NARROW`] along the
+    /// positions, [`CHANNEL_TILE`] along the channels), in order.
     tiles: Vec<(usize, usize)>,
     /// Weights by tile of output channels, then input channel, tap, output channel: for the tile
     /// at `first` of `width` channels, `[c][taps][width]` from `first * c * taps`, the order the
@@ -367,8 +422,8 @@ pub struct DirectConv {
 }
 
 /// A tile: [`DirectConv`]'s output channels `first ..` (the tile's width) at positions `q0 ..`
-/// (its instruction set's [`Isa::positions`]) into `sums`, from the phase planes `padded` of
-/// [`Geometry`]. Unsafe: the CPU must have the tile's instructions.
+/// (its instruction set's [`Isa::positions`], or [`RUN`] along the channels) into `sums`, from
+/// the phase planes `padded` of [`Geometry`]. Unsafe: the CPU must have the tile's instructions.
 type Tile = unsafe fn(&DirectConv, &[f32], &mut [f32], usize, usize, &Geometry);
 
 /// What [`DirectConv`] does with its sums on their way out: the ReLU after it, and the sum
@@ -443,19 +498,39 @@ macro_rules! tile {
 
 impl DirectConv {
     /// From weights `[o][c][kernel[0]][kernel[1]]` and a bias of `o` values (or one for all).
-    pub fn new(c: usize, o: usize, kernel: [usize; 2], stride: usize, pads: [usize; 4], weights: &[f32], bias: &[f32]) -> DirectConv {
+    #[allow(clippy::too_many_arguments)] // reason: the convolution's every parameter, each named at the call
+    fn new(
+        c: usize,
+        o: usize,
+        kernel: [usize; 2],
+        stride: usize,
+        pads: [usize; 4],
+        tiling: Tiling,
+        weights: &[f32],
+        bias: &[f32],
+    ) -> DirectConv {
         let terms = c * kernel[0] * kernel[1];
-        assert!(o.is_multiple_of(NARROW) && stride > 0 && KERNELS.contains(&kernel));
+        assert!(stride > 0 && KERNELS.contains(&kernel));
         assert!(weights.len() == o * terms && (bias.len() == 1 || bias.len() == o));
-        // Six wide, and what that leaves (4, or 8 = 6 + 2) four wide.
-        let narrow = match o % WIDE {
-            0 => 0,
-            4 => 1,
-            _ => 2,
+        let widths: Vec<usize> = match tiling {
+            Tiling::Positions => {
+                assert!(o.is_multiple_of(NARROW));
+                // Six wide, and what that leaves (4, or 8 = 6 + 2) four wide.
+                let narrow = match o % WIDE {
+                    0 => 0,
+                    4 => 1,
+                    _ => 2,
+                };
+                let wide = (o - narrow * NARROW) / WIDE;
+                std::iter::repeat_n(WIDE, wide).chain(std::iter::repeat_n(NARROW, narrow)).collect()
+            }
+            Tiling::Channels => {
+                assert!(o.is_multiple_of(CHANNEL_TILE));
+                vec![CHANNEL_TILE; o / CHANNEL_TILE]
+            }
         };
-        let wide = (o - narrow * NARROW) / WIDE;
-        let widths = std::iter::repeat_n(WIDE, wide).chain(std::iter::repeat_n(NARROW, narrow));
         let tiles: Vec<(usize, usize)> = widths
+            .into_iter()
             .scan(0, |first, width| {
                 *first += width;
                 Some((*first - width, width))
@@ -468,19 +543,20 @@ impl DirectConv {
             }
         }
         let bias = (0..o).map(|i| bias[if bias.len() == 1 { 0 } else { i }]).collect();
-        DirectConv { c, o, kernel, stride, pads, tiles, weights: Arc::new(packed), bias: Arc::new(bias), then: Then::Sums }
+        DirectConv { c, o, kernel, stride, pads, tiling, tiles, weights: Arc::new(packed), bias: Arc::new(bias), then: Then::Sums }
     }
 
     /// Where an image of `h` x `w` sits in the scratch buffer, if its output fills a tile.
     fn geometry(&self, h: usize, w: usize) -> Option<Geometry> {
-        Geometry::new(h, w, self.kernel, self.stride, self.pads)
+        Geometry::new(h, w, self.kernel, self.stride, self.pads).filter(|g| self.tiling.fits(self.o, g))
     }
 
     /// One image: `input` `[c][h][w]`, `output` (and `residual`, given one) `[o][out_h][out_w]`
     /// of `g`, on the widest tiles this machine has and the output fills.
     fn run(&self, g: &Geometry, input: &[f32], residual: Option<&[f32]>, output: &mut [f32]) {
-        let isa = match Isa::widest() {
-            Isa::Avx512 if g.positions >= Isa::Avx512.positions() => Isa::Avx512,
+        let isa = match (self.tiling, Isa::widest()) {
+            (Tiling::Channels, _) => Isa::Avx512,
+            (Tiling::Positions, Isa::Avx512) if g.positions >= Isa::Avx512.positions() => Isa::Avx512,
             _ => Isa::Avx2,
         };
         self.run_on(isa, g, input, residual, output)
@@ -488,8 +564,22 @@ impl DirectConv {
 
     /// [`DirectConv::run`] on tiles of `isa`.
     fn run_on(&self, isa: Isa, g: &Geometry, input: &[f32], residual: Option<&[f32]>, output: &mut [f32]) {
-        let q_tile = isa.positions();
-        assert!(isa.available() && g.positions >= q_tile);
+        assert!(isa.available() && self.tiling.fits(self.o, g));
+        // Where each tile starts: along the positions, every `q`-th; along the channels, every
+        // `RUN`-th of each output row. The last one (of each row) starts early enough to end at
+        // the last position (it recomputes a few, storing the same sums).
+        let starts: Vec<usize> = match self.tiling {
+            Tiling::Positions => {
+                let q = isa.positions();
+                assert!(g.positions >= q);
+                (0..g.positions.div_ceil(q)).map(|t| (t * q).min(g.positions - q)).collect()
+            }
+            Tiling::Channels => {
+                assert!(isa == Isa::Avx512);
+                let row = move |y: usize| (0..g.out_w.div_ceil(RUN)).map(move |t| y * g.phase_w + (t * RUN).min(g.out_w - RUN));
+                (0..g.out_h).flat_map(row).collect()
+            }
+        };
         assert!(input.len() == self.c * g.h * g.w && output.len() == self.o * g.out_h * g.out_w);
         assert!(residual.is_some() == (self.then == Then::AddRelu) && residual.is_none_or(|r| r.len() == output.len()));
         thread_local! {
@@ -501,22 +591,17 @@ impl DirectConv {
                 g.fill(input, ci, plane);
             }
             sums.resize(self.o * g.positions, 0.0);
-            // The last tile starts early enough to end at the last position (it recomputes a
-            // few, storing the same sums).
-            let start = |t: usize| (t * q_tile).min(g.positions - q_tile);
-            let (wide, narrow) = (Self::tile_for(isa, WIDE, g.taps.len()), Self::tile_for(isa, NARROW, g.taps.len()));
-            let tiles = g.positions.div_ceil(q_tile);
             // The larger operand is read once: weights larger than the planes go outside.
             let weights_outside = self.weights.len() > padded.len();
-            let (outer, inner) = if weights_outside { (self.tiles.len(), tiles) } else { (tiles, self.tiles.len()) };
+            let (outer, inner) = if weights_outside { (self.tiles.len(), starts.len()) } else { (starts.len(), self.tiles.len()) };
             for a in 0..outer {
                 for b in 0..inner {
                     let (tile, t) = if weights_outside { (a, b) } else { (b, a) };
                     let (first, width) = self.tiles[tile];
-                    let tile = if width == WIDE { wide } else { narrow };
-                    // SAFETY: `wide` and `narrow` are tiles of `isa` (`tile_for`), and `isa.available()` was
+                    let tile = self.tile_for(isa, width);
+                    // SAFETY: `tile` is a tile of `isa` (`tile_for`), and `isa.available()` was
                     // asserted above.
-                    unsafe { tile(self, padded, sums, first, start(t), g) }
+                    unsafe { tile(self, padded, sums, first, starts[t], g) }
                 }
             }
             // Each row of sums, its thrown-away columns left behind, and what follows the sums. A
@@ -539,19 +624,71 @@ impl DirectConv {
         })
     }
 
-    /// The tile of `width` output channels on `isa`, for kernels of `taps` taps (one of
-    /// [`KERNELS`], which [`DirectConv::new`] asserts).
-    fn tile_for(isa: Isa, width: usize, taps: usize) -> Tile {
-        match (isa, width == WIDE, taps) {
-            (Isa::Avx2, true, 9) => Self::tile_avx2::<WIDE, 9>,
-            (Isa::Avx2, false, 9) => Self::tile_avx2::<NARROW, 9>,
-            (Isa::Avx512, true, 9) => Self::tile_avx512::<WIDE, 9>,
-            (Isa::Avx512, false, 9) => Self::tile_avx512::<NARROW, 9>,
-            (Isa::Avx2, true, 49) => Self::tile_avx2::<WIDE, 49>,
-            (Isa::Avx2, false, 49) => Self::tile_avx2::<NARROW, 49>,
-            (Isa::Avx512, true, 49) => Self::tile_avx512::<WIDE, 49>,
-            (Isa::Avx512, false, 49) => Self::tile_avx512::<NARROW, 49>,
-            _ => panic!("no tile for kernels of {taps} taps"),
+    /// The tile of `width` output channels on `isa` (along the channels, AVX-512's, which
+    /// [`DirectConv::run_on`] asserts), for the kernel's taps (one of [`KERNELS`], which
+    /// [`DirectConv::new`] asserts).
+    fn tile_for(&self, isa: Isa, width: usize) -> Tile {
+        match (self.tiling, isa, width == WIDE, self.kernel[0] * self.kernel[1]) {
+            (Tiling::Channels, _, _, 9) => Self::tile_channels::<9>,
+            (Tiling::Channels, _, _, 49) => Self::tile_channels::<49>,
+            (Tiling::Positions, Isa::Avx2, true, 9) => Self::tile_avx2::<WIDE, 9>,
+            (Tiling::Positions, Isa::Avx2, false, 9) => Self::tile_avx2::<NARROW, 9>,
+            (Tiling::Positions, Isa::Avx512, true, 9) => Self::tile_avx512::<WIDE, 9>,
+            (Tiling::Positions, Isa::Avx512, false, 9) => Self::tile_avx512::<NARROW, 9>,
+            (Tiling::Positions, Isa::Avx2, true, 49) => Self::tile_avx2::<WIDE, 49>,
+            (Tiling::Positions, Isa::Avx2, false, 49) => Self::tile_avx2::<NARROW, 49>,
+            (Tiling::Positions, Isa::Avx512, true, 49) => Self::tile_avx512::<WIDE, 49>,
+            (Tiling::Positions, Isa::Avx512, false, 49) => Self::tile_avx512::<NARROW, 49>,
+            (_, _, _, taps) => panic!("no tile for kernels of {taps} taps"),
+        }
+    }
+
+    /// Output channels `first .. first + CHANNEL_TILE` at the [`RUN`] positions `q0 ..` of one
+    /// output row, into `sums[oc][q]` ([`Tiling::Channels`]): per input channel and tap, two
+    /// vectors of weights, and each position's input value broadcast.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F. Every other bound is checked here, before the loads.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_channels<const TAPS: usize>(&self, padded: &[f32], sums: &mut [f32], first: usize, q0: usize, g: &Geometry) {
+        use std::arch::x86_64::*;
+        const LANES: usize = Isa::Avx512.lanes();
+        let taps: &[usize; TAPS] = g.taps.as_slice().try_into().expect("a tile for the kernel's taps");
+        let terms = self.c * TAPS;
+        assert!((self.c - 1) * g.channel_len() + g.furthest_tap + q0 + RUN <= padded.len());
+        assert!((first + CHANNEL_TILE) * terms <= self.weights.len() && first + CHANNEL_TILE <= self.bias.len());
+        // Per position, its sums along the channels.
+        let mut out = [[0.0f32; CHANNEL_TILE]; RUN];
+        // SAFETY: the asserts above bound every pointer below: channel `ci < c`, a tap's offset at
+        // most `furthest_tap`, `RUN` floats from `q0`; `CHANNEL_TILE * terms` weights from the
+        // tile's first, `first * terms`; `CHANNEL_TILE` biases from `first`; the stores to `out`'s
+        // rows of `CHANNEL_TILE`. Loads and stores are unaligned ones.
+        unsafe {
+            let bias = self.bias.as_ptr().add(first);
+            let mut acc = [[_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(LANES))]; RUN];
+            let mut weight = self.weights.as_ptr().add(first * terms);
+            for ci in 0..self.c {
+                let base = padded.as_ptr().add(ci * g.channel_len() + q0);
+                for &off in taps {
+                    let w = [_mm512_loadu_ps(weight), _mm512_loadu_ps(weight.add(LANES))];
+                    weight = weight.add(CHANNEL_TILE);
+                    for (p, a) in acc.iter_mut().enumerate() {
+                        let x = _mm512_set1_ps(*base.add(off + p));
+                        a[0] = _mm512_fmadd_ps(w[0], x, a[0]);
+                        a[1] = _mm512_fmadd_ps(w[1], x, a[1]);
+                    }
+                }
+            }
+            for (a, row) in acc.iter().zip(out.iter_mut()) {
+                _mm512_storeu_ps(row.as_mut_ptr(), a[0]);
+                _mm512_storeu_ps(row.as_mut_ptr().add(LANES), a[1]);
+            }
+        }
+        // Each position's sums to their places in the channels' rows.
+        for (p, row) in out.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                sums[(first + j) * g.positions + q0 + p] = v;
+            }
         }
     }
 
@@ -574,6 +711,7 @@ impl DirectConv {
 impl PartialEq for DirectConv {
     fn eq(&self, other: &Self) -> bool {
         (self.c, self.o, self.kernel, self.stride, self.pads) == (other.c, other.o, other.kernel, other.stride, other.pads)
+            && self.tiling == other.tiling
             && self.tiles == other.tiles
             && Arc::ptr_eq(&self.weights, &other.weights)
             && Arc::ptr_eq(&self.bias, &other.bias)
@@ -591,9 +729,18 @@ impl Op for DirectConv {
     fn info(&self) -> TractResult<Vec<String>> {
         let p = self.pads;
         // The widest tile, and the narrower one where a plane's output is too small for it.
-        let positions = match Isa::widest() {
-            Isa::Avx512 => format!("{} positions ({} under {0})", Isa::Avx512.positions(), Isa::Avx2.positions()),
-            Isa::Avx2 => format!("{} positions", Isa::Avx2.positions()),
+        let tiles = match (self.tiling, Isa::widest()) {
+            (Tiling::Channels, _) => {
+                format!("tiles of {CHANNEL_TILE} channels x {RUN} positions of a row")
+            }
+            (Tiling::Positions, Isa::Avx512) => {
+                format!(
+                    "tiles of {WIDE} and {NARROW} channels x {} positions ({} under {0})",
+                    Isa::Avx512.positions(),
+                    Isa::Avx2.positions()
+                )
+            }
+            (Tiling::Positions, Isa::Avx2) => format!("tiles of {WIDE} and {NARROW} channels x {} positions", Isa::Avx2.positions()),
         };
         let then = match self.then {
             Then::Sums => "",
@@ -601,7 +748,7 @@ impl Op for DirectConv {
             Then::AddRelu => ", then + residual and ReLU",
         };
         Ok(vec![format!(
-            "{} -> {} channels, {}x{}, stride {}, padding {p:?}, tiles of {WIDE} and {NARROW} channels x {positions}{then}",
+            "{} -> {} channels, {}x{}, stride {}, padding {p:?}, {tiles}{then}",
             self.c, self.o, self.kernel[0], self.kernel[1], self.stride
         )])
     }
@@ -715,7 +862,10 @@ mod tests {
         // ones only; 12 and 24: wide ones only; 16 and 20: both), several images. Then stride 2
         // and 7x7: ResNet18's stem and EfficientNet-Lite0's (padding after only) on smaller
         // planes, planes of odd and even sides, uneven padding, padding as wide as all but one of
-        // the kernel's columns, and 7x7 of stride 1.
+        // the kernel's columns, and 7x7 of stride 1. Then output channels in tiles of 32 along the
+        // channels (where this CPU has AVX-512): ResNet18's layer4 on fewer channels, rows of
+        // outputs that seven divides and ones it does not (the last run of a row starting early),
+        // stride 2, 7x7 and uneven padding; the earlier cases of 32 and 64 output channels too.
         let (one, three, seven) = ([1; 4], [3, 3], [7, 7]);
         for (n, (c, o, k, s, p), h, w) in [
             (1, (3, 4, three, 1, one), 56, 56),
@@ -738,70 +888,89 @@ mod tests {
             (2, (2, 4, seven, 2, [3, 1, 2, 0]), 19, 17),
             (1, (3, 4, seven, 2, [6, 6, 6, 6]), 8, 9),
             (1, (2, 8, seven, 1, [3; 4]), 9, 9),
+            (1, (16, 32, three, 1, one), 7, 7),
+            (1, (8, 64, three, 1, one), 9, 13),
+            (2, (5, 32, three, 2, one), 14, 14),
+            (1, (2, 32, seven, 1, [3; 4]), 8, 10),
+            (1, (3, 32, three, 1, [0, 2, 1, 0]), 6, 16),
         ] {
             let conv = (c, o, k, s, p);
             let x: Vec<f32> = (0..n * c * h * w).map(|_| next()).collect();
             let wt: Vec<f32> = (0..o * c * k[0] * k[1]).map(|_| next()).collect();
             let b: Vec<f32> = (0..o).map(|_| next()).collect();
-            let op = DirectConv::new(c, o, k, s, p, &wt, &b);
-            let input = Tensor::from_shape(&[n, c, h, w], &x).unwrap();
-            let out = op.eval(&EvalContext::out_of_plan(), tvec!(input.clone().into_tvalue())).unwrap().remove(0);
-            let (out_h, out_w) = out_size(conv, h, w);
-            assert_eq!(out.shape(), [n, o, out_h, out_w]);
-            let got = out.try_as_plain_ram().unwrap();
-            let got = got.as_slice::<f32>().unwrap();
-            let len = o * out_h * out_w;
-            let geometry = op.geometry(h, w).unwrap();
-            for i in 0..n {
-                let image = &x[i * c * h * w..][..c * h * w];
-                let want = reference(conv, h, w, image, &wt, &b);
-                let close = |got: &[f32], isa: &str| {
-                    for (j, (g, r)) in got.iter().zip(&want).enumerate() {
-                        let what = format!("{n}x{c}->{o} {k:?}/{s} {p:?} {h}x{w}, {isa}: image {i} value {j}");
-                        assert!((g - r).abs() <= 1e-5 * (1.0 + r.abs()), "{what}: {g} against {r}");
+            let geometry = Geometry::new(h, w, k, s, p).unwrap();
+            let tilings = [Tiling::Positions, Tiling::Channels].into_iter().filter(|t| t.fits(o, &geometry));
+            let tilings: Vec<Tiling> = tilings.collect();
+            assert!(tilings.contains(&Tiling::Positions), "{conv:?}: every case runs along the positions");
+            for tiling in tilings {
+                let op = DirectConv::new(c, o, k, s, p, tiling, &wt, &b);
+                let input = Tensor::from_shape(&[n, c, h, w], &x).unwrap();
+                let out = op.eval(&EvalContext::out_of_plan(), tvec!(input.clone().into_tvalue())).unwrap().remove(0);
+                let (out_h, out_w) = out_size(conv, h, w);
+                assert_eq!(out.shape(), [n, o, out_h, out_w]);
+                let got = out.try_as_plain_ram().unwrap();
+                let got = got.as_slice::<f32>().unwrap();
+                let len = o * out_h * out_w;
+                for i in 0..n {
+                    let image = &x[i * c * h * w..][..c * h * w];
+                    let want = reference(conv, h, w, image, &wt, &b);
+                    let close = |got: &[f32], isa: &str| {
+                        for (j, (g, r)) in got.iter().zip(&want).enumerate() {
+                            let what = format!("{n}x{c}->{o} {k:?}/{s} {p:?} {h}x{w} {tiling:?}, {isa}: image {i} value {j}");
+                            assert!((g - r).abs() <= 1e-5 * (1.0 + r.abs()), "{what}: {g} against {r}");
+                        }
+                    };
+                    close(&got[i * len..][..len], "the widest tiles");
+                    // Along the positions, each instruction set's tiles where this CPU has it and the
+                    // output fills one.
+                    for isa in [Isa::Avx2, Isa::Avx512] {
+                        if tiling == Tiling::Positions && isa.available() && geometry.positions >= isa.positions() {
+                            let mut y = vec![f32::NAN; len];
+                            op.run_on(isa, &geometry, image, None, &mut y);
+                            close(&y, &format!("{isa:?}"));
+                        }
                     }
-                };
-                close(&got[i * len..][..len], "the widest tiles");
-                // Each instruction set's tiles where this CPU has it and the output fills one.
-                for isa in [Isa::Avx2, Isa::Avx512] {
-                    if isa.available() && geometry.positions >= isa.positions() {
-                        let mut y = vec![f32::NAN; len];
-                        op.run_on(isa, &geometry, image, None, &mut y);
-                        close(&y, &format!("{isa:?}"));
+                }
+                // The folded ReLU, alone and after a residual: the same sums, then + r, then clamped.
+                let r: Vec<f32> = (0..n * len).map(|_| next()).collect();
+                for residual in [false, true] {
+                    let fused = DirectConv { then: if residual { Then::AddRelu } else { Then::Relu }, ..op.clone() };
+                    let mut inputs = tvec!(input.clone().into_tvalue());
+                    if residual {
+                        inputs.push(Tensor::from_shape(&[n, o, out_h, out_w], &r).unwrap().into_tvalue());
                     }
-                }
-            }
-            // The folded ReLU, alone and after a residual: the same sums, then + r, then clamped.
-            let r: Vec<f32> = (0..n * len).map(|_| next()).collect();
-            for residual in [false, true] {
-                let fused = DirectConv { then: if residual { Then::AddRelu } else { Then::Relu }, ..op.clone() };
-                let mut inputs = tvec!(input.clone().into_tvalue());
-                if residual {
-                    inputs.push(Tensor::from_shape(&[n, o, out_h, out_w], &r).unwrap().into_tvalue());
-                }
-                let out = fused.eval(&EvalContext::out_of_plan(), inputs).unwrap().remove(0);
-                let out = out.try_as_plain_ram().unwrap();
-                for (j, (f, plain)) in out.as_slice::<f32>().unwrap().iter().zip(got).enumerate() {
-                    let want = (plain + if residual { r[j] } else { 0.0 }).max(0.0);
-                    assert!(*f == want, "{n}x{c}->{o} {k:?}/{s} {p:?} {h}x{w}, residual {residual}: value {j} is {f}, not {want}");
-                }
-                // A residual of another shape is refused.
-                if residual {
-                    let wrong = Tensor::zero::<f32>(&[n, o, out_h, out_w + 1]).unwrap().into_tvalue();
-                    assert!(fused.eval(&EvalContext::out_of_plan(), tvec!(input.clone().into_tvalue(), wrong)).is_err());
+                    let out = fused.eval(&EvalContext::out_of_plan(), inputs).unwrap().remove(0);
+                    let out = out.try_as_plain_ram().unwrap();
+                    for (j, (f, plain)) in out.as_slice::<f32>().unwrap().iter().zip(got).enumerate() {
+                        let want = (plain + if residual { r[j] } else { 0.0 }).max(0.0);
+                        assert!(
+                            *f == want,
+                            "{n}x{c}->{o} {k:?}/{s} {p:?} {h}x{w} {tiling:?}, residual {residual}: value {j} is {f}, not {want}"
+                        );
+                    }
+                    // A residual of another shape is refused.
+                    if residual {
+                        let wrong = Tensor::zero::<f32>(&[n, o, out_h, out_w + 1]).unwrap().into_tvalue();
+                        assert!(fused.eval(&EvalContext::out_of_plan(), tvec!(input.clone().into_tvalue(), wrong)).is_err());
+                    }
                 }
             }
         }
         // Planes too small for a tile, or for the kernel, are refused, not run.
         let small = |h, w| tvec!(Tensor::zero::<f32>(&[1, 1, h, w]).unwrap().into_tvalue());
-        let op = DirectConv::new(1, 4, three, 1, one, &[0.0; 36], &[0.0; 4]);
+        let positions = Tiling::Positions;
+        let op = DirectConv::new(1, 4, three, 1, one, positions, &[0.0; 36], &[0.0; 4]);
         assert!(op.eval(&EvalContext::out_of_plan(), small(2, 2)).is_err());
-        let op = DirectConv::new(1, 4, three, 1, [0; 4], &[0.0; 36], &[0.0; 4]);
+        let op = DirectConv::new(1, 4, three, 1, [0; 4], positions, &[0.0; 36], &[0.0; 4]);
         assert!(op.eval(&EvalContext::out_of_plan(), small(2, 40)).is_err());
-        let op = DirectConv::new(1, 4, seven, 2, [0; 4], &[0.0; 196], &[0.0; 4]);
+        let op = DirectConv::new(1, 4, seven, 2, [0; 4], positions, &[0.0; 196], &[0.0; 4]);
         assert!(op.eval(&EvalContext::out_of_plan(), small(6, 80)).is_err());
+        // Along the channels, rows of outputs shorter than a run (and anything on a CPU without
+        // AVX-512).
+        let op = DirectConv::new(1, 32, three, 1, one, Tiling::Channels, &[0.0; 288], &[0.0; 32]);
+        assert!(op.eval(&EvalContext::out_of_plan(), small(40, 6)).is_err());
         // One bias for all channels.
-        let op = DirectConv::new(1, 4, three, 1, one, &[0.0; 36], &[0.5]);
+        let op = DirectConv::new(1, 4, three, 1, one, positions, &[0.0; 36], &[0.5]);
         let out = op.eval(&EvalContext::out_of_plan(), tvec!(Tensor::from_shape(&[1, 1, 4, 4], &[1.0f32; 16]).unwrap().into_tvalue()));
         let out = out.unwrap().remove(0);
         assert!(out.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().iter().all(|&v| v == 0.5));
@@ -831,10 +1000,12 @@ mod tests {
         let wide = model.add_source("wide", f32::fact([1, 16, 16, 16])).unwrap();
         let narrow = model.add_source("narrow", f32::fact([1, 3, 16, 16])).unwrap();
         let small = model.add_source("small", f32::fact([1, 8, 7, 7])).unwrap();
+        let deep = model.add_source("deep", f32::fact([1, 32, 7, 7])).unwrap();
         let mut outputs = vec![];
         // Outputs of 16 x 16 and 8 x 8 values per channel (MIN_OUTPUT), and from `small` 7 x 7
-        // (ResNet18's layer4) and 4 x 4.
-        // Strided and 7x7 ones where this CPU has AVX-512 only, small outputs where it has not.
+        // (ResNet18's layer4) and 4 x 4, and from `deep` 7 x 7 and 4 x 4 on 288 terms (MIN_TERMS).
+        // Strided and 7x7 ones where this CPU has AVX-512 only, small outputs where it has not,
+        // unless along the channels.
         let avx512 = Isa::widest() == Isa::Avx512;
         let cases = [
             ("three", conv(3, 1, 16, 4, 1, 1), true),
@@ -844,6 +1015,10 @@ mod tests {
             ("seven_stride_one", conv(7, 1, 16, 8, 3, 1), avx512),
             ("small_output", conv(3, 2, 8, 8, 1, 1), false),
             ("small_output_stride_one", conv(3, 1, 8, 8, 1, 1), !avx512),
+            ("along_the_channels", conv(3, 1, 32, 32, 1, 1), true),
+            ("along_the_channels_strided", conv(3, 2, 32, 64, 1, 1), false),
+            ("few_terms", conv(3, 1, 8, 32, 1, 1), !avx512),
+            ("deep_and_narrow", conv(3, 1, 32, 8, 1, 1), !avx512),
             ("five", conv(5, 1, 16, 4, 2, 1), false),
             ("pointwise", conv(1, 1, 16, 4, 0, 1), false),
             ("pointwise_strided", conv(1, 2, 16, 4, 0, 1), false),
@@ -859,6 +1034,7 @@ mod tests {
             let x = match c {
                 3 => narrow,
                 8 => small,
+                32 => deep,
                 _ => wide,
             };
             outputs.push(model.wire_node(*name, op.clone(), &[x, wt, b]).unwrap()[0]);
@@ -868,6 +1044,11 @@ mod tests {
         for (name, _, taken) in cases {
             let node = model.nodes().iter().find(|n| n.name == name).unwrap();
             assert_eq!(node.op().name() == "DirectConv", taken, "{name}: {}", node.op().name());
+            // Along the channels on AVX-512 where there are MIN_TERMS terms, else along the positions.
+            if let Some(op) = node.op_as::<DirectConv>() {
+                let channels = avx512 && name == "along_the_channels";
+                assert_eq!(op.tiling, if channels { Tiling::Channels } else { Tiling::Positions }, "{name}");
+            }
         }
     }
 
