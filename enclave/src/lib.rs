@@ -4,7 +4,7 @@
 //! The crate is small on purpose; read it in this order: `main.rs` (start-up),
 //! `server.rs` (connections and the hostile-input policy), `pool.rs`
 //! (workers and the bounded queue), `model.rs` (tract), `direct_conv.rs` (the
-//! 3x3 convolutions without im2col), `max_pool.rs` (max pooling by rows),
+//! 3x3 and 7x7 convolutions without im2col), `max_pool.rs` (max pooling by rows),
 //! `depthwise.rs`
 //! (tract's x86-64 depthwise kernel), `matmul.rs` (one correction to tract's
 //! choice of matrix-product kernel), `llc.rs` (the share of the last-level
@@ -13,11 +13,11 @@
 //! OHTTP keys, the inner request, the answer), `nsm.rs` (attestation
 //! documents), `entropy.rs`, then `shared/src/frame.rs` (the wire).
 //! `entropy.rs` and `nsm.rs` (three system calls), `depthwise.rs` and
-//! `direct_conv.rs` (one SIMD kernel's loads and stores each) hold the only
+//! `direct_conv.rs` (SIMD kernels' loads and stores) hold the only
 //! `unsafe`.
 //! It is a library too, so that tests can compare the server's answers with
 //! the same preprocessing run directly through tract.
-#![deny(unsafe_code)] // reason: allowed in entropy.rs (two system calls), nsm.rs (one ioctl), depthwise.rs and direct_conv.rs (one kernel each) alone
+#![deny(unsafe_code)] // reason: allowed in entropy.rs (two system calls), nsm.rs (one ioctl), depthwise.rs (one kernel) and direct_conv.rs (two tiles) alone
 
 pub mod config;
 #[cfg(target_arch = "x86_64")]
