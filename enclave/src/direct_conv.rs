@@ -65,6 +65,16 @@
 //! while it copies its sums out, where tract would run one or two more passes
 //! over the output (ResNet18's thirteen: 0.5 ms of 24-25 on a Zen 5,
 //! BENCHMARKS.md, "Engine levers").
+//!
+//! Where the op after it reads channel-last data, the op writes its output
+//! that way: tract's `conv_nhwc` moves the channel axis last before each
+//! convolution it makes channel-last (EfficientNet-Lite0's first depthwise
+//! one, after the stem), and tract's own axis pass, part of every plan's
+//! declutter, offers that move to the op ([`DirectConv::change_axes`]). On
+//! AVX-512 it takes it, with tiles along the channels, whose sums then leave
+//! the tile by vectors, side by side as the output wants them; tract's pass
+//! over the whole output is gone (EfficientNet-Lite0's stem and that move:
+//! 0.95-1.20 ms before, 0.50-0.55 after, on a Zen 4).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(unsafe_code)] // reason: the tiles' raw-pointer loads and stores, bounds checked before each tile
@@ -96,8 +106,9 @@ const KERNELS: [[usize; 2]; 2] = [[3, 3], [7, 7]];
 /// channels is left to tract ([`tiling`]).
 const MIN_OUTPUT: usize = 64;
 /// On AVX-512, terms per output value (input channels times taps) from which a convolution runs
-/// on tiles along the channels ([`tiling`]): such a tile stores its sums one float at a time, and
-/// below this that costs more than the tiles along the positions lose to thrown-away columns.
+/// on tiles along the channels ([`tiling`]): such a tile stores its sums into a channels-first
+/// output one float at a time, and below this that costs more than the tiles along the positions
+/// lose to thrown-away columns (into a channel-last output it stores by vectors).
 const MIN_TERMS: usize = 256;
 /// Output channels per tile along the channels: two vectors of sixteen.
 const CHANNEL_TILE: usize = 32;
@@ -115,7 +126,9 @@ const RUN: usize = 7;
 /// stems of ResNet18 and EfficientNet-Lite0, 147 and 27 terms; on fewer values, tract's products
 /// on its sixteen-lane kernels beat those tiles). On AVX2 (a Zen 3): 3x3 of stride 1 along the
 /// positions, all that was measured a gain there (strided ones, on phase planes and tiles of four
-/// channels, lost to tract then; the tiles of six were not tried on them there).
+/// channels, lost to tract then; the tiles of six were not tried on them there). An output that
+/// tract's axis pass later makes channel-last goes along the channels on AVX-512, whatever its
+/// terms ([`DirectConv::change_axes`]).
 fn tiling(isa: Isa, kernel: [usize; 2], stride: usize, c: usize, o: usize, g: &Geometry) -> Option<Tiling> {
     let tiling = match isa {
         Isa::Avx512 if c * kernel[0] * kernel[1] >= MIN_TERMS && Tiling::Channels.fits(o, g) => Tiling::Channels,
@@ -203,7 +216,7 @@ pub fn describe() -> String {
     if available() {
         let what = match Isa::widest() {
             Isa::Avx512 => format!(
-                "3x3 and 7x7 convolutions of stride 1 and 2 direct, without im2col, on AVX-512 (along the channels from {MIN_TERMS} terms per output)"
+                "3x3 and 7x7 convolutions of stride 1 and 2 direct, without im2col, on AVX-512 (along the channels from {MIN_TERMS} terms per output or for a channel-last output)"
             ),
             Isa::Avx2 => "3x3 convolutions of stride 1 direct, without im2col, on AVX2".into(),
         };
@@ -419,6 +432,11 @@ pub struct DirectConv {
     weights: Arc<Vec<f32>>,
     bias: Arc<Vec<f32>>,
     then: Then,
+    /// The output channel-last, `[n, out_h, out_w, o]`, where the op after it reads that layout
+    /// (tract's `conv_nhwc` puts a move of the channel axis before such a reader, which tract's
+    /// axis pass then folds into this op: [`DirectConv::change_axes`]); else `[n, o, out_h, out_w]`.
+    /// On tiles along the channels alone, whose sums are then stored by vectors.
+    channel_last: bool,
 }
 
 /// A tile: [`DirectConv`]'s output channels `first ..` (the tile's width) at positions `q0 ..`
@@ -543,7 +561,26 @@ impl DirectConv {
             }
         }
         let bias = (0..o).map(|i| bias[if bias.len() == 1 { 0 } else { i }]).collect();
-        DirectConv { c, o, kernel, stride, pads, tiling, tiles, weights: Arc::new(packed), bias: Arc::new(bias), then: Then::Sums }
+        DirectConv { c, o, kernel, stride, pads, tiling, tiles, weights: Arc::new(packed), bias: Arc::new(bias), then: Then::Sums, channel_last: false }
+    }
+
+    /// The weights as [`DirectConv::new`] takes them, `[o][c][kernel[0]][kernel[1]]`.
+    fn weights_oihw(&self) -> Vec<f32> {
+        let terms = self.c * self.kernel[0] * self.kernel[1];
+        let mut weights = vec![0.0; self.o * terms];
+        let mut packed = self.weights.iter();
+        for &(first, width) in &self.tiles {
+            for term in 0..terms {
+                (first..first + width).zip(&mut packed).for_each(|(oc, &v)| weights[oc * terms + term] = v);
+            }
+        }
+        weights
+    }
+
+    /// The output's shape for `n` images on `g`, in the op's layout.
+    fn output_shape<D: From<usize>>(&self, n: D, g: &Geometry) -> [D; 4] {
+        let (o, h, w) = (self.o.into(), g.out_h.into(), g.out_w.into());
+        if self.channel_last { [n, h, w, o] } else { [n, o, h, w] }
     }
 
     /// Where an image of `h` x `w` sits in the scratch buffer, if its output fills a tile.
@@ -552,7 +589,8 @@ impl DirectConv {
     }
 
     /// One image: `input` `[c][h][w]`, `output` (and `residual`, given one) `[o][out_h][out_w]`
-    /// of `g`, on the widest tiles this machine has and the output fills.
+    /// of `g` (`[out_h][out_w][o]` channel-last), on the widest tiles this machine has and the
+    /// output fills.
     fn run(&self, g: &Geometry, input: &[f32], residual: Option<&[f32]>, output: &mut [f32]) {
         let isa = match (self.tiling, Isa::widest()) {
             (Tiling::Channels, _) => Isa::Avx512,
@@ -582,6 +620,7 @@ impl DirectConv {
         };
         assert!(input.len() == self.c * g.h * g.w && output.len() == self.o * g.out_h * g.out_w);
         assert!(residual.is_some() == (self.then == Then::AddRelu) && residual.is_none_or(|r| r.len() == output.len()));
+        assert!(!self.channel_last || self.tiling == Tiling::Channels, "channel-last sums come from tiles along the channels");
         thread_local! {
             static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
         }
@@ -608,6 +647,24 @@ impl DirectConv {
             // select rather than `f32::max` for the ReLU: the same answer here, NaN included, in
             // one instruction.
             let relu = |v: f32| if v > 0.0 { v } else { 0.0 };
+            if self.channel_last {
+                // The sums of position `q` side by side, as in the output (tiles along the
+                // channels only, asserted above); the residual has the output's layout too.
+                for y in 0..g.out_h {
+                    for x in 0..g.out_w {
+                        let (q, i) = (y * g.phase_w + x, (y * g.out_w + x) * self.o);
+                        let (out, sums) = (&mut output[i..][..self.o], &sums[q * self.o..][..self.o]);
+                        match (self.then, residual) {
+                            (Then::Relu, _) => out.iter_mut().zip(sums).for_each(|(v, &s)| *v = relu(s)),
+                            (Then::AddRelu, Some(r)) => {
+                                out.iter_mut().zip(sums).zip(&r[i..]).for_each(|((v, &s), &r)| *v = relu(s + r))
+                            }
+                            _ => out.copy_from_slice(sums),
+                        }
+                    }
+                }
+                return;
+            }
             for (oc, out) in output.chunks_exact_mut(g.out_h * g.out_w).enumerate() {
                 for (y, row) in out.chunks_exact_mut(g.out_w).enumerate() {
                     let sums = &sums[oc * g.positions + y * g.phase_w..][..g.out_w];
@@ -684,10 +741,15 @@ impl DirectConv {
                 _mm512_storeu_ps(row.as_mut_ptr().add(LANES), a[1]);
             }
         }
-        // Each position's sums to their places in the channels' rows.
+        // Each position's sums to their places: side by side where the sums are kept
+        // channel-last, else one into each channel's row.
         for (p, row) in out.iter().enumerate() {
-            for (j, &v) in row.iter().enumerate() {
-                sums[(first + j) * g.positions + q0 + p] = v;
+            if self.channel_last {
+                sums[(q0 + p) * self.o + first..][..CHANNEL_TILE].copy_from_slice(row);
+            } else {
+                for (j, &v) in row.iter().enumerate() {
+                    sums[(first + j) * g.positions + q0 + p] = v;
+                }
             }
         }
     }
@@ -716,6 +778,7 @@ impl PartialEq for DirectConv {
             && Arc::ptr_eq(&self.weights, &other.weights)
             && Arc::ptr_eq(&self.bias, &other.bias)
             && self.then == other.then
+            && self.channel_last == other.channel_last
     }
 }
 
@@ -747,8 +810,9 @@ impl Op for DirectConv {
             Then::Relu => ", then ReLU",
             Then::AddRelu => ", then + residual and ReLU",
         };
+        let layout = if self.channel_last { ", out channel-last" } else { "" };
         Ok(vec![format!(
-            "{} -> {} channels, {}x{}, stride {}, padding {p:?}, {tiles}{then}",
+            "{} -> {} channels, {}x{}, stride {}, padding {p:?}, {tiles}{then}{layout}",
             self.c, self.o, self.kernel[0], self.kernel[1], self.stride
         )])
     }
@@ -765,7 +829,7 @@ impl EvalOp for DirectConv {
         let &[n, c, h, w] = input.shape() else { bail!("DirectConv wants [n, c, h, w], got {:?}", input.shape()) };
         ensure!(c == self.c, "DirectConv of {} channels given {c}", self.c);
         let Some(g) = self.geometry(h, w) else { bail!("DirectConv given planes of {h} x {w}, under a tile") };
-        let mut output = Tensor::zero::<f32>(&[n, self.o, g.out_h, g.out_w])?;
+        let mut output = Tensor::zero::<f32>(&self.output_shape(n, &g))?;
         if let Some(r) = inputs.get(1) {
             ensure!(r.shape() == output.shape(), "DirectConv's residual is {:?}, its output {:?}", r.shape(), output.shape());
         }
@@ -788,12 +852,26 @@ impl TypedOp for DirectConv {
         ensure!(shape.rank() == 4 && shape[1] == self.c.to_dim());
         let (h, w) = (shape[2].to_usize()?, shape[3].to_usize()?);
         let Some(g) = self.geometry(h, w) else { bail!("DirectConv given planes of {h} x {w}, under a tile") };
-        let output = f32::fact([shape[0].clone(), self.o.to_dim(), g.out_h.to_dim(), g.out_w.to_dim()]);
+        let output = f32::fact(self.output_shape(shape[0].clone(), &g));
         ensure!(inputs.len() == self.then.inputs());
         if let Some(r) = inputs.get(1) {
             ensure!(r.datum_type == f32::datum_type() && r.shape == output.shape, "DirectConv's residual is {r:?}, its output {output:?}");
         }
         Ok(tvec!(output))
+    }
+
+    /// A move of the output's channel axis last (`conv_nhwc`'s, before a channel-last reader)
+    /// becomes the op's own layout: tract's axis pass then drops the move. Nothing else is taken.
+    fn change_axes(&self, model: &TypedModel, node: &TypedNode, io: InOut, change: &AxisOp) -> TractResult<Option<AxisChangeConsequence>> {
+        rule_if!(io == InOut::Out(0) && *change == AxisOp::Move(1, 3));
+        rule_if!(!self.channel_last && self.then != Then::AddRelu);
+        rule_if_some!(shape = model.outlet_fact(node.inputs[0])?.shape.as_concrete());
+        rule_if_some!(g = Geometry::new(shape[2], shape[3], self.kernel, self.stride, self.pads));
+        rule_if!(Tiling::Channels.fits(self.o, &g));
+        let (kernel, weights) = (self.kernel, self.weights_oihw());
+        let op = DirectConv::new(self.c, self.o, kernel, self.stride, self.pads, Tiling::Channels, &weights, &self.bias);
+        let op = DirectConv { then: self.then, channel_last: true, ..op };
+        Ok(Some(AxisChangeConsequence { substitute_op: Some(Box::new(op)), wire_changes: tvec!((io, change.clone())) }))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -844,17 +922,67 @@ mod tests {
         out
     }
 
+    /// Numbers in [-0.5, 0.5), the same from the same `seed`.
+    fn numbers(mut seed: u32) -> impl FnMut() -> f32 {
+        move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
+        }
+    }
+
+    /// A constant of `shape` in `model`: `value` everywhere, or numbers from `next`.
+    fn constant(model: &mut TypedModel, name: &str, shape: &[usize], value: Option<f32>, next: &mut impl FnMut() -> f32) -> OutletId {
+        let values: Vec<f32> = (0..shape.iter().product()).map(|_| value.unwrap_or_else(&mut *next)).collect();
+        model.add_const(name, Tensor::from_shape(shape, &values).unwrap()).unwrap()
+    }
+
+    /// tract's `Conv`, 3x3 of stride 1 and padding 1, from 8 channels to `o`, weights and bias
+    /// from `next`, on `input` in `model`.
+    fn conv_3x3(model: &mut TypedModel, name: &str, input: OutletId, o: usize, next: &mut impl FnMut() -> f32) -> OutletId {
+        use tract_onnx::tract_core::ops::cnn::PoolSpec;
+        let op = Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec!(3, 3),
+                padding: PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1)),
+                dilations: None,
+                strides: None,
+                input_channels: 8,
+                output_channels: o,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params: None,
+        };
+        let wt = constant(model, &format!("{name}.k"), &[o, 8, 3, 3], None, next);
+        let b = constant(model, &format!("{name}.b"), &[o], None, next);
+        model.wire_node(name, op, &[input, wt, b]).unwrap()[0]
+    }
+
+    /// `model` run on `values`, its outputs.
+    fn run_model(model: &TypedModel, shape: &[usize], values: &[f32]) -> Vec<Vec<f32>> {
+        let input = Tensor::from_shape(shape, values).unwrap();
+        let out = model.clone().into_runnable().unwrap().run(tvec!(input.into_tvalue())).unwrap();
+        out.iter().map(|t| t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec()).collect()
+    }
+
+    /// Each output of `got` within 1e-5 (relative) of `want`'s.
+    fn assert_close(got: &[Vec<f32>], want: &[Vec<f32>]) {
+        assert_eq!(got.len(), want.len());
+        for (output, (got, want)) in got.iter().zip(want).enumerate() {
+            for (j, (g, w)) in got.iter().zip(want).enumerate() {
+                assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "output {output} value {j}: {g} against {w}");
+            }
+        }
+    }
+
     #[test]
     fn every_shape_matches_the_term_by_term_sum() {
         if !available() {
             eprintln!("no AVX2 and FMA here: nothing to check");
             return;
         }
-        let mut seed = 7u32;
-        let mut next = move || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
-        };
+        let mut next = numbers(7);
         // On an AVX-512 machine, the AVX2 tiles too (below).
         // 3x3 of stride 1: ResNet18's four plane sizes, paddings of 0 and 2 and uneven ones,
         // planes of odd sides, planes narrower than a tile's row, one just large enough for a
@@ -953,6 +1081,31 @@ mod tests {
                         let wrong = Tensor::zero::<f32>(&[n, o, out_h, out_w + 1]).unwrap().into_tvalue();
                         assert!(fused.eval(&EvalContext::out_of_plan(), tvec!(input.clone().into_tvalue(), wrong)).is_err());
                     }
+                }
+                // Channel-last (along the channels): the same values, each position's channels side
+                // by side, after each fold (the residual in that layout too).
+                let plane = out_h * out_w;
+                let moved = |v: &[f32]| -> Vec<f32> {
+                    (0..n * len).map(|j| v[j / len * len + j % len % o * plane + j % len / o]).collect()
+                };
+                assert_eq!(op.weights_oihw(), wt, "the weights unpacked as given");
+                for then in [Then::Sums, Then::Relu, Then::AddRelu].into_iter().filter(|_| tiling == Tiling::Channels) {
+                    let (first, last) = (DirectConv { then, ..op.clone() }, DirectConv { then, channel_last: true, ..op.clone() });
+                    let (mut inputs, mut moved_inputs) = (tvec!(input.clone().into_tvalue()), tvec!(input.clone().into_tvalue()));
+                    if then == Then::AddRelu {
+                        inputs.push(Tensor::from_shape(&[n, o, out_h, out_w], &r).unwrap().into_tvalue());
+                        moved_inputs.push(Tensor::from_shape(&[n, out_h, out_w, o], &moved(&r)).unwrap().into_tvalue());
+                    }
+                    let want = first.eval(&EvalContext::out_of_plan(), inputs).unwrap().remove(0);
+                    let got = last.eval(&EvalContext::out_of_plan(), moved_inputs).unwrap().remove(0);
+                    assert_eq!(got.shape(), [n, out_h, out_w, o]);
+                    let facts = [f32::fact([n, c, h, w]), f32::fact([n, out_h, out_w, o])];
+                    let facts: Vec<&TypedFact> = facts.iter().take(then.inputs()).collect();
+                    let fact = last.output_facts(&facts).unwrap().remove(0);
+                    assert_eq!(fact.shape.as_concrete(), Some(&[n, out_h, out_w, o][..]));
+                    let want = moved(want.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap());
+                    let got = got.try_as_plain_ram().unwrap();
+                    assert!(got.as_slice::<f32>().unwrap() == want, "{n}x{c}->{o} {k:?}/{s} {p:?} {h}x{w} {tiling:?} {then:?}, channel-last");
                 }
             }
         }
@@ -1057,41 +1210,14 @@ mod tests {
         if !available() {
             return;
         }
-        use tract_onnx::tract_core::ops::cnn::PoolSpec;
         use tract_onnx::tract_core::ops::math::{add, max};
-        let mut seed = 5u32;
-        let mut next = move || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
-        };
+        let mut next = numbers(5);
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, 8, 12, 12])).unwrap();
-        let mut constant = |model: &mut TypedModel, name: &str, shape: &[usize], value: Option<f32>| {
-            let values: Vec<f32> = (0..shape.iter().product()).map(|_| value.unwrap_or_else(&mut next)).collect();
-            model.add_const(name, Tensor::from_shape(shape, &values).unwrap()).unwrap()
-        };
-        let zero = constant(&mut model, "zero", &[1, 1, 1, 1], Some(0.0));
-        let half = constant(&mut model, "half", &[1, 1, 1, 1], Some(0.5));
-        let per_channel = constant(&mut model, "per_channel", &[1, 8, 1, 1], None);
-        let mut conv = |model: &mut TypedModel, name: &str, input: OutletId| {
-            let op = Conv {
-                pool_spec: PoolSpec {
-                    data_format: DataFormat::NCHW,
-                    kernel_shape: tvec!(3, 3),
-                    padding: PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1)),
-                    dilations: None,
-                    strides: None,
-                    input_channels: 8,
-                    output_channels: 8,
-                },
-                kernel_fmt: KernelFormat::OIHW,
-                group: 1,
-                q_params: None,
-            };
-            let wt = constant(model, &format!("{name}.k"), &[8, 8, 3, 3], None);
-            let b = constant(model, &format!("{name}.b"), &[8], None);
-            model.wire_node(name, op, &[input, wt, b]).unwrap()[0]
-        };
+        let zero = constant(&mut model, "zero", &[1, 1, 1, 1], Some(0.0), &mut next);
+        let half = constant(&mut model, "half", &[1, 1, 1, 1], Some(0.5), &mut next);
+        let per_channel = constant(&mut model, "per_channel", &[1, 8, 1, 1], None, &mut next);
+        let mut conv = |model: &mut TypedModel, name: &str, input: OutletId| conv_3x3(model, name, input, 8, &mut next);
         let wire = |model: &mut TypedModel, name: &str, op: TypedBinOp, inputs: [OutletId; 2]| model.wire_node(name, op, &inputs).unwrap()[0];
         // Folded: relu(conv), and relu(conv + r) with `r` of the output's shape.
         let a = conv(&mut model, "a", x);
@@ -1110,13 +1236,9 @@ mod tests {
         let e = wire(&mut model, "e.relu", max(), [e, zero]);
         model.select_output_outlets(&[c, d, d_relu, e]).unwrap();
 
-        let values: Vec<f32> = (0..8 * 12 * 12).map(|_| 4.0 * next()).collect();
-        let run = |model: &TypedModel| {
-            let input = Tensor::from_shape(&[1, 8, 12, 12], &values).unwrap();
-            let out = model.clone().into_runnable().unwrap().run(tvec!(input.into_tvalue())).unwrap();
-            out.iter().map(|t| t.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec()).collect::<Vec<_>>()
-        };
-        let want = run(&model);
+        let mut value = numbers(6);
+        let values: Vec<f32> = (0..8 * 12 * 12).map(|_| 4.0 * value()).collect();
+        let want = run_model(&model, &[1, 8, 12, 12], &values);
         DirectConvTransform.transform(&mut model).unwrap();
         let info = |name: &str| {
             let node = model.nodes().iter().find(|n| n.name == name).unwrap();
@@ -1130,13 +1252,56 @@ mod tests {
         }
         let ops = |name: &str| model.nodes().iter().filter(|n| n.op().name() == name).count();
         assert_eq!((ops("Max"), ops("Add")), (3, 1), "the three maxima and the sum left alone, no other");
-        let got = run(&model);
         // Not a vacuous check: a ReLU's output holds zeros and values above.
         assert!(want[2].contains(&0.0) && want[2].iter().any(|&v| v > 0.0));
-        for (output, (got, want)) in got.iter().zip(&want).enumerate() {
-            for (j, (g, w)) in got.iter().zip(want).enumerate() {
-                assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "output {output} value {j}: {g} against {w}");
-            }
+        assert_close(&run_model(&model, &[1, 8, 12, 12], &values), &want);
+    }
+
+    #[test]
+    fn a_move_of_the_channel_axis_last_becomes_the_op_s_layout() {
+        if !available() {
+            return;
         }
+        use tract_onnx::tract_core::ops::math::{add, max, min};
+        let mut next = numbers(11);
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, 8, 12, 12])).unwrap();
+        let zero = constant(&mut model, "zero", &[1, 1, 1, 1], Some(0.0), &mut next);
+        let cap = constant(&mut model, "cap", &[1, 1, 1, 1], Some(0.3), &mut next);
+        let mut conv = |model: &mut TypedModel, name: &str, input: OutletId, o: usize| conv_3x3(model, name, input, o, &mut next);
+        let wire = |model: &mut TypedModel, name: &str, op: TypedBinOp, inputs: [OutletId; 2]| model.wire_node(name, op, &inputs).unwrap()[0];
+        let last = |model: &mut TypedModel, name: &str, input: OutletId| model.wire_node(name, AxisOp::Move(1, 3), &[input]).unwrap()[0];
+        // Taken (where the tiles along the channels run: AVX-512): EfficientNet-Lite0's stem,
+        // min(relu(conv), cap), then moved channel-last.
+        let a = conv(&mut model, "a", x, 32);
+        let a = wire(&mut model, "a.relu", max(), [a, zero]);
+        let a = wire(&mut model, "a.min", min(), [a, cap]);
+        let a = last(&mut model, "a.last", a);
+        // Left alone: a residual block's (its residual would move too).
+        let b = conv(&mut model, "b", x, 8);
+        let b = wire(&mut model, "b.add", add(), [x, b]);
+        let b = wire(&mut model, "b.relu", max(), [zero, b]);
+        let b = last(&mut model, "b.last", b);
+        model.select_output_outlets(&[a, b]).unwrap();
+
+        let mut value = numbers(12);
+        let values: Vec<f32> = (0..8 * 12 * 12).map(|_| 4.0 * value()).collect();
+        let want = run_model(&model, &[1, 8, 12, 12], &values);
+        DirectConvTransform.transform(&mut model).unwrap();
+        // tract's own axis pass, part of its declutter (and so of every plan's optimisation).
+        let model = model.into_decluttered().unwrap();
+        let info = |name: &str| {
+            let node = model.nodes().iter().find(|n| n.name == name).unwrap();
+            assert_eq!(node.op().name(), "DirectConv", "{name}");
+            node.op().info().unwrap()[0].clone()
+        };
+        let taken = Isa::Avx512.available();
+        assert!(info("a").ends_with(if taken { ", then ReLU, out channel-last" } else { ", then ReLU" }), "{}", info("a"));
+        assert!(info("b").ends_with(", then + residual and ReLU"), "{}", info("b"));
+        let moves = model.nodes().iter().filter(|n| n.op().name() == "MoveAxis").count();
+        assert_eq!(moves, if taken { 1 } else { 2 }, "b's move is left, and a's without AVX-512");
+        // Not a vacuous check: the clamp leaves zeros, the cap and values between.
+        assert!(want[0].contains(&0.0) && want[0].contains(&0.3) && want[0].iter().any(|&v| v > 0.0 && v < 0.3));
+        assert_close(&run_model(&model, &[1, 8, 12, 12], &values), &want);
     }
 }
