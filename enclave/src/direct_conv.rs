@@ -886,6 +886,7 @@ impl TypedOp for DirectConv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_numbers;
 
     /// A convolution's channels in and out, kernel, stride and padding.
     type Shape = (usize, usize, [usize; 2], usize, [usize; 4]);
@@ -920,14 +921,6 @@ mod tests {
             }
         }
         out
-    }
-
-    /// Numbers in [-0.5, 0.5), the same from the same `seed`.
-    fn numbers(mut seed: u32) -> impl FnMut() -> f32 {
-        move || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
-        }
     }
 
     /// A constant of `shape` in `model`: `value` everywhere, or numbers from `next`.
@@ -982,7 +975,7 @@ mod tests {
             eprintln!("no AVX2 and FMA here: nothing to check");
             return;
         }
-        let mut next = numbers(7);
+        let mut next = test_numbers(7);
         // On an AVX-512 machine, the AVX2 tiles too (below).
         // 3x3 of stride 1: ResNet18's four plane sizes, paddings of 0 and 2 and uneven ones,
         // planes of odd sides, planes narrower than a tile's row, one just large enough for a
@@ -1211,7 +1204,7 @@ mod tests {
             return;
         }
         use tract_onnx::tract_core::ops::math::{add, max};
-        let mut next = numbers(5);
+        let mut next = test_numbers(5);
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, 8, 12, 12])).unwrap();
         let zero = constant(&mut model, "zero", &[1, 1, 1, 1], Some(0.0), &mut next);
@@ -1236,7 +1229,7 @@ mod tests {
         let e = wire(&mut model, "e.relu", max(), [e, zero]);
         model.select_output_outlets(&[c, d, d_relu, e]).unwrap();
 
-        let mut value = numbers(6);
+        let mut value = test_numbers(6);
         let values: Vec<f32> = (0..8 * 12 * 12).map(|_| 4.0 * value()).collect();
         let want = run_model(&model, &[1, 8, 12, 12], &values);
         DirectConvTransform.transform(&mut model).unwrap();
@@ -1263,7 +1256,7 @@ mod tests {
             return;
         }
         use tract_onnx::tract_core::ops::math::{add, max, min};
-        let mut next = numbers(11);
+        let mut next = test_numbers(11);
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, 8, 12, 12])).unwrap();
         let zero = constant(&mut model, "zero", &[1, 1, 1, 1], Some(0.0), &mut next);
@@ -1284,7 +1277,7 @@ mod tests {
         let b = last(&mut model, "b.last", b);
         model.select_output_outlets(&[a, b]).unwrap();
 
-        let mut value = numbers(12);
+        let mut value = test_numbers(12);
         let values: Vec<f32> = (0..8 * 12 * 12).map(|_| 4.0 * value()).collect();
         let want = run_model(&model, &[1, 8, 12, 12], &values);
         DirectConvTransform.transform(&mut model).unwrap();

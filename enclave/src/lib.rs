@@ -53,6 +53,15 @@ pub fn engine_kernels() -> Vec<String> {
     vec![max_pool::describe(), llc::describe()]
 }
 
+/// Numbers in [-0.5, 0.5), the same from the same `seed`: the unit tests' inputs and weights.
+#[cfg(test)]
+pub(crate) fn test_numbers(mut seed: u32) -> impl FnMut() -> f32 {
+    move || {
+        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
+    }
+}
+
 use shared::frame::{ErrorCode, ErrorReply};
 
 use crate::model::{top_k, Model, WorkerState};

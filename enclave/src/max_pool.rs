@@ -246,11 +246,7 @@ mod tests {
 
     #[test]
     fn every_window_matches_tract_s_own_max_pool() {
-        let mut seed = 11u32;
-        let mut next = move || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
-        };
+        let mut next = crate::test_numbers(11);
         let pads = |t: usize, l: usize, b: usize, r: usize| PaddingSpec::Explicit(tvec!(t, l), tvec!(b, r));
         let onnx = |p: usize, ceil| PaddingSpec::ExplicitOnnxPool(tvec!(p, p), tvec!(p, p), ceil);
         // ResNet18's pool, windows that do not tile the plane, uneven and wide padding, ceiling
