@@ -89,6 +89,8 @@ use tract_onnx::tract_core::ops::math::Add;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_core::transform::{ModelTransform, ModelTransformFactory};
 
+use crate::winograd::{self, POINTS};
+
 /// The transform's name, as [`crate::model::TRANSFORMS`] and `bench profile --transform` use it.
 pub const NAME: &str = "enclave_direct_conv";
 
@@ -112,6 +114,10 @@ const MIN_OUTPUT: usize = 64;
 const MIN_TERMS: usize = 256;
 /// Output channels per tile along the channels: two vectors of sixteen.
 const CHANNEL_TILE: usize = 32;
+/// Floats of transformed input and sums (Winograd's) up to which a block of rows of tiles grows,
+/// 1 MiB, about a core's L2 cache: each block is transformed, multiplied and transformed back
+/// before the next, its weights read again, unless they are larger than the whole image's.
+const BLOCK: usize = 1 << 18;
 /// Positions of one output row per tile along the channels: fourteen vectors of sums, two of
 /// weights and one broadcast input value, seventeen of AVX-512's thirty-two registers. Seven
 /// divides the rows of ResNet18's every plane (224 halved five times is 7).
@@ -120,9 +126,10 @@ const RUN: usize = 7;
 /// How the op tiles a convolution of `kernel` and `stride` from `c` to `o` channels on `g`, on
 /// the CPU's widest instruction set `isa`, where that was measured a gain over tract's im2col and
 /// products and over the other tiling (BENCHMARKS.md, "Engine levers"); `None` leaves it to
-/// tract. On AVX-512 (a Zen 5), every kernel of [`KERNELS`] at stride 1 or 2: along the channels
-/// where there are [`MIN_TERMS`] terms per output value or more (ResNet18's sixteen 3x3 ones),
-/// else along the positions where the output has at least [`MIN_OUTPUT`] values per channel (the
+/// tract. On AVX-512 (a Zen 5), every kernel of [`KERNELS`] at stride 1 or 2: where there are
+/// [`MIN_TERMS`] terms per output value or more (ResNet18's sixteen 3x3 ones), by Winograd's
+/// transform the 3x3 ones of stride 1 (ResNet18's thirteen: each 10-35% faster than along the
+/// channels on a Zen 4) and along the channels the others, else along the positions where the output has at least [`MIN_OUTPUT`] values per channel (the
 /// stems of ResNet18 and EfficientNet-Lite0, 147 and 27 terms; on fewer values, tract's products
 /// on its sixteen-lane kernels beat those tiles). On AVX2 (a Zen 3): 3x3 of stride 1 along the
 /// positions, all that was measured a gain there (strided ones, on phase planes and tiles of four
@@ -131,6 +138,9 @@ const RUN: usize = 7;
 /// terms ([`DirectConv::change_axes`]).
 fn tiling(isa: Isa, kernel: [usize; 2], stride: usize, c: usize, o: usize, g: &Geometry) -> Option<Tiling> {
     let tiling = match isa {
+        Isa::Avx512 if c * kernel[0] * kernel[1] >= MIN_TERMS && kernel == [3, 3] && stride == 1 && Tiling::Winograd.fits(o, g) => {
+            Tiling::Winograd
+        }
         Isa::Avx512 if c * kernel[0] * kernel[1] >= MIN_TERMS && Tiling::Channels.fits(o, g) => Tiling::Channels,
         Isa::Avx512 if g.out_h * g.out_w >= MIN_OUTPUT => Tiling::Positions,
         Isa::Avx2 if kernel == [3, 3] && stride == 1 => Tiling::Positions,
@@ -199,6 +209,10 @@ enum Tiling {
     /// outputs in rows of 9: 63 positions in two tiles of 32, for 49); this one computes the
     /// output alone.
     Channels,
+    /// 3x3 of stride 1 on AVX-512 alone: Winograd's F(2x2, 3x3) ([`crate::winograd`]), whose
+    /// sixteen products per point run on tiles of [`CHANNEL_TILE`] channels by seven or eight
+    /// 2 x 2 blocks of outputs, 16 multiply-adds per input channel for 4 outputs instead of 36.
+    Winograd,
 }
 
 impl Tiling {
@@ -207,6 +221,7 @@ impl Tiling {
         match self {
             Tiling::Positions => o.is_multiple_of(NARROW) && g.positions >= Isa::Avx2.positions(),
             Tiling::Channels => o.is_multiple_of(CHANNEL_TILE) && g.out_w >= RUN && Isa::Avx512.available(),
+            Tiling::Winograd => o.is_multiple_of(CHANNEL_TILE) && Isa::Avx512.available(),
         }
     }
 }
@@ -461,6 +476,26 @@ impl Then {
     fn inputs(self) -> usize {
         1 + (self == Then::AddRelu) as usize
     }
+
+    /// One output from its sum `s` and its residual `r` (given for [`Then::AddRelu`]). A select
+    /// rather than `f32::max` for the ReLU: the same answer here, NaN included, in one instruction.
+    fn apply(self, s: f32, r: Option<f32>) -> f32 {
+        let relu = |v: f32| if v > 0.0 { v } else { 0.0 };
+        match (self, r) {
+            (Then::Relu, _) => relu(s),
+            (Then::AddRelu, Some(r)) => relu(s + r),
+            _ => s,
+        }
+    }
+
+    /// [`Then::apply`] over a row of sums into `out`, the residual's row beside it.
+    fn copy_out(self, sums: &[f32], residual: Option<&[f32]>, out: &mut [f32]) {
+        match (self, residual) {
+            (Then::Relu, _) => out.iter_mut().zip(sums).for_each(|(v, &s)| *v = self.apply(s, None)),
+            (Then::AddRelu, Some(r)) => out.iter_mut().zip(sums).zip(r).for_each(|((v, &s), &r)| *v = self.apply(s, Some(r))),
+            _ => out.copy_from_slice(sums),
+        }
+    }
 }
 
 /// The tile, once per instruction set `$isa`: its vector `$v` of [`Isa::lanes`] floats, and its
@@ -542,8 +577,9 @@ impl DirectConv {
                 let wide = (o - narrow * NARROW) / WIDE;
                 std::iter::repeat_n(WIDE, wide).chain(std::iter::repeat_n(NARROW, narrow)).collect()
             }
-            Tiling::Channels => {
+            Tiling::Channels | Tiling::Winograd => {
                 assert!(o.is_multiple_of(CHANNEL_TILE));
+                assert!(tiling != Tiling::Winograd || (kernel == [3, 3] && stride == 1), "Winograd's F(2x2, 3x3) is 3x3 of stride 1");
                 vec![CHANNEL_TILE; o / CHANNEL_TILE]
             }
         };
@@ -555,17 +591,35 @@ impl DirectConv {
             })
             .collect();
         let mut packed = Vec::with_capacity(weights.len());
-        for &(first, width) in &tiles {
-            for term in 0..terms {
-                packed.extend((first..first + width).map(|oc| weights[oc * terms + term]));
+        if tiling == Tiling::Winograd {
+            // Per point of the transform, tile of channels and input channel, the tile's
+            // transformed weights: `[POINTS][o / CHANNEL_TILE][c][CHANNEL_TILE]`.
+            let mut u = vec![0.0; POINTS * o * c];
+            for (pair, g) in weights.chunks_exact(9).enumerate() {
+                winograd::transform_weights(g).into_iter().enumerate().for_each(|(point, v)| u[point * o * c + pair] = v);
+            }
+            for u in u.chunks_exact(o * c) {
+                for &(first, width) in &tiles {
+                    for ci in 0..c {
+                        packed.extend((first..first + width).map(|oc| u[oc * c + ci]));
+                    }
+                }
+            }
+        } else {
+            for &(first, width) in &tiles {
+                for term in 0..terms {
+                    packed.extend((first..first + width).map(|oc| weights[oc * terms + term]));
+                }
             }
         }
         let bias = (0..o).map(|i| bias[if bias.len() == 1 { 0 } else { i }]).collect();
         DirectConv { c, o, kernel, stride, pads, tiling, tiles, weights: Arc::new(packed), bias: Arc::new(bias), then: Then::Sums, channel_last: false }
     }
 
-    /// The weights as [`DirectConv::new`] takes them, `[o][c][kernel[0]][kernel[1]]`.
+    /// The weights as [`DirectConv::new`] takes them, `[o][c][kernel[0]][kernel[1]]` (not on
+    /// [`Tiling::Winograd`], which keeps them transformed alone).
     fn weights_oihw(&self) -> Vec<f32> {
+        assert!(self.tiling != Tiling::Winograd, "Winograd's weights are kept transformed");
         let terms = self.c * self.kernel[0] * self.kernel[1];
         let mut weights = vec![0.0; self.o * terms];
         let mut packed = self.weights.iter();
@@ -593,7 +647,7 @@ impl DirectConv {
     /// output fills.
     fn run(&self, g: &Geometry, input: &[f32], residual: Option<&[f32]>, output: &mut [f32]) {
         let isa = match (self.tiling, Isa::widest()) {
-            (Tiling::Channels, _) => Isa::Avx512,
+            (Tiling::Channels | Tiling::Winograd, _) => Isa::Avx512,
             (Tiling::Positions, Isa::Avx512) if g.positions >= Isa::Avx512.positions() => Isa::Avx512,
             _ => Isa::Avx2,
         };
@@ -603,6 +657,10 @@ impl DirectConv {
     /// [`DirectConv::run`] on tiles of `isa`.
     fn run_on(&self, isa: Isa, g: &Geometry, input: &[f32], residual: Option<&[f32]>, output: &mut [f32]) {
         assert!(isa.available() && self.tiling.fits(self.o, g));
+        if self.tiling == Tiling::Winograd {
+            assert!(isa == Isa::Avx512);
+            return self.run_winograd(g, input, residual, output);
+        }
         // Where each tile starts: along the positions, every `q`-th; along the channels, every
         // `RUN`-th of each output row. The last one (of each row) starts early enough to end at
         // the last position (it recomputes a few, storing the same sums).
@@ -612,7 +670,7 @@ impl DirectConv {
                 assert!(g.positions >= q);
                 (0..g.positions.div_ceil(q)).map(|t| (t * q).min(g.positions - q)).collect()
             }
-            Tiling::Channels => {
+            Tiling::Channels | Tiling::Winograd => {
                 assert!(isa == Isa::Avx512);
                 let row = move |y: usize| (0..g.out_w.div_ceil(RUN)).map(move |t| y * g.phase_w + (t * RUN).min(g.out_w - RUN));
                 (0..g.out_h).flat_map(row).collect()
@@ -643,38 +701,106 @@ impl DirectConv {
                     unsafe { tile(self, padded, sums, first, starts[t], g) }
                 }
             }
-            // Each row of sums, its thrown-away columns left behind, and what follows the sums. A
-            // select rather than `f32::max` for the ReLU: the same answer here, NaN included, in
-            // one instruction.
-            let relu = |v: f32| if v > 0.0 { v } else { 0.0 };
+            // Each row of sums, its thrown-away columns left behind, and what follows the sums.
             if self.channel_last {
                 // The sums of position `q` side by side, as in the output (tiles along the
                 // channels only, asserted above); the residual has the output's layout too.
                 for y in 0..g.out_h {
                     for x in 0..g.out_w {
                         let (q, i) = (y * g.phase_w + x, (y * g.out_w + x) * self.o);
-                        let (out, sums) = (&mut output[i..][..self.o], &sums[q * self.o..][..self.o]);
-                        match (self.then, residual) {
-                            (Then::Relu, _) => out.iter_mut().zip(sums).for_each(|(v, &s)| *v = relu(s)),
-                            (Then::AddRelu, Some(r)) => {
-                                out.iter_mut().zip(sums).zip(&r[i..]).for_each(|((v, &s), &r)| *v = relu(s + r))
-                            }
-                            _ => out.copy_from_slice(sums),
-                        }
+                        let r = residual.map(|r| &r[i..][..self.o]);
+                        self.then.copy_out(&sums[q * self.o..][..self.o], r, &mut output[i..][..self.o]);
                     }
                 }
                 return;
             }
             for (oc, out) in output.chunks_exact_mut(g.out_h * g.out_w).enumerate() {
                 for (y, row) in out.chunks_exact_mut(g.out_w).enumerate() {
-                    let sums = &sums[oc * g.positions + y * g.phase_w..][..g.out_w];
-                    match (self.then, residual) {
-                        (Then::Relu, _) => row.iter_mut().zip(sums).for_each(|(v, &s)| *v = relu(s)),
-                        (Then::AddRelu, Some(residual)) => {
-                            let residual = &residual[(oc * g.out_h + y) * g.out_w..][..g.out_w];
-                            row.iter_mut().zip(sums).zip(residual).for_each(|((v, &s), &r)| *v = relu(s + r));
+                    let r = residual.map(|r| &r[(oc * g.out_h + y) * g.out_w..][..g.out_w]);
+                    self.then.copy_out(&sums[oc * g.positions + y * g.phase_w..][..g.out_w], r, row);
+                }
+            }
+        })
+    }
+
+    /// [`DirectConv::run`] by Winograd's F(2x2, 3x3) ([`crate::winograd`]): the 2 x 2 blocks
+    /// of outputs (tiles) by blocks of rows of them, each block's input transformed, its
+    /// sixteen products taken, and its outputs transformed back and copied out, the way the
+    /// other tilings copy their sums.
+    fn run_winograd(&self, g: &Geometry, input: &[f32], residual: Option<&[f32]>, output: &mut [f32]) {
+        let (c, o) = (self.c, self.o);
+        let (th, tw) = (g.out_h.div_ceil(2), g.out_w.div_ceil(2));
+        // The padded plane to an even output's, split into its phases at stride 2: each tile's
+        // columns are then two contiguous rows of each phase ([`winograd::transform_input`]).
+        let p = self.pads;
+        let pads = [p[0], p[1], p[2] + 2 * th - g.out_h, p[3] + 2 * tw - g.out_w];
+        let phases = Geometry::new(g.h, g.w, [3, 3], 2, pads).expect("a padded plane of 3 x 3 and more");
+        let (len, phase_len) = (phases.channel_len(), phases.phase_h * phases.phase_w);
+        assert!(input.len() == c * g.h * g.w && output.len() == o * g.out_h * g.out_w);
+        assert!(residual.is_some() == (self.then == Then::AddRelu) && residual.is_none_or(|r| r.len() == output.len()));
+        // Rows of tiles per block: all of them where the weights are the larger operand (read once).
+        let per_row = tw * POINTS * (c + o);
+        let block = if self.weights.len() >= th * per_row { th } else { (BLOCK / per_row).clamp(1, th) };
+        thread_local! {
+            static SCRATCH: RefCell<[Vec<f32>; 4]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new(), Vec::new()]) };
+        }
+        SCRATCH.with_borrow_mut(|[planes, v, m, y]| {
+            planes.resize(c * len, 0.0);
+            for (ci, plane) in planes.chunks_exact_mut(len).enumerate() {
+                phases.fill(input, ci, plane);
+            }
+            let plane = g.out_h * g.out_w;
+            for ty0 in (0..th).step_by(block) {
+                let rows = block.min(th - ty0);
+                let tiles = rows * tw;
+                // Runs of eight tiles, or of seven where that leaves fewer tiles computed for nothing.
+                let run = if tiles.div_ceil(8) * 8 <= tiles.div_ceil(RUN) * RUN { 8 } else { RUN };
+                let padded = tiles.div_ceil(run) * run;
+                v.resize(POINTS * c * padded + 8 * (tw + 1), 0.0);
+                let (v, scratch) = v.split_at_mut(POINTS * c * padded);
+                for (ci, plane) in planes.chunks_exact(len).enumerate() {
+                    for r in 0..rows {
+                        // SAFETY: this CPU has AVX-512F (`run_on` asserts it).
+                        unsafe { winograd::transform_input(plane, phases.phase_w, phase_len, ty0 + r, tw, scratch, v, c * padded, ci * padded + r * tw) };
+                    }
+                }
+                m.resize(POINTS * padded * o, 0.0);
+                for (point, (v, m)) in v.chunks_exact(c * padded).zip(m.chunks_exact_mut(padded * o)).enumerate() {
+                    for &(first, _) in &self.tiles {
+                        let u = &self.weights[(point * o + first) * c..][..CHANNEL_TILE * c];
+                        for t0 in (0..padded).step_by(run) {
+                            // SAFETY: as above; `product` checks its bounds.
+                            unsafe {
+                                match run {
+                                    8 => winograd::product::<8>(u, v, padded, t0, m, o, first),
+                                    _ => winograd::product::<RUN>(u, v, padded, t0, m, o, first),
+                                }
+                            }
                         }
-                        _ => row.copy_from_slice(sums),
+                    }
+                }
+                y.resize(4 * o, 0.0);
+                for t in 0..tiles {
+                    // SAFETY: as above.
+                    unsafe { winograd::transform_output(m, padded * o, t, o, &self.bias, y) };
+                    let (ty, tx) = (ty0 + t / tw, t % tw);
+                    for (d, sums) in y.chunks_exact(o).enumerate() {
+                        let (row, col) = (2 * ty + d / 2, 2 * tx + d % 2);
+                        if row >= g.out_h || col >= g.out_w {
+                            continue;
+                        }
+                        let at = row * g.out_w + col;
+                        if self.channel_last {
+                            let r = residual.map(|r| &r[at * o..][..o]);
+                            self.then.copy_out(sums, r, &mut output[at * o..][..o]);
+                        } else {
+                            // One value into each channel's plane.
+                            let out = output[at..].iter_mut().step_by(plane).zip(sums);
+                            match residual {
+                                Some(r) => out.zip(r[at..].iter().step_by(plane)).for_each(|((v, &s), &r)| *v = self.then.apply(s, Some(r))),
+                                None => out.for_each(|(v, &s)| *v = self.then.apply(s, None)),
+                            }
+                        }
                     }
                 }
             }
@@ -796,6 +922,9 @@ impl Op for DirectConv {
             (Tiling::Channels, _) => {
                 format!("tiles of {CHANNEL_TILE} channels x {RUN} positions of a row")
             }
+            (Tiling::Winograd, _) => {
+                format!("Winograd F(2x2, 3x3), products on tiles of {CHANNEL_TILE} channels x {RUN} or 8 blocks of 2 x 2")
+            }
             (Tiling::Positions, Isa::Avx512) => {
                 format!(
                     "tiles of {WIDE} and {NARROW} channels x {} positions ({} under {0})",
@@ -867,6 +996,11 @@ impl TypedOp for DirectConv {
         rule_if!(!self.channel_last && self.then != Then::AddRelu);
         rule_if_some!(shape = model.outlet_fact(node.inputs[0])?.shape.as_concrete());
         rule_if_some!(g = Geometry::new(shape[2], shape[3], self.kernel, self.stride, self.pads));
+        if self.tiling == Tiling::Winograd {
+            // Its outputs leave the transform by vectors along the channels already.
+            let op = DirectConv { channel_last: true, ..self.clone() };
+            return Ok(Some(AxisChangeConsequence { substitute_op: Some(Box::new(op)), wire_changes: tvec!((io, change.clone())) }));
+        }
         rule_if!(Tiling::Channels.fits(self.o, &g));
         let (kernel, weights) = (self.kernel, self.weights_oihw());
         let op = DirectConv::new(self.c, self.o, kernel, self.stride, self.pads, Tiling::Channels, &weights, &self.bias);
@@ -987,6 +1121,8 @@ mod tests {
         // channels (where this CPU has AVX-512): ResNet18's layer4 on fewer channels, rows of
         // outputs that seven divides and ones it does not (the last run of a row starting early),
         // stride 2, 7x7 and uneven padding; the earlier cases of 32 and 64 output channels too.
+        // Those of 3x3 and stride 1 by Winograd's transform too, odd outputs among them, and the
+        // last in blocks of rows of tiles (BLOCK), runs of seven with tiles computed for nothing.
         let (one, three, seven) = ([1; 4], [3, 3], [7, 7]);
         for (n, (c, o, k, s, p), h, w) in [
             (1, (3, 4, three, 1, one), 56, 56),
@@ -1014,13 +1150,16 @@ mod tests {
             (2, (5, 32, three, 2, one), 14, 14),
             (1, (2, 32, seven, 1, [3; 4]), 8, 10),
             (1, (3, 32, three, 1, [0, 2, 1, 0]), 6, 16),
+            (1, (32, 32, three, 1, one), 50, 50),
         ] {
             let conv = (c, o, k, s, p);
             let x: Vec<f32> = (0..n * c * h * w).map(|_| next()).collect();
             let wt: Vec<f32> = (0..o * c * k[0] * k[1]).map(|_| next()).collect();
             let b: Vec<f32> = (0..o).map(|_| next()).collect();
             let geometry = Geometry::new(h, w, k, s, p).unwrap();
-            let tilings = [Tiling::Positions, Tiling::Channels].into_iter().filter(|t| t.fits(o, &geometry));
+            let winograd = (k, s) == (three, 1);
+            let tilings = [Tiling::Positions, Tiling::Channels, Tiling::Winograd].into_iter();
+            let tilings = tilings.filter(|&t| t.fits(o, &geometry) && (t != Tiling::Winograd || winograd));
             let tilings: Vec<Tiling> = tilings.collect();
             assert!(tilings.contains(&Tiling::Positions), "{conv:?}: every case runs along the positions");
             for tiling in tilings {
@@ -1081,8 +1220,10 @@ mod tests {
                 let moved = |v: &[f32]| -> Vec<f32> {
                     (0..n * len).map(|j| v[j / len * len + j % len % o * plane + j % len / o]).collect()
                 };
-                assert_eq!(op.weights_oihw(), wt, "the weights unpacked as given");
-                for then in [Then::Sums, Then::Relu, Then::AddRelu].into_iter().filter(|_| tiling == Tiling::Channels) {
+                if tiling != Tiling::Winograd {
+                    assert_eq!(op.weights_oihw(), wt, "the weights unpacked as given");
+                }
+                for then in [Then::Sums, Then::Relu, Then::AddRelu].into_iter().filter(|_| tiling != Tiling::Positions) {
                     let (first, last) = (DirectConv { then, ..op.clone() }, DirectConv { then, channel_last: true, ..op.clone() });
                     let (mut inputs, mut moved_inputs) = (tvec!(input.clone().into_tvalue()), tvec!(input.clone().into_tvalue()));
                     if then == Then::AddRelu {
@@ -1190,10 +1331,11 @@ mod tests {
         for (name, _, taken) in cases {
             let node = model.nodes().iter().find(|n| n.name == name).unwrap();
             assert_eq!(node.op().name() == "DirectConv", taken, "{name}: {}", node.op().name());
-            // Along the channels on AVX-512 where there are MIN_TERMS terms, else along the positions.
+            // On AVX-512 where there are MIN_TERMS terms, by Winograd's transform (3x3 of stride 1),
+            // else along the positions.
             if let Some(op) = node.op_as::<DirectConv>() {
-                let channels = avx512 && name == "along_the_channels";
-                assert_eq!(op.tiling, if channels { Tiling::Channels } else { Tiling::Positions }, "{name}");
+                let winograd = avx512 && name == "along_the_channels";
+                assert_eq!(op.tiling, if winograd { Tiling::Winograd } else { Tiling::Positions }, "{name}");
             }
         }
     }

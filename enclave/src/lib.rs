@@ -35,6 +35,8 @@ pub mod pool;
 pub mod preprocess;
 pub mod sealed;
 pub mod server;
+#[cfg(target_arch = "x86_64")]
+pub mod winograd;
 
 use std::time::Instant;
 
