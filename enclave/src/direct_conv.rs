@@ -36,6 +36,14 @@
 //! sixteen 3x3 ones, 8-15% faster each than on the tiles along the positions
 //! and layer4's a third faster than tract, on a Zen 5.
 //!
+//! Of those, the 3x3 ones of stride 1 (ResNet18's thirteen) run by Winograd's
+//! F(2x2, 3x3) instead ([`Tiling::Winograd`], [`crate::winograd`]): each 2 x 2
+//! block of outputs takes 16 multiply-adds per input channel where the
+//! convolution takes 36, in sixteen matrix products whose tile is the one
+//! along the channels with one tap; the transforms around them are additions.
+//! On a Zen 4 that made those convolutions 23-39% faster each and ResNet18's
+//! plan a fifth faster (BENCHMARKS.md, "Engine levers").
+//!
 //! The sums start at the bias and are fused multiply-adds, so they round once
 //! per term:
 //! `enclave/tests/plan.rs` checks the served plan against tract's default
@@ -77,7 +85,7 @@
 //! 0.95-1.20 ms before, 0.50-0.55 after, on a Zen 4).
 
 #![deny(unsafe_op_in_unsafe_fn)]
-#![allow(unsafe_code)] // reason: the tiles' raw-pointer loads and stores, bounds checked before each tile
+#![allow(unsafe_code)] // reason: the tiles' raw-pointer loads and stores, bounds checked before each tile, and the calls of winograd.rs's AVX-512 functions
 
 use std::cell::RefCell;
 
@@ -128,7 +136,7 @@ const RUN: usize = 7;
 /// products and over the other tiling (BENCHMARKS.md, "Engine levers"); `None` leaves it to
 /// tract. On AVX-512 (a Zen 5), every kernel of [`KERNELS`] at stride 1 or 2: where there are
 /// [`MIN_TERMS`] terms per output value or more (ResNet18's sixteen 3x3 ones), by Winograd's
-/// transform the 3x3 ones of stride 1 (ResNet18's thirteen: each 10-35% faster than along the
+/// transform the 3x3 ones of stride 1 (ResNet18's thirteen: each 23-39% faster than along the
 /// channels on a Zen 4) and along the channels the others, else along the positions where the output has at least [`MIN_OUTPUT`] values per channel (the
 /// stems of ResNet18 and EfficientNet-Lite0, 147 and 27 terms; on fewer values, tract's products
 /// on its sixteen-lane kernels beat those tiles). On AVX2 (a Zen 3): 3x3 of stride 1 along the

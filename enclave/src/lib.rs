@@ -4,7 +4,8 @@
 //! The crate is small on purpose; read it in this order: `main.rs` (start-up),
 //! `server.rs` (connections and the hostile-input policy), `pool.rs`
 //! (workers and the bounded queue), `model.rs` (tract), `direct_conv.rs` (the
-//! 3x3 and 7x7 convolutions without im2col), `max_pool.rs` (max pooling by rows),
+//! 3x3 and 7x7 convolutions without im2col), `winograd.rs` (its transform for
+//! the 3x3 ones of stride 1), `max_pool.rs` (max pooling by rows),
 //! `depthwise.rs`
 //! (tract's x86-64 depthwise kernel), `matmul.rs` (one correction to tract's
 //! choice of matrix-product kernel), `llc.rs` (the share of the last-level
@@ -12,12 +13,12 @@
 //! limits), `config.rs` (flags and manifest), `sealed.rs` (sealed requests:
 //! OHTTP keys, the inner request, the answer), `nsm.rs` (attestation
 //! documents), `entropy.rs`, then `shared/src/frame.rs` (the wire).
-//! `entropy.rs` and `nsm.rs` (three system calls), `depthwise.rs` and
-//! `direct_conv.rs` (SIMD kernels' loads and stores) hold the only
-//! `unsafe`.
+//! `entropy.rs` and `nsm.rs` (three system calls), `depthwise.rs`,
+//! `direct_conv.rs` and `winograd.rs` (SIMD kernels' loads and stores) hold
+//! the only `unsafe`.
 //! It is a library too, so that tests can compare the server's answers with
 //! the same preprocessing run directly through tract.
-#![deny(unsafe_code)] // reason: allowed in entropy.rs (two system calls), nsm.rs (one ioctl), depthwise.rs (one kernel) and direct_conv.rs (two tiles) alone
+#![deny(unsafe_code)] // reason: allowed in entropy.rs (two system calls), nsm.rs (one ioctl), depthwise.rs (one kernel), direct_conv.rs (two tiles) and winograd.rs (one tile) alone
 
 pub mod config;
 #[cfg(target_arch = "x86_64")]
