@@ -678,7 +678,8 @@ impl DirectConv {
                 assert!(g.positions >= q);
                 (0..g.positions.div_ceil(q)).map(|t| (t * q).min(g.positions - q)).collect()
             }
-            Tiling::Channels | Tiling::Winograd => {
+            Tiling::Winograd => unreachable!("run_winograd, above"),
+            Tiling::Channels => {
                 assert!(isa == Isa::Avx512);
                 let row = move |y: usize| (0..g.out_w.div_ceil(RUN)).map(move |t| y * g.phase_w + (t * RUN).min(g.out_w - RUN));
                 (0..g.out_h).flat_map(row).collect()
@@ -1071,10 +1072,11 @@ mod tests {
         model.add_const(name, Tensor::from_shape(shape, &values).unwrap()).unwrap()
     }
 
-    /// tract's `Conv`, 3x3 of stride 1 and padding 1, from 8 channels to `o`, weights and bias
+    /// tract's `Conv`, 3x3 of stride 1 and padding 1, from `input`'s channels to `o`, weights and bias
     /// from `next`, on `input` in `model`.
     fn conv_3x3(model: &mut TypedModel, name: &str, input: OutletId, o: usize, next: &mut impl FnMut() -> f32) -> OutletId {
         use tract_onnx::tract_core::ops::cnn::PoolSpec;
+        let c = model.outlet_fact(input).unwrap().shape[1].to_usize().unwrap();
         let op = Conv {
             pool_spec: PoolSpec {
                 data_format: DataFormat::NCHW,
@@ -1082,14 +1084,14 @@ mod tests {
                 padding: PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1)),
                 dilations: None,
                 strides: None,
-                input_channels: 8,
+                input_channels: c,
                 output_channels: o,
             },
             kernel_fmt: KernelFormat::OIHW,
             group: 1,
             q_params: None,
         };
-        let wt = constant(model, &format!("{name}.k"), &[o, 8, 3, 3], None, next);
+        let wt = constant(model, &format!("{name}.k"), &[o, c, 3, 3], None, next);
         let b = constant(model, &format!("{name}.b"), &[o], None, next);
         model.wire_node(name, op, &[input, wt, b]).unwrap()[0]
     }
@@ -1420,12 +1422,17 @@ mod tests {
         let a = wire(&mut model, "a.relu", max(), [a, zero]);
         let a = wire(&mut model, "a.min", min(), [a, cap]);
         let a = last(&mut model, "a.last", a);
+        // Taken too: a convolution on Winograd's transform (32 channels in, 288 terms).
+        let c = conv(&mut model, "c.in", x, 32);
+        let c = conv(&mut model, "c", c, 32);
+        let c = wire(&mut model, "c.relu", max(), [c, zero]);
+        let c = last(&mut model, "c.last", c);
         // Left alone: a residual block's (its residual would move too).
         let b = conv(&mut model, "b", x, 8);
         let b = wire(&mut model, "b.add", add(), [x, b]);
         let b = wire(&mut model, "b.relu", max(), [zero, b]);
         let b = last(&mut model, "b.last", b);
-        model.select_output_outlets(&[a, b]).unwrap();
+        model.select_output_outlets(&[a, b, c]).unwrap();
 
         let mut value = test_numbers(12);
         let values: Vec<f32> = (0..8 * 12 * 12).map(|_| 4.0 * value()).collect();
@@ -1441,8 +1448,10 @@ mod tests {
         let taken = Isa::Avx512.available();
         assert!(info("a").ends_with(if taken { ", then ReLU, out channel-last" } else { ", then ReLU" }), "{}", info("a"));
         assert!(info("b").ends_with(", then + residual and ReLU"), "{}", info("b"));
+        let winograd = if taken { "Winograd F(2x2, 3x3)" } else { "" };
+        assert!(info("c").contains(winograd) && info("c").ends_with(if taken { ", then ReLU, out channel-last" } else { ", then ReLU" }));
         let moves = model.nodes().iter().filter(|n| n.op().name() == "MoveAxis").count();
-        assert_eq!(moves, if taken { 1 } else { 2 }, "b's move is left, and a's without AVX-512");
+        assert_eq!(moves, if taken { 1 } else { 3 }, "b's move is left, and a's and c's without AVX-512");
         // Not a vacuous check: the clamp leaves zeros, the cap and values between.
         assert!(want[0].contains(&0.0) && want[0].contains(&0.3) && want[0].iter().any(|&v| v > 0.0 && v < 0.3));
         assert_close(&run_model(&model, &[1, 8, 12, 12], &values), &want);
