@@ -133,10 +133,20 @@ fn every_error_status_has_its_json_body() {
     assert_eq!(v["class_ids"][0], v["predictions"][0]["top_k"][0]["class_id"]);
     assert!(v["predictions"][0]["top_k"][0]["label"].as_str().is_some_and(|l| l.starts_with("class")));
 
-    // Metrics: fixed route names, status codes, the histogram, the gauges.
-    let m = get(port, "/metrics");
-    assert_eq!(m.status, 200);
-    let text = m.text();
+    // Metrics: fixed route names, status codes, the histogram, the gauges. The in-flight gauge
+    // counts this request alone once the one before has left its handler, which may be a moment
+    // after its client read the answer (the handler's guard drops after the response is
+    // written): asked again until then, for at most five seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let m = get(port, "/metrics");
+        assert_eq!(m.status, 200);
+        let text = m.text();
+        if text.contains("parent_http_requests_in_flight 1\n") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     for needle in [
         "parent_http_requests_total{route=\"predict_public\",code=\"400\"}",
         "parent_http_requests_total{route=\"predict_public\",code=\"413\"}",
