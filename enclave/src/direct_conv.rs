@@ -137,7 +137,8 @@ const RUN: usize = 7;
 /// tract. On AVX-512 (a Zen 5), every kernel of [`KERNELS`] at stride 1 or 2: where there are
 /// [`MIN_TERMS`] terms per output value or more (ResNet18's sixteen 3x3 ones), by Winograd's
 /// transform the 3x3 ones of stride 1 (ResNet18's thirteen: each 23-39% faster than along the
-/// channels on a Zen 4) and along the channels the others, else along the positions where the output has at least [`MIN_OUTPUT`] values per channel (the
+/// channels on a Zen 4) and along the channels the others, else along the positions where the
+/// output has at least [`MIN_OUTPUT`] values per channel (the
 /// stems of ResNet18 and EfficientNet-Lite0, 147 and 27 terms; on fewer values, tract's products
 /// on its sixteen-lane kernels beat those tiles). On AVX2 (a Zen 3): 3x3 of stride 1 along the
 /// positions, all that was measured a gain there (strided ones, on phase planes and tiles of four
@@ -1003,17 +1004,18 @@ impl TypedOp for DirectConv {
     fn change_axes(&self, model: &TypedModel, node: &TypedNode, io: InOut, change: &AxisOp) -> TractResult<Option<AxisChangeConsequence>> {
         rule_if!(io == InOut::Out(0) && *change == AxisOp::Move(1, 3));
         rule_if!(!self.channel_last && self.then != Then::AddRelu);
-        rule_if_some!(shape = model.outlet_fact(node.inputs[0])?.shape.as_concrete());
-        rule_if_some!(g = Geometry::new(shape[2], shape[3], self.kernel, self.stride, self.pads));
-        if self.tiling == Tiling::Winograd {
+        let op = if self.tiling == Tiling::Winograd {
             // Its outputs leave the transform by vectors along the channels already.
-            let op = DirectConv { channel_last: true, ..self.clone() };
-            return Ok(Some(AxisChangeConsequence { substitute_op: Some(Box::new(op)), wire_changes: tvec!((io, change.clone())) }));
-        }
-        rule_if!(Tiling::Channels.fits(self.o, &g));
-        let (kernel, weights) = (self.kernel, self.weights_oihw());
-        let op = DirectConv::new(self.c, self.o, kernel, self.stride, self.pads, Tiling::Channels, &weights, &self.bias);
-        let op = DirectConv { then: self.then, channel_last: true, ..op };
+            DirectConv { channel_last: true, ..self.clone() }
+        } else {
+            // Re-tiled along the channels, where the output fills those tiles.
+            rule_if_some!(shape = model.outlet_fact(node.inputs[0])?.shape.as_concrete());
+            rule_if_some!(g = Geometry::new(shape[2], shape[3], self.kernel, self.stride, self.pads));
+            rule_if!(Tiling::Channels.fits(self.o, &g));
+            let (kernel, weights) = (self.kernel, self.weights_oihw());
+            let op = DirectConv::new(self.c, self.o, kernel, self.stride, self.pads, Tiling::Channels, &weights, &self.bias);
+            DirectConv { then: self.then, channel_last: true, ..op }
+        };
         Ok(Some(AxisChangeConsequence { substitute_op: Some(Box::new(op)), wire_changes: tvec!((io, change.clone())) }))
     }
 
