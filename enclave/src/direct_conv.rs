@@ -120,8 +120,9 @@ const MIN_OUTPUT: usize = 64;
 /// output one float at a time, and below this that costs more than the tiles along the positions
 /// lose to thrown-away columns (into a channel-last output it stores by vectors).
 const MIN_TERMS: usize = 256;
-/// Output channels per tile along the channels: two vectors of sixteen.
-const CHANNEL_TILE: usize = 32;
+/// Output channels per tile along the channels: two vectors of sixteen (Winograd's product tile's
+/// too, [`winograd::product`]).
+pub(crate) const CHANNEL_TILE: usize = 32;
 /// Floats of transformed input and sums (Winograd's) up to which a block of rows of tiles grows,
 /// 1 MiB, about a core's L2 cache: each block is transformed, multiplied and transformed back
 /// before the next, its weights read again, unless they are larger than the whole image's.

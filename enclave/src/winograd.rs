@@ -18,11 +18,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(unsafe_code)] // reason: the product tile's raw-pointer loads and stores, bounds checked before the tile
 
+use crate::direct_conv::CHANNEL_TILE as CHANNELS;
+
 /// Points of a transformed tile: 4 x 4, row-major.
 pub const POINTS: usize = 16;
-
-/// Output channels per product tile: two vectors of sixteen.
-pub const CHANNELS: usize = 32;
 
 /// `G g Gt` for the 3 x 3 weights `g` (row-major) of one output channel and one input channel,
 /// in f64 and rounded once. `G` is `[1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]`.
