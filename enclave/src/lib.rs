@@ -6,19 +6,20 @@
 //! (workers and the bounded queue), `model.rs` (tract), `direct_conv.rs` (the
 //! 3x3 and 7x7 convolutions without im2col), `winograd.rs` (its transform for
 //! the 3x3 ones of stride 1), `max_pool.rs` (max pooling by rows),
-//! `depthwise.rs`
-//! (tract's x86-64 depthwise kernel), `matmul.rs` (one correction to tract's
-//! choice of matrix-product kernel), `llc.rs` (the share of the last-level
-//! cache tract blocks products against), `preprocess.rs` (image decoding under
-//! limits), `config.rs` (flags and manifest), `sealed.rs` (sealed requests:
-//! OHTTP keys, the inner request, the answer), `nsm.rs` (attestation
-//! documents), `entropy.rs`, then `shared/src/frame.rs` (the wire).
+//! `depthwise.rs` (tract's x86-64 depthwise kernel), `matmul.rs` (one
+//! correction to tract's choice of matrix-product kernel), `llc.rs` (the
+//! share of the last-level cache tract blocks products against),
+//! `preprocess.rs` (image decoding under limits), `resample.rs` (its resize
+//! and crop, sixteen rows at a time), `config.rs` (flags and manifest),
+//! `sealed.rs` (sealed requests: OHTTP keys, the inner request, the answer),
+//! `nsm.rs` (attestation documents), `entropy.rs`, then
+//! `shared/src/frame.rs` (the wire).
 //! `entropy.rs` and `nsm.rs` (three system calls), `depthwise.rs`,
-//! `direct_conv.rs` and `winograd.rs` (SIMD kernels' loads and stores) hold
-//! the only `unsafe`.
+//! `direct_conv.rs`, `winograd.rs` and `resample.rs` (SIMD kernels' loads and
+//! stores) hold the only `unsafe`.
 //! It is a library too, so that tests can compare the server's answers with
 //! the same preprocessing run directly through tract.
-#![deny(unsafe_code)] // reason: allowed in entropy.rs (two system calls), nsm.rs (one ioctl), depthwise.rs (one kernel), direct_conv.rs (two tiles) and winograd.rs (one tile) alone
+#![deny(unsafe_code)] // reason: allowed in entropy.rs (two system calls), nsm.rs (one ioctl), depthwise.rs (one kernel), direct_conv.rs (two tiles), winograd.rs (one tile) and resample.rs (one transpose) alone
 
 pub mod config;
 #[cfg(target_arch = "x86_64")]
@@ -34,6 +35,7 @@ pub mod model;
 pub mod nsm;
 pub mod pool;
 pub mod preprocess;
+pub mod resample;
 pub mod sealed;
 pub mod server;
 #[cfg(target_arch = "x86_64")]

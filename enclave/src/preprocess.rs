@@ -13,8 +13,9 @@
 //! computes only the crop's pixels, straight from the source: the same
 //! separable filter, weights and rounding as the `image` crate's `resize`
 //! (a test checks it equals `resize` then `crop` to the last bit), over the
-//! window of source pixels that the crop maps onto, one output row at a time.
-//! Its cost is the crop plus one row of the window, whatever the aspect ratio.
+//! window of source pixels that the crop maps onto, sixteen output rows at a
+//! time ([`crate::resample`]). Its cost is the crop plus sixteen rows of the
+//! window, whatever the aspect ratio.
 //!
 //! What it refuses, from the header, before any pixel is decoded:
 //! - formats other than JPEG and PNG (only those codecs are compiled in);
@@ -33,7 +34,10 @@ use std::str::FromStr;
 use image::{ColorType, DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage};
 use shared::frame::ErrorCode;
 use shared::limits::{DECODER_SIDE_ALLOC, IMAGE_MEMORY_BUDGET, MAX_IMAGE_SIDE};
-use tract_onnx::prelude::{tract_ndarray, Tensor};
+use tract_onnx::prelude::Tensor;
+
+use crate::resample::{self, Taps};
+pub use crate::resample::Lanes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interpolation {
@@ -197,10 +201,13 @@ pub fn memory_estimate(format: ImageFormat, color: ColorType, width: u32, height
     decoded + rgb_copy + decoder + RESAMPLE_RESERVE
 }
 
-/// What [`resample`] and the output tensor take at most: one f32 RGB row of
-/// the source window (12 x 12000 bytes), the crop, and the tensor
-/// (4096 x 4096 x 3 floats would be 192 MiB, but model inputs are 224-600
-/// pixels: 600 x 600 x 3 x 4 = 4.1 MiB).
+/// What [`resample`] and the output tensor take beside the decoded image:
+/// the vertical sums of sixteen output rows across the source window (16 x
+/// 12 bytes per window pixel; the window is at most the image's short side,
+/// under 4,730 pixels for any image inside [`IMAGE_MEMORY_BUDGET`]: 0.9 MiB),
+/// then the crop and the tensor (15 bytes per input pixel: 0.7 MiB at 224 x
+/// 224, 3.3 MiB at 480 x 480; the 4096 that the manifest accepts would need
+/// far more, but classifiers take 224-600).
 const RESAMPLE_RESERVE: u64 = 5 * 1024 * 1024;
 
 impl Preprocess {
@@ -246,22 +253,33 @@ impl Preprocess {
     /// The model input from [`resample`](Self::resample)'s crop: scaled to
     /// [0,1], normalised by `mean` and `std`, channels first.
     pub fn input_tensor(&self, crop: &[u8]) -> Tensor {
-        let (mean, std) = (self.mean, self.std);
         let side = self.input_size as usize;
-        let array = tract_ndarray::Array4::from_shape_fn((1, 3, side, side), |(_, c, y, x)| {
-            // x, y < side and c < 3 by the array's shape; crop holds side x side RGB pixels.
-            let v = f32::from(crop[(y * side + x) * 3 + c]) / 255.0;
-            (v - mean[c]) / std[c]
-        });
-        array.into()
+        let mut tensor = Tensor::zero::<f32>(&[1, 3, side, side]).expect("the model's input shape");
+        let mut planes = tensor.try_as_plain_ram_mut().expect("a tensor in memory");
+        let planes = planes.as_slice_mut::<f32>().expect("an f32 tensor");
+        for (c, plane) in planes.chunks_exact_mut(side * side).enumerate() {
+            // The formula once per byte value, then looked up: the same floats.
+            let value: [f32; 256] = std::array::from_fn(|b| (b as f32 / 255.0 - self.mean[c]) / self.std[c]);
+            // crop holds side x side RGB pixels, one per value of the plane.
+            for (v, pixel) in plane.iter_mut().zip(crop.chunks_exact(3)) {
+                *v = value[usize::from(pixel[c])];
+            }
+        }
+        tensor
     }
 
     /// The centre `input_size` square of `img` resized so that its short side
     /// is `resize` (torchvision's `Resize` then `CenterCrop`), as RGB bytes,
     /// row by row. Only the crop's pixels are computed (see the module
     /// documentation); the result equals the `image` crate's `resize` of the
-    /// whole image followed by `crop_imm`.
+    /// whole image followed by `crop_imm`. Runs on the widest [`Lanes`] this CPU has.
     pub fn resample(&self, img: &RgbImage) -> Result<Vec<u8>, PreprocessError> {
+        self.resample_on(img, Lanes::widest())
+    }
+
+    /// [`resample`](Self::resample) compiled for `lanes`, which this CPU must
+    /// have: the same bytes on each (the tests run every one there is).
+    pub fn resample_on(&self, img: &RgbImage, lanes: Lanes) -> Result<Vec<u8>, PreprocessError> {
         let (w, h) = img.dimensions();
         let (r, s) = (u64::from(self.resize), self.input_size);
         // The long side is truncated, not rounded, as torchvision does.
@@ -277,42 +295,7 @@ impl Preprocess {
         let offset = |n: u32| n.checked_sub(s).map(|d| (f64::from(d) / 2.0).round() as u32).ok_or_else(too_large);
         let cols = self.taps(w, nw, offset(nw)?, s);
         let rows = self.taps(h, nh, offset(nh)?, s);
-
-        // The source columns the crop reads: [first, end).
-        let first = cols.iter().map(|t| t.first).min().unwrap_or(0);
-        let end = cols.iter().map(|t| t.first + t.weights.len()).max().unwrap_or(0);
-        let src = img.as_raw();
-        let stride = w as usize * 3;
-        let n = (end - first) * 3;
-        // One float more than the window's row: the horizontal pass reads a
-        // pixel as four floats (its RGB and the next one's R, unused), which
-        // the compiler turns into one vector operation per tap.
-        let mut row = vec![0f32; n + 1];
-        let mut out = Vec::with_capacity(s as usize * s as usize * 3);
-        for t in &rows {
-            // Vertical pass over the window's columns, taps in order.
-            row.iter_mut().for_each(|v| *v = 0.0);
-            for (k, &wt) in t.weights.iter().enumerate() {
-                let line = &src[(t.first + k) * stride + first * 3..(t.first + k) * stride + end * 3];
-                for (acc, &p) in row[..n].iter_mut().zip(line) {
-                    *acc += f32::from(p) * wt;
-                }
-            }
-            // Horizontal pass, taps in order, rounded to bytes.
-            for c in &cols {
-                let at = (c.first - first) * 3;
-                let mut px = [0f32; 4];
-                for (k, &wt) in c.weights.iter().enumerate() {
-                    // at + 3k + 3 <= n: the tap's pixel is inside the window.
-                    let v: [f32; 4] = row[at + 3 * k..at + 3 * k + 4].try_into().expect("four floats");
-                    for (acc, v) in px.iter_mut().zip(v) {
-                        *acc += v * wt;
-                    }
-                }
-                out.extend([px[0], px[1], px[2]].map(to_byte));
-            }
-        }
-        Ok(out)
+        Ok(resample::crop(img, &cols, &rows, lanes))
     }
 
     /// Filter taps along one axis: for each of the `count` output pixels
@@ -336,46 +319,5 @@ impl Preprocess {
                 Taps { first: left as usize, weights }
             })
             .collect()
-    }
-}
-
-/// `v.clamp(0.0, 255.0).round() as u8` (halves away from zero), without the
-/// call to `roundf` that baseline x86-64 has no instruction for: after the
-/// clamp, truncation gives the integer part exactly and `v - t` the fraction.
-fn to_byte(v: f32) -> u8 {
-    let v = v.clamp(0.0, 255.0);
-    let t = v as u8;
-    t + u8::from(v - f32::from(t) >= 0.5)
-}
-
-/// One output pixel's filter taps along one axis (see [`Preprocess::taps`]).
-struct Taps {
-    first: usize,
-    weights: Vec<f32>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::to_byte;
-
-    fn reference(v: f32) -> u8 {
-        v.clamp(0.0, 255.0).round() as u8
-    }
-
-    #[test]
-    fn to_byte_rounds_as_round_does() {
-        // A fine grid over the range and past both ends, then the floats
-        // either side of every half (where rounding turns) and of every integer.
-        let grid = (-2048..=270 * 1024).map(|i| i as f32 / 1024.0);
-        let edges = (0..=256).flat_map(|k| {
-            [k as f32, k as f32 + 0.5].into_iter().flat_map(|x| {
-                let b = x.to_bits();
-                [f32::from_bits(b.saturating_sub(1)), x, f32::from_bits(b + 1)]
-            })
-        });
-        let odd = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, f32::MAX, f32::MIN_POSITIVE];
-        for v in grid.chain(edges).chain(odd) {
-            assert_eq!(to_byte(v), reference(v), "at {v:e}");
-        }
     }
 }
