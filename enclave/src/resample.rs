@@ -15,8 +15,9 @@
 //!
 //! Between the two, each 16 x 16 block of sums is transposed; after the horizontal pass, each
 //! 16 x 16 block of bytes, back into rows of RGB bytes. The code is compiled for each
-//! [`Lanes`] and runs on the widest this CPU has. The one `unsafe` is the AVX-512 transpose of
-//! sums (the compiler turns the plain one into sixteen-way scatters there).
+//! [`Lanes`] and runs on the widest this CPU has. The `unsafe` here is the AVX-512 transpose of
+//! sums (the compiler turns the plain one into sixteen-way scatters there) and the calls of the
+//! AVX2 and AVX-512F copies, once the CPU is seen to have them.
 #![allow(unsafe_code)] // reason: the AVX-512 transpose's loads and stores of one 16 x 16 block, and the calls of the functions compiled for AVX2 and AVX-512F
 
 use image::RgbImage;
