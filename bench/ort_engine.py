@@ -13,6 +13,7 @@ in tools/models/requirements-test.txt), never in the enclave. Prints one JSON ob
 FastAPI + onnxruntime peer (bench/peer/server.py) imports its Reference, so both preprocess alike.
 
 Usage: ort_engine.py --model DIR --image PATH [--threads N] [--seconds S]
+       ort_engine.py --model DIR --scores --image PATH [PATH...]   (top-5 per image, no timing)
 """
 
 import argparse
@@ -65,11 +66,13 @@ class Reference:
         a = (a - self.mean) / self.std
         return np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32)
 
-    def infer(self, x):
+    def probabilities(self, x):
         logits = self.sess.run(None, {self.input: x})[0][0].astype(np.float64)
         e = np.exp(logits - logits.max())
-        p = e / e.sum()
-        return np.argsort(-p)[:5]
+        return e / e.sum()
+
+    def infer(self, x):
+        return np.argsort(-self.probabilities(x))[:5]
 
     def classify(self, data):
         return self.infer(self.prepare(data))
@@ -119,7 +122,19 @@ def main():
     ap.add_argument("--image", required=True)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--scores", action="store_true",
+                    help="print each --image's top-5 (class, probability) and stop: the "
+                         "torchvision references of enclave/tests/jpeg.rs")
+    ap.add_argument("more", nargs="*", help="with --scores: more images")
     a = ap.parse_args()
+    if a.scores:
+        ref = Reference(a.model)
+        for path in [a.image] + a.more:
+            with open(path, "rb") as f:
+                p = ref.probabilities(ref.prepare(f.read()))
+            top = [(int(i), round(float(p[i]), 4)) for i in np.argsort(-p)[:5]]
+            print(json.dumps({"image": path, "top5": top}))
+        return
     with open(a.image, "rb") as f:
         data = f.read()
     started = time.perf_counter()

@@ -9,8 +9,9 @@
 //! `depthwise.rs` (tract's x86-64 depthwise kernel), `matmul.rs` (one
 //! correction to tract's choice of matrix-product kernel), `llc.rs` (the
 //! share of the last-level cache tract blocks products against),
-//! `preprocess.rs` (image decoding under limits), `resample.rs` (its resize
-//! and crop, sixteen rows at a time), `config.rs` (flags and manifest),
+//! `preprocess.rs` (image decoding under limits), `jpeg.rs` (its baseline JPEG
+//! decode at a half, a quarter or an eighth of the size), `resample.rs` (its
+//! resize and crop, sixteen rows at a time), `config.rs` (flags and manifest),
 //! `sealed.rs` (sealed requests: OHTTP keys, the inner request, the answer),
 //! `nsm.rs` (attestation documents), `entropy.rs`, then
 //! `shared/src/frame.rs` (the wire).
@@ -27,6 +28,7 @@ pub mod direct_conv;
 #[cfg(target_arch = "x86_64")]
 pub mod depthwise;
 pub mod entropy;
+pub mod jpeg;
 pub mod llc;
 pub mod max_pool;
 #[cfg(target_arch = "x86_64")]

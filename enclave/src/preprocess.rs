@@ -17,6 +17,13 @@
 //! time ([`crate::resample`]). Its cost is the crop plus sixteen rows of the
 //! window, whatever the aspect ratio.
 //!
+//! A baseline JPEG that the resize shrinks by 2 or more is decoded at a half, a
+//! quarter or an eighth of its size, the largest division that leaves its short
+//! side at least `resize` ([`crate::jpeg`], DCT scaling, as Pillow's `draft`):
+//! most of a camera photo's decode and resample is then never done. The scores
+//! move by up to a few hundredths (the tests hold them to torchvision's); the
+//! manifest's `jpeg_scaling = false` (or `--jpeg-scaling false`) turns it off.
+//!
 //! What it refuses, from the header, before any pixel is decoded:
 //! - formats other than JPEG and PNG (only those codecs are compiled in);
 //! - images wider or taller than [`MAX_IMAGE_SIDE`];
@@ -36,6 +43,7 @@ use shared::frame::ErrorCode;
 use shared::limits::{DECODER_SIDE_ALLOC, IMAGE_MEMORY_BUDGET, MAX_IMAGE_SIDE};
 use tract_onnx::prelude::Tensor;
 
+use crate::jpeg;
 use crate::resample::{self, Taps};
 pub use crate::resample::Lanes;
 
@@ -87,6 +95,8 @@ pub struct Preprocess {
     pub interpolation: Interpolation,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// Whether [`decode`](Preprocess::decode) may decode a JPEG at a reduced size.
+    pub jpeg_scaling: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -219,7 +229,9 @@ impl Preprocess {
         Ok(self.input_tensor(&crop))
     }
 
-    /// Checks the header against the limits, then decodes `bytes` to RGB.
+    /// Checks the header against the limits, then decodes `bytes` to RGB: a baseline JPEG
+    /// that the resize shrinks by 2 or more at a half, a quarter or an eighth of its size
+    /// ([`jpeg_scale`](Self::jpeg_scale), [`crate::jpeg`]), anything else at full size.
     pub fn decode(&self, bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
         let format = match image::guess_format(bytes) {
             Ok(f @ (ImageFormat::Jpeg | ImageFormat::Png)) => f,
@@ -247,7 +259,22 @@ impl Preprocess {
                 need.div_ceil(1 << 20)
             )));
         }
+        if let Some(scale) = self.jpeg_scale(format, progressive, width, height) {
+            // A file it does not decode is decoded below, as any other.
+            if let Ok(rgb) = jpeg::decode_reduced(bytes, width, height, scale) {
+                return Ok(rgb);
+            }
+        }
         Ok(DynamicImage::from_decoder(decoder).map_err(classify_error)?.into_rgb8())
+    }
+
+    /// The largest of 8, 4 and 2 that a baseline JPEG's sides can be divided by with its short
+    /// side still at least `resize`, so that the resample still shrinks it; none for other
+    /// images, or when `jpeg_scaling` is off.
+    pub fn jpeg_scale(&self, format: ImageFormat, progressive: bool, width: u32, height: u32) -> Option<u32> {
+        let short = width.min(height);
+        let baseline = format == ImageFormat::Jpeg && !progressive;
+        [8, 4, 2].into_iter().find(|&s| self.jpeg_scaling && baseline && short / s >= self.resize)
     }
 
     /// The model input from [`resample`](Self::resample)'s crop: scaled to

@@ -17,6 +17,7 @@ fn pre() -> Preprocess {
         interpolation: Interpolation::Bilinear,
         mean: [0.5, 0.5, 0.5],
         std: [0.25, 0.25, 0.25],
+        jpeg_scaling: true,
     }
 }
 

@@ -150,6 +150,7 @@ fn tiny_pre() -> Preprocess {
         interpolation: Interpolation::Bilinear,
         mean: [0.485, 0.456, 0.406],
         std: [0.229, 0.224, 0.225],
+        jpeg_scaling: true,
     }
 }
 

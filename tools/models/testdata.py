@@ -8,6 +8,10 @@
   motorcycle.png       a motorcycle (scikit-image's motorcycle_left; ImageNet: moped/scooter)
   chelsea_study.jpg    chelsea in the format of the study's benchmark photo (see below)
   expected.txt         `file = class_id[,class_id...]`: the classes EfficientNet-Lite0 may give
+  jpeg/                JPEGs large enough for the model server's reduced-size decode
+                       (enclave/src/jpeg.rs), one per kind it decodes (JPEG_VARIANTS), each
+                       with NAME.draft.png: libjpeg-turbo's own decode of it at 1/scale (Pillow's
+                       `draft`), the reference the tests hold that decode to
 
 The study's benchmark photo (a tabby/tiger cat from a Canon EOS 100D) is not ours to publish, so
 the tests and the bench use chelsea_study.jpg, made here to have its properties: 960x640 pixels,
@@ -100,6 +104,40 @@ def study_standin(chelsea_png):
     return buf.getvalue()
 
 
+# name -> (source photo, size, Pillow mode, chroma subsampling, extra save options, scale the
+# model server decodes it at for a resize to 256: the largest of 8, 4, 2 leaving the short side
+# at least 256). Upscaled with Lanczos; odd sizes leave partial blocks at the edges.
+JPEG_VARIANTS = {
+    "coffee-420.jpg": ("coffee.png", (1200, 800), "RGB", "4:2:0", {}, 2),
+    "coffee-444.jpg": ("coffee.png", (1200, 800), "RGB", "4:4:4", {}, 2),
+    "motorcycle-422-restarts.jpg": ("motorcycle.png", (1111, 749), "RGB", "4:2:2",
+                                    {"restart_marker_blocks": 7}, 2),
+    "motorcycle-grey.jpg": ("motorcycle.png", (1557, 1050), "L", None, {}, 4),
+    "chelsea-420-eighth.jpg": ("chelsea.png", (3090, 2055), "RGB", "4:2:0",
+                               {"restart_marker_rows": 3}, 8),
+    "coffee-progressive.jpg": ("coffee.png", (1200, 800), "RGB", "4:2:0", {"progressive": True}, 2),
+}
+
+
+def jpeg_variants(out):
+    """Writes JPEG_VARIANTS under out/jpeg/, each with its scaled decode by libjpeg-turbo."""
+    from PIL import Image
+    os.makedirs(os.path.join(out, "jpeg"), exist_ok=True)
+    for name, (source, size, mode, subsampling, extra, scale) in JPEG_VARIANTS.items():
+        with Image.open(os.path.join(out, source)) as im:
+            big = im.convert("RGB").resize(size, Image.LANCZOS).convert(mode)
+        path = os.path.join(out, "jpeg", name)
+        options = dict(quality=90, **extra)
+        if subsampling:
+            options["subsampling"] = subsampling
+        big.save(path, "JPEG", **options)
+        with Image.open(path) as im:
+            w, h = im.size
+            im.draft(im.mode, (w // scale, h // scale))
+            assert im.size == (-(-w // scale), -(-h // scale)), (name, im.size)
+            im.convert("RGB").save(path[:-len(".jpg")] + ".draft.png")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="write test photos under testdata/")
     ap.add_argument("--out", default=os.path.join(REPO, "testdata"))
@@ -132,6 +170,7 @@ def main(argv=None):
         return 1
     with open(os.path.join(a.out, STUDY_STANDIN), "wb") as f:
         f.write(study)
+    jpeg_variants(a.out)
     with open(os.path.join(a.out, "expected.txt"), "w", encoding="utf-8") as f:
         f.write("# Allowed top-1 classes per photo for efficientnet-lite0 (torchvision ImageNet "
                 "ids), written by tools/models/testdata.py\n")
