@@ -18,9 +18,11 @@
 //! What it decodes: baseline and extended sequential Huffman frames (SOF0, SOF1) of 8-bit
 //! samples, grey or YCbCr, sampling factors of 1 or 2, one scan holding every component, restart
 //! intervals. Anything else (progressive, arithmetic coding, 12-bit, CMYK, RGB, scans per
-//! component), and any file whose data it cannot follow, is [`NotHandled`]: the caller then
-//! decodes it with the `image` crate at full size, whose errors are the ones the client sees.
-//! So this module decides only how fast a file is decoded, never whether it is accepted.
+//! component), and any file in which it finds an error (a table missing or over-full, a code
+//! that is no code, a coefficient past its block, a restart marker out of place, a scan that
+//! ends early), is [`NotHandled`]: the caller then decodes it with the `image` crate at full
+//! size, whose errors are the ones the client sees. So this module is never the one to refuse
+//! a file; it decides how fast one is decoded.
 //!
 //! Accuracy: not the same bytes as another decoder, as no two IDCTs are. The tests hold it
 //! to libjpeg-turbo's own scaled decode (Pillow's `draft`) and to the `image` crate's full-size
@@ -239,6 +241,7 @@ pub fn decode_reduced(bytes: &[u8], width: u32, height: u32, scale: u32) -> Resu
         return Err(NotHandled("scale other than 2, 4 or 8"));
     }
     let mut quant = [[0f32; 64]; 4];
+    let mut quant_defined = [false; 4];
     let mut dc_tables: [Option<Box<Huffman>>; 4] = Default::default();
     let mut ac_tables: [Option<Box<Huffman>>; 4] = Default::default();
     let mut components: Vec<Component> = Vec::new();
@@ -254,6 +257,9 @@ pub fn decode_reduced(bytes: &[u8], width: u32, height: u32, scale: u32) -> Resu
         if marker == 0xff {
             at += 1; // a fill byte
             continue;
+        }
+        if matches!(marker, 0x01 | 0xd0..=0xd9) {
+            return Err(NotHandled("a marker without a segment before the scan"));
         }
         let Some(&[hi, lo]) = bytes.get(at + 2..at + 4) else { return Err(NotHandled("truncated segment")) };
         let len = usize::from(u16::from_be_bytes([hi, lo]));
@@ -275,6 +281,7 @@ pub fn decode_reduced(bytes: &[u8], width: u32, height: u32, scale: u32) -> Resu
                         let q = if wide == 0 { u16::from(rest[k]) } else { u16::from_be_bytes([rest[2 * k], rest[2 * k + 1]]) };
                         quant[id][usize::from(z)] = f32::from(q);
                     }
+                    quant_defined[id] = true;
                     s = &rest[n..];
                 }
             }
@@ -339,7 +346,7 @@ pub fn decode_reduced(bytes: &[u8], width: u32, height: u32, scale: u32) -> Resu
                 }
                 for (c, s) in components.iter_mut().zip(rest.chunks_exact(2)) {
                     (c.dc_table, c.ac_table) = (usize::from(s[1] >> 4), usize::from(s[1] & 15));
-                    if c.id != s[0] || c.dc_table > 3 || c.ac_table > 3 {
+                    if c.id != s[0] || c.dc_table > 3 || c.ac_table > 3 || !quant_defined[c.quant] {
                         return Err(NotHandled("bad scan header"));
                     }
                 }

@@ -151,6 +151,11 @@ fn other_jpegs_are_left_to_the_full_decode() {
     assert_eq!(reduced(&coffee, 3).unwrap_err(), NotHandled("scale other than 2, 4 or 8"));
     // The size the caller's header check saw must be the frame's.
     assert!(decode_reduced(&coffee, 1200, 801, 2).is_err());
+    // A component whose quantisation table the file never gives.
+    let mut no_table = coffee.clone();
+    let sof = no_table.windows(2).position(|w| w == [0xff, 0xc0]).unwrap();
+    no_table[sof + 12] = 3; // the first component's table id (after length, precision, size, count, id, factors)
+    assert_eq!(reduced(&no_table, 2).unwrap_err(), NotHandled("bad scan header"));
     let mut pre = Preprocess {
         input_size: 224,
         resize: 256,
