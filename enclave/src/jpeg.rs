@@ -31,7 +31,6 @@
 //! Memory: one row of MCUs per component at the output size, and the output image. No
 //! `unsafe`; no index that the input decides is used unchecked.
 
-use crate::resample::to_byte;
 use image::RgbImage;
 
 /// Why a file is left to the general decoder (for tests and debugging; the caller only falls back).
@@ -589,9 +588,46 @@ impl Idct {
     }
 }
 
+/// `v.clamp(0.0, 255.0).round() as u8` (halves away from zero, NaN to 0), in operations that
+/// vectorise: adding 2^23 leaves the nearest integer (halves to even) in the
+/// low bits, and a remainder of exactly one half means a half rounded down, so one is added.
+#[inline(always)]
+fn to_byte(v: f32) -> u8 {
+    const TWO_23: f32 = 8_388_608.0;
+    // Not `clamp`, which keeps a NaN: `max` makes it 0.
+    #[allow(clippy::manual_clamp)]
+    let v = v.max(0.0).min(255.0);
+    let m = v + TWO_23;
+    let nearest = m - TWO_23;
+    (m.to_bits() as u8).wrapping_add(u8::from(v - nearest >= 0.5))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{extend, Bits, Huffman, NotHandled, FAST_BITS};
+    use super::{extend, to_byte, Bits, Huffman, NotHandled, FAST_BITS};
+
+    fn reference(v: f32) -> u8 {
+        v.clamp(0.0, 255.0).round() as u8
+    }
+
+    #[test]
+    fn to_byte_rounds_as_round_does() {
+        // A fine grid over the range and past both ends, the floats either side of every half
+        // (where rounding turns) and of every integer, odd values, then a stride through all
+        // 2^32 bit patterns.
+        let grid = (-2048..=270 * 1024).map(|i| i as f32 / 1024.0);
+        let edges = (0..=256).flat_map(|k| {
+            [k as f32, k as f32 + 0.5].into_iter().flat_map(|x| {
+                let b = x.to_bits();
+                [f32::from_bits(b.saturating_sub(1)), x, f32::from_bits(b + 1)]
+            })
+        });
+        let odd = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, f32::MAX, f32::MIN_POSITIVE, 1e-30];
+        let bits = (0..u32::MAX / 9973).map(|i| f32::from_bits(i * 9973));
+        for v in grid.chain(edges).chain(odd).chain(bits) {
+            assert_eq!(to_byte(v), reference(v), "at {v:e} ({:#x})", v.to_bits());
+        }
+    }
 
     /// A table with codes of every length from 1 to 16 (one each, the last two of length 16):
     /// 0, 10, 110, ... so long codes take the slow path. Symbols: run 0, size = length % 12.

@@ -11,11 +11,12 @@
 //! 1 x 12000 image, 103 bytes as a PNG, into 256 x 3,072,000 pixels (2.3 GB)
 //! before the crop throws all but 224 x 224 of them away. So [`resample`]
 //! computes only the crop's pixels, straight from the source: the same
-//! separable filter, weights and rounding as the `image` crate's `resize`
-//! (a test checks it equals `resize` then `crop` to the last bit), over the
-//! window of source pixels that the crop maps onto, sixteen output rows at a
-//! time ([`crate::resample`]). Its cost is the crop plus sixteen rows of the
-//! window, whatever the aspect ratio.
+//! separable filter, fixed-point weights and rounding as Pillow's `resize`,
+//! which torchvision calls (a test checks it equals Pillow's `resize` then
+//! `crop` to the last bit), over the window of source pixels that the crop
+//! maps onto ([`crate::resample`]). Its cost is the crop's width times the
+//! window's rows, then the crop: bounded by the crop, whatever the aspect
+//! ratio.
 //!
 //! A baseline JPEG that the resize shrinks by 2 or more is decoded at a half, a
 //! quarter or an eighth of its size, the largest division that leaves its short
@@ -67,22 +68,23 @@ impl FromStr for Interpolation {
 
 impl Interpolation {
     /// The filter's support radius, in source pixels at scale 1.
-    fn support(self) -> f32 {
+    fn support(self) -> f64 {
         match self {
             Interpolation::Bilinear => 1.0,
             Interpolation::Bicubic => 2.0,
         }
     }
 
-    /// The filter's weight at distance `x`: the triangle, or the Catmull-Rom
-    /// cubic (Mitchell-Netravali with B = 0, C = 0.5), written term by term
-    /// as the `image` crate evaluates them so that results match its own.
-    fn kernel(self, x: f32) -> f32 {
-        let a = x.abs();
+    /// The filter's weight at distance `x`: the triangle, or the cubic convolution kernel with
+    /// a = -0.5 (Catmull-Rom), written term by term as Pillow evaluates them, in doubles, so
+    /// that the weights are Pillow's to the last bit.
+    fn kernel(self, x: f64) -> f64 {
+        const A: f64 = -0.5;
+        let x = x.abs();
         match self {
-            Interpolation::Bilinear if a < 1.0 => 1.0 - a,
-            Interpolation::Bicubic if a < 1.0 => (9.0 * a.powi(3) + -15.0 * a.powi(2) + 6.0) / 6.0,
-            Interpolation::Bicubic if a < 2.0 => (-3.0 * a.powi(3) + 15.0 * a.powi(2) + -24.0 * a + 12.0) / 6.0,
+            Interpolation::Bilinear if x < 1.0 => 1.0 - x,
+            Interpolation::Bicubic if x < 1.0 => ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0,
+            Interpolation::Bicubic if x < 2.0 => (((x - 5.0) * x + 8.0) * x - 4.0) * A,
             _ => 0.0,
         }
     }
@@ -211,13 +213,16 @@ pub fn memory_estimate(format: ImageFormat, color: ColorType, width: u32, height
     decoded + rgb_copy + decoder + RESAMPLE_RESERVE
 }
 
-/// What [`resample`] and the output tensor take beside the decoded image:
-/// the vertical sums of sixteen output rows across the source window (16 x
-/// 12 bytes per window pixel; the window is at most the image's short side,
-/// under 4,730 pixels for any image inside [`IMAGE_MEMORY_BUDGET`]: 0.9 MiB),
-/// then the crop and the tensor (15 bytes per input pixel: 0.7 MiB at 224 x
-/// 224, 3.3 MiB at 480 x 480; the 4096 that the manifest accepts would need
-/// far more, but classifiers take 224-600).
+/// What [`resample`] and the output tensor take beside the decoded image.
+/// The horizontal pass's output for one band of 56 output rows: the source
+/// rows the band reads (at most 59 times the scale, which is under 4,730 /
+/// 224 for any image inside [`IMAGE_MEMORY_BUDGET`], whose short side is
+/// under 4,730 pixels) times the crop's row padded to 64 bytes: 0.9 MiB at
+/// most, at 224 or at 480; sixteen source rows of the window transposed (48
+/// bytes per window pixel, 0.2 MiB); then the crop and the tensor (15 bytes
+/// per input pixel: 0.7 MiB at 224 x 224, 3.3 MiB at 480 x 480; the 4096
+/// that the manifest accepts would need far more, but classifiers take
+/// 224-600).
 const RESAMPLE_RESERVE: u64 = 5 * 1024 * 1024;
 
 impl Preprocess {
@@ -298,8 +303,9 @@ impl Preprocess {
     /// The centre `input_size` square of `img` resized so that its short side
     /// is `resize` (torchvision's `Resize` then `CenterCrop`), as RGB bytes,
     /// row by row. Only the crop's pixels are computed (see the module
-    /// documentation); the result equals the `image` crate's `resize` of the
-    /// whole image followed by `crop_imm`. Runs on the widest [`Lanes`] this CPU has.
+    /// documentation); the result equals Pillow's `resize` of the whole image
+    /// followed by `crop`, as torchvision does it. Runs on the widest [`Lanes`]
+    /// this CPU has.
     pub fn resample(&self, img: &RgbImage) -> Result<Vec<u8>, PreprocessError> {
         self.resample_on(img, Lanes::widest())
     }
@@ -318,32 +324,40 @@ impl Preprocess {
         let too_large = || PreprocessError::TooLarge(format!("{w}x{h} resized to a short side of {r}"));
         let nw = u32::try_from(nw).map_err(|_| too_large())?;
         let nh = u32::try_from(nh).map_err(|_| too_large())?;
-        // Centre crop offsets, rounded as torchvision's CenterCrop does.
-        let offset = |n: u32| n.checked_sub(s).map(|d| (f64::from(d) / 2.0).round() as u32).ok_or_else(too_large);
+        // Centre crop offsets, rounded as torchvision's CenterCrop does: Python's `round`,
+        // which takes a half to the even side (an odd margin of 21 starts the crop at 10).
+        let offset = |n: u32| n.checked_sub(s).map(|d| (f64::from(d) / 2.0).round_ties_even() as u32).ok_or_else(too_large);
         let cols = self.taps(w, nw, offset(nw)?, s);
         let rows = self.taps(h, nh, offset(nh)?, s);
         Ok(resample::crop(img, &cols, &rows, lanes))
     }
 
-    /// Filter taps along one axis: for each of the `count` output pixels
-    /// from `start` on, in an axis resized from `src` to `dst` pixels, the
-    /// first source pixel it reads and the normalised weights from there.
+    /// Filter taps along one axis, as Pillow computes them: for each of the `count` output
+    /// pixels from `start` on, in an axis resized from `src` to `dst` pixels, the first source
+    /// pixel it reads and its weights from there, normalised to a sum of one, then rounded
+    /// (halves away from zero) to fixed point of [`resample::PRECISION`] bits.
     fn taps(&self, src: u32, dst: u32, start: u32, count: u32) -> Vec<Taps> {
-        let ratio = src as f32 / dst as f32;
-        let scale = ratio.max(1.0);
-        let support = self.interpolation.support() * scale;
+        let scale = f64::from(src) / f64::from(dst);
+        let filter_scale = scale.max(1.0);
+        let support = self.interpolation.support() * filter_scale;
+        let one = f64::from(1u32 << resample::PRECISION);
         (start..start + count)
             .map(|out| {
-                // The source position of the output pixel's centre.
-                let centre = (out as f32 + 0.5) * ratio;
-                let left = ((centre - support).floor() as i64).clamp(0, i64::from(src) - 1);
-                let right = ((centre + support).ceil() as i64).clamp(left + 1, i64::from(src));
-                let mut weights: Vec<f32> =
-                    (left..right).map(|i| self.interpolation.kernel((i as f32 - (centre - 0.5)) / scale)).collect();
-                let sum: f32 = weights.iter().sum();
-                weights.iter_mut().for_each(|w| *w /= sum);
-                // 0 <= left < src by the clamp.
-                Taps { first: left as usize, weights }
+                // The source position of the output pixel's centre; the window is truncated
+                // toward zero (`as` is C's `(int)` here), then kept inside the axis. It always
+                // holds the centre's pixel: 0 <= first <= centre < end <= src.
+                let centre = (f64::from(out) + 0.5) * scale;
+                let first = ((centre - support + 0.5) as i64).max(0);
+                let end = ((centre + support + 0.5) as i64).min(i64::from(src));
+                let weights: Vec<f64> =
+                    (first..end).map(|i| self.interpolation.kernel((i as f64 - centre + 0.5) * (1.0 / filter_scale))).collect();
+                let sum: f64 = weights.iter().sum();
+                let weights = weights
+                    .into_iter()
+                    .map(|w| if sum != 0.0 { w / sum } else { w })
+                    .map(|w| if w < 0.0 { (-0.5 + w * one) as i32 } else { (0.5 + w * one) as i32 })
+                    .collect();
+                Taps { first: first as usize, weights }
             })
             .collect()
     }

@@ -7,6 +7,7 @@ mod images;
 
 use enclave::preprocess::{Interpolation, Lanes, Preprocess, PreprocessError};
 use image::RgbImage;
+use std::path::Path;
 use images::{encode_png, jpeg, jpeg_bomb, png, png_bomb};
 use shared::frame::ErrorCode;
 
@@ -92,44 +93,44 @@ fn garbage_truncated_and_foreign_formats() {
     assert!(pre().prepare(&padded).is_ok());
 }
 
-/// The crop as the `image` crate computes it: resize the whole image so its
-/// short side is `resize` (torchvision's rule), then take the centre crop.
-fn resize_then_crop(img: &RgbImage, p: &Preprocess) -> Vec<u8> {
-    use image::imageops::{crop_imm, resize, FilterType};
-    let (w, h) = (u64::from(img.width()), u64::from(img.height()));
-    let r = u64::from(p.resize);
-    let (nw, nh) = if w <= h { (r, (r * h / w).max(r)) } else { ((r * w / h).max(r), r) };
-    let filter = match p.interpolation {
-        Interpolation::Bilinear => FilterType::Triangle,
-        Interpolation::Bicubic => FilterType::CatmullRom,
-    };
-    let resized = resize(img, nw as u32, nh as u32, filter);
-    let s = p.input_size;
-    let left = ((nw as u32 - s) as f64 / 2.0).round() as u32;
-    let top = ((nh as u32 - s) as f64 / 2.0).round() as u32;
-    crop_imm(&resized, left, top, s, s).to_image().into_raw()
+/// tools/models/testdata.py's `pillow/`: each line names a source PNG, a filter, a resize, a crop
+/// size, and the raw RGB crop Pillow made of it (torchvision's `Resize` then `CenterCrop`).
+fn pillow_crops() -> Vec<(String, Interpolation, u32, u32, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/pillow");
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("pillow/{name}: {e} (run `make testdata`)"));
+    let index = String::from_utf8(read("index.txt")).unwrap();
+    let lines = index.lines().filter(|l| !l.starts_with('#'));
+    lines
+        .map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            let [source, filter, resize, size, crop] = f[..] else { panic!("pillow/index.txt: {line:?}") };
+            (source.to_string(), filter.parse().unwrap(), resize.parse().unwrap(), size.parse().unwrap(), read(crop))
+        })
+        .collect()
 }
 
 #[test]
-fn the_crop_equals_resizing_the_whole_image_then_cropping_to_the_bit() {
-    // Shapes: square, landscape, portrait, thin both ways, smaller than the
-    // crop (upscaled), odd sizes; both filters; the deployed 256 -> 224 too.
-    let shapes = [(64, 64), (300, 200), (200, 300), (1, 300), (300, 1), (7, 5), (1000, 37), (333, 999)];
-    for interpolation in [Interpolation::Bilinear, Interpolation::Bicubic] {
-        for (resize, input_size) in [(36, 32), (256, 224), (40, 40)] {
-            let p = Preprocess { resize, input_size, interpolation, ..pre() };
-            for (i, &(w, h)) in shapes.iter().enumerate() {
-                let img = images::photo(w, h, i as u32);
-                let theirs = resize_then_crop(&img, &p);
-                for lanes in Lanes::ALL.into_iter().filter(|l| l.available()) {
-                    let ours = p.resample_on(&img, lanes).unwrap();
-                    assert_eq!(ours.len(), theirs.len());
-                    let differ = ours.iter().zip(&theirs).filter(|(a, b)| a != b).count();
-                    assert_eq!(differ, 0, "{w}x{h}, {interpolation:?}, {resize}->{input_size} on {lanes:?}: {differ} bytes differ");
-                }
+fn the_crop_is_pillows_resize_then_crop_to_the_bit() {
+    // Pillow's own: the test photos as it decodes them, and shapes square, landscape, portrait,
+    // thin both ways, smaller than the crop (upscaled) and odd; both filters; the deployed
+    // 256 -> 224, and small resizes where one output pixel spans many source pixels.
+    let crops = pillow_crops();
+    assert!(crops.len() >= 6 * 14 && crops.iter().any(|c| c.0 == "chelsea_study-jpg.png"), "pillow/ is incomplete");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/pillow");
+    let mut wrong = Vec::new();
+    for (source, interpolation, resize, input_size, theirs) in crops {
+        let img = image::open(dir.join(&source)).unwrap().into_rgb8();
+        let p = Preprocess { resize, input_size, interpolation, ..pre() };
+        for lanes in Lanes::ALL.into_iter().filter(|l| l.available()) {
+            let ours = p.resample_on(&img, lanes).unwrap();
+            assert_eq!(ours.len(), theirs.len());
+            let differ = ours.iter().zip(&theirs).filter(|(a, b)| a != b).count();
+            if differ > 0 {
+                wrong.push(format!("{source}, {interpolation:?}, {resize}->{input_size} on {lanes:?}: {differ} bytes differ"));
             }
         }
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 #[test]

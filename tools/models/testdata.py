@@ -12,6 +12,10 @@
                        (enclave/src/jpeg.rs), one per kind it decodes (JPEG_VARIANTS), each
                        with NAME.draft.png: libjpeg-turbo's own decode of it at 1/scale (Pillow's
                        `draft`), the reference the tests hold that decode to
+  pillow/              torchvision's resize and centre crop done by Pillow (PILLOW_CROPS), the
+                       reference the model server's resampler is held to byte for byte: source
+                       PNGs (the photos as Pillow decodes them, and synthetic shapes), raw RGB
+                       crops, and index.txt naming them
 
 The study's benchmark photo (a tabby/tiger cat from a Canon EOS 100D) is not ours to publish, so
 the tests and the bench use chelsea_study.jpg, made here to have its properties: 960x640 pixels,
@@ -138,6 +142,60 @@ def jpeg_variants(out):
             im.convert("RGB").save(path[:-len(".jpg")] + ".draft.png")
 
 
+# Sources for pillow/: the photos (decoded by Pillow), and synthetic shapes (w, h): square, wide,
+# tall, one pixel thin both ways, smaller than the crop (upscaled), odd sizes. Each is resized
+# and centre-cropped for every (resize, crop size) and both filters.
+PILLOW_PHOTOS = ["chelsea.png", "chelsea.jpg", "coffee.png", "rocket.jpg", "motorcycle.png",
+                 STUDY_STANDIN]
+PILLOW_SHAPES = [(64, 64), (300, 200), (200, 300), (1, 300), (300, 1), (7, 5), (1000, 37),
+                 (333, 999)]
+PILLOW_CROPS = [(256, 224), (36, 32), (40, 40)]
+
+
+def shape(w, h, seed):
+    """A synthetic image with hard edges everywhere, where the filters' negative lobes clamp."""
+    data = bytearray()
+    for y in range(h):
+        for x in range(w):
+            v = ((x * (31 + seed)) ^ (y * (17 + 3 * seed))) & 0xFFFFFFFF
+            data += bytes((v % 251, (x + y + seed) % 256, (x * y) % 241))
+    return bytes(data)
+
+
+def resize_crop(im, resize, size, resample):
+    """torchvision's Resize(resize) then CenterCrop(size) on a PIL image."""
+    w, h = im.size
+    nw, nh = (resize, int(resize * h / w)) if w <= h else (int(resize * w / h), resize)
+    im = im.resize((nw, nh), resample)
+    left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
+    return im.crop((left, top, left + size, top + size))
+
+
+def pillow_crops(out):
+    """Writes pillow/: each source as a PNG, its crops as raw RGB, and index.txt."""
+    from PIL import Image
+    d = os.path.join(out, "pillow")
+    os.makedirs(d, exist_ok=True)
+    sources = []
+    for name in PILLOW_PHOTOS:
+        with Image.open(os.path.join(out, name)) as im:
+            sources.append((os.path.splitext(name)[0] + "-" + name.rsplit(".", 1)[1], im.convert("RGB")))
+    for seed, (w, h) in enumerate(PILLOW_SHAPES):
+        sources.append((f"shape-{w}x{h}", Image.frombytes("RGB", (w, h), shape(w, h, seed))))
+    lines = []
+    for stem, im in sources:
+        im.save(os.path.join(d, stem + ".png"))
+        for resize, size in PILLOW_CROPS:
+            for fname, resample in (("bilinear", Image.BILINEAR), ("bicubic", Image.BICUBIC)):
+                crop = f"{stem}.{fname}-{resize}-{size}.rgb"
+                with open(os.path.join(d, crop), "wb") as f:
+                    f.write(resize_crop(im, resize, size, resample).tobytes())
+                lines.append(f"{stem}.png {fname} {resize} {size} {crop}\n")
+    with open(os.path.join(d, "index.txt"), "w", encoding="utf-8") as f:
+        f.write("# source filter resize crop-size crop (raw RGB), written by tools/models/testdata.py\n")
+        f.writelines(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="write test photos under testdata/")
     ap.add_argument("--out", default=os.path.join(REPO, "testdata"))
@@ -171,6 +229,7 @@ def main(argv=None):
     with open(os.path.join(a.out, STUDY_STANDIN), "wb") as f:
         f.write(study)
     jpeg_variants(a.out)
+    pillow_crops(a.out)
     with open(os.path.join(a.out, "expected.txt"), "w", encoding="utf-8") as f:
         f.write("# Allowed top-1 classes per photo for efficientnet-lite0 (torchvision ImageNet "
                 "ids), written by tools/models/testdata.py\n")
