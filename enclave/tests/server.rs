@@ -231,13 +231,14 @@ fn real_photos_are_classified_by_efficientnet_lite0() {
     let top3: Vec<u32> = reply.images[3].top[..3].iter().map(|c| c.class_id).collect();
     assert!([281, 282, 285].iter().all(|c| top3.contains(c)), "chelsea_study.jpg: the domestic cats lead: {top3:?}");
     assert_eq!(top1[3], 285, "chelsea_study.jpg: {:?}", reply.images[3].top);
-    // Chelsea's top-5 against the PyTorch reference (PIL bicubic there,
-    // Catmull-Rom here: a small tolerance).
-    let reference = [(282, 0.386), (285, 0.356), (281, 0.169), (287, 0.019), (904, 0.001)];
+    // chelsea.png's top-5 against torchvision's preprocessing and onnxruntime on the same ONNX
+    // file (`bench/ort_engine.py --scores`): the crop's bytes are Pillow's to the bit, so only
+    // tract's arithmetic against onnxruntime's remains.
+    let reference = [(282, 0.3946), (285, 0.3551), (281, 0.1697), (287, 0.0142), (904, 0.0012)];
     let got = &reply.images[0].top;
     for (class, score) in reference {
         let ours = got.iter().find(|c| c.class_id == class).unwrap_or_else(|| panic!("{class} not in top-5: {got:?}"));
-        assert!((ours.score - score).abs() < 0.06, "class {class}: {} vs reference {score}", ours.score);
+        assert!((ours.score - score).abs() < 0.003, "class {class}: {} vs reference {score}", ours.score);
     }
 }
 
