@@ -1,6 +1,6 @@
 //! The resampler's loops: the centre crop's pixels computed from the window of source pixels it
 //! maps onto. [`crate::preprocess`] says what is computed (Pillow's `resize` then the crop, to
-//! the bit) and builds the filter taps; this module runs them.
+//! the bit) and builds the filter taps; this module runs them, [`BAND`] output rows at a time.
 //!
 //! The arithmetic is Pillow's (`Resample.c`, 8 bits per channel): integer weights of
 //! [`PRECISION`] fractional bits, sums in 32-bit integers from a half for rounding, the
