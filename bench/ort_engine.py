@@ -30,6 +30,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "models"))
 import make_model  # noqa: E402  (tools/models: the manifest parser)
+import testdata  # noqa: E402  (tools/models: torchvision's resize and centre crop)
 
 
 class Reference:
@@ -53,15 +54,7 @@ class Reference:
     def prepare(self, data):
         """torchvision's Resize(resize), CenterCrop(crop), ToTensor, Normalize on a PIL image."""
         with Image.open(io.BytesIO(data)) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            if w <= h:
-                nw, nh = self.resize, int(self.resize * h / w)
-            else:
-                nw, nh = int(self.resize * w / h), self.resize
-            im = im.resize((nw, nh), self.filter)
-            left, top = int(round((nw - self.crop) / 2.0)), int(round((nh - self.crop) / 2.0))
-            im = im.crop((left, top, left + self.crop, top + self.crop))
+            im = testdata.resize_crop(im.convert("RGB"), self.resize, self.crop, self.filter)
             a = np.asarray(im, dtype=np.float32) / 255.0
         a = (a - self.mean) / self.std
         return np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32)

@@ -53,15 +53,7 @@ def preprocess(path, man):
     mean = np.array([float(v) for v in man["mean"].split(",")], np.float32)
     std = np.array([float(v) for v in man["std"].split(",")], np.float32)
     with Image.open(path) as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        if w <= h:
-            nw, nh = resize, int(resize * h / w)
-        else:
-            nw, nh = int(resize * w / h), resize
-        im = im.resize((nw, nh), filt)
-        left, top = int(round((nw - crop) / 2.0)), int(round((nh - crop) / 2.0))
-        im = im.crop((left, top, left + crop, top + crop))
+        im = testdata.resize_crop(im.convert("RGB"), resize, crop, filt)
         a = np.asarray(im, dtype=np.float32) / 255.0
     a = (a - mean) / std
     return np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32)
