@@ -122,13 +122,17 @@ fn crop_with(img: &RgbImage, cols: &[Taps], rows: &[Taps]) -> Vec<u8> {
     let mut window = vec![[0u8; ROWS]; n.div_ceil(ROWS) * ROWS];
     // The group's output bytes: for each byte of an output row, one per row of the group.
     let mut bytes = vec![[0u8; ROWS]; line.div_ceil(ROWS) * ROWS];
+    // The horizontal pass's rows of one band, as many as the largest band reads. Every byte the
+    // vertical pass keeps was written for the band; the padding's stale bytes are never kept.
+    let most = rows.chunks(BAND).map(span).map(|(top, bottom)| bottom - top).max().unwrap_or(0);
+    let mut mid = vec![0u8; most * padded];
     let mut out = vec![0u8; rows.len() * line];
     for (band, out) in rows.chunks(BAND).zip(out.chunks_mut(BAND * line)) {
         // The source rows the band reads: [top, bottom).
         let (top, bottom) = span(band);
 
         // Horizontal pass: those rows filtered along the row, ROWS rows at a time.
-        let mut mid = vec![0u8; (bottom - top) * padded];
+        let mid = &mut mid[..(bottom - top) * padded];
         for (group, mid) in (top..bottom).step_by(ROWS).zip(mid.chunks_mut(ROWS * padded)) {
             let count = ROWS.min(bottom - group);
             for (q, window) in window.chunks_exact_mut(ROWS).enumerate() {
