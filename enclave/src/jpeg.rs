@@ -1,35 +1,41 @@
-//! Baseline JPEG decoding at a half, a quarter or an eighth of the size, by DCT scaling: the
-//! decode that [`crate::preprocess`] uses when the model's resize would shrink the photo at
-//! least that much anyway. Pillow's `draft` and libjpeg's `scale_num` do the same.
+//! Baseline JPEG decoding, at full size exactly as libjpeg-turbo decodes (and so as Pillow and
+//! torchvision do), or at a half, a quarter or an eighth of the size by DCT scaling when the
+//! model's resize would shrink the photo that much anyway ([`crate::preprocess`] decides).
 //!
-//! Why: the resample throws most of a camera photo's pixels away, and decoding them is most of
-//! the preprocessing (2.6-2.9 of 3.0-3.6 ms for the study's 960 x 640 photo on a Zen 4, see
-//! BENCHMARKS.md). Each 8 x 8 block of DCT coefficients holds the block's spatial frequencies;
-//! keeping the lowest n x n of them and running an n-point inverse DCT (n = 8 / scale) gives
-//! the block's n x n low-passed pixels directly. The entropy decoding is the same work as at
-//! full size; the inverse DCT, the colour conversion and the resample after them shrink with
-//! the pixel count.
+//! Full size: libjpeg's accurate integer inverse DCT ("islow"), its "fancy" upsampling of
+//! 4:2:0 and 4:2:2 chroma, and its fixed-point YCbCr tables, each to the bit, so the decoded
+//! pixels are Pillow's byte for byte (the tests hold them to Pillow's own decode of every test
+//! photo) and, with the resampler's Pillow arithmetic, the model input is torchvision's. Why:
+//! two decoders' rounding differ by a level here and there, which moves the scores by up to a
+//! hundredth and decides near ties (chelsea.jpg's top two are 0.003 apart).
 //!
-//! Colour: a component sampled at half the resolution (4:2:0 and 4:2:2 chroma) is run at twice
-//! the n, so that every component comes out at the output size and the colour conversion reads
-//! them pixel for pixel, with no upsampling step (libjpeg-turbo chooses its sizes the same way).
-//! At a scale of 2 that is the full 8-point transform for such chroma.
+//! Reduced: the resample throws most of a camera photo's pixels away, and decoding them is
+//! most of the preprocessing (2.6-2.9 of 3.0-3.6 ms for the study's 960 x 640 photo on a Zen 4,
+//! see BENCHMARKS.md). Each 8 x 8 block of DCT coefficients holds the block's spatial
+//! frequencies; keeping the lowest n x n of them and running an n-point inverse DCT (n = 8 /
+//! scale) gives the block's n x n low-passed pixels directly. The entropy decoding is the same
+//! work as at full size; the inverse DCT, the colour conversion and the resample after them
+//! shrink with the pixel count. A component sampled at half the resolution (4:2:0 and 4:2:2
+//! chroma) is run at twice the n, so that every component comes out at the output size with no
+//! upsampling step (libjpeg-turbo chooses its sizes the same way). Not the same bytes as
+//! libjpeg-turbo's own scaled decode: the tests hold it to that and to a full decode averaged
+//! over scale x scale boxes.
 //!
 //! What it decodes: baseline and extended sequential Huffman frames (SOF0, SOF1) of 8-bit
-//! samples, grey or YCbCr, sampling factors of 1 or 2, one scan holding every component, restart
-//! intervals. Anything else (progressive, arithmetic coding, 12-bit, CMYK, RGB, scans per
-//! component), and any file in which it finds an error (a table missing or over-full, a code
-//! that is no code, a coefficient past its block, a restart marker out of place, a scan that
-//! ends early), is [`NotHandled`]: the caller then decodes it with the `image` crate at full
-//! size, whose errors are the ones the client sees. So this module is never the one to refuse
-//! a file; it decides how fast one is decoded.
+//! samples, grey or YCbCr, sampling factors of 1 or 2 (at full size: 4:4:4, 4:2:2 and 4:2:0),
+//! one scan holding every component, restart intervals. Anything else (progressive, arithmetic
+//! coding, 12-bit, CMYK, RGB, scans per component), and any file in which it finds an error (a
+//! table missing or over-full, a code that is no code, a coefficient past its block, a restart
+//! marker out of place, a scan that ends early), is [`NotHandled`]: the caller then decodes it
+//! with the `image` crate at full size, whose errors are the ones the client sees. So this
+//! module is never the one to refuse a file; it decides how fast, and how exactly, one is
+//! decoded.
 //!
-//! Accuracy: not the same bytes as another decoder, as no two IDCTs are. The tests hold it
-//! to libjpeg-turbo's own scaled decode (Pillow's `draft`) and to the `image` crate's full-size
-//! decode averaged over scale x scale boxes, on files written by libjpeg-turbo and by `image`.
-//!
-//! Memory: one row of MCUs per component at the output size, and the output image. No
-//! `unsafe`; no index that the input decides is used unchecked.
+//! Memory: one row of MCUs per component (three at full size, for the upsampling's rows above
+//! and below) and the output image. No `unsafe`; no index that the input decides is used
+//! unchecked.
+
+use std::num::Wrapping;
 
 use image::RgbImage;
 
@@ -234,12 +240,12 @@ struct Component {
 }
 
 /// Decodes a baseline JPEG of `width` x `height` (what the caller's header check saw) to RGB at
-/// 1/`scale` of that, rounded up; `scale` is 2, 4 or 8.
-pub fn decode_reduced(bytes: &[u8], width: u32, height: u32, scale: u32) -> Result<RgbImage, NotHandled> {
-    if !matches!(scale, 2 | 4 | 8) {
-        return Err(NotHandled("scale other than 2, 4 or 8"));
+/// 1/`scale` of that, rounded up; `scale` is 1 (libjpeg-turbo's decode, to the bit), 2, 4 or 8.
+pub fn decode(bytes: &[u8], width: u32, height: u32, scale: u32) -> Result<RgbImage, NotHandled> {
+    if !matches!(scale, 1 | 2 | 4 | 8) {
+        return Err(NotHandled("scale other than 1, 2, 4 or 8"));
     }
-    let mut quant = [[0f32; 64]; 4];
+    let mut quant = [[0i32; 64]; 4];
     let mut quant_defined = [false; 4];
     let mut dc_tables: [Option<Box<Huffman>>; 4] = Default::default();
     let mut ac_tables: [Option<Box<Huffman>>; 4] = Default::default();
@@ -278,7 +284,7 @@ pub fn decode_reduced(bytes: &[u8], width: u32, height: u32, scale: u32) -> Resu
                     }
                     for (k, &z) in ZIGZAG.iter().enumerate() {
                         let q = if wide == 0 { u16::from(rest[k]) } else { u16::from_be_bytes([rest[2 * k], rest[2 * k + 1]]) };
-                        quant[id][usize::from(z)] = f32::from(q);
+                        quant[id][usize::from(z)] = i32::from(q);
                     }
                     quant_defined[id] = true;
                     s = &rest[n..];
@@ -370,19 +376,89 @@ struct Frame {
 
 type Tables = [Option<Box<Huffman>>; 4];
 
+/// One component's decoded samples, one row of MCUs per strip.
+struct Plane {
+    /// Each block's samples across and down: 8 x 8 at full size; reduced, the block's share of
+    /// the output (1 to 8 each way), so that every component comes out at the output size.
+    block: (usize, usize),
+    /// Samples per strip row (the MCU row's width) and rows per strip.
+    stride: usize,
+    rows: usize,
+    /// The component's real size in samples, at full size (libjpeg's `downsampled_width` and
+    /// `downsampled_height`): the blocks past it only pad the MCUs.
+    size: (usize, usize),
+    /// Output pixels per sample across and down at full size: (2, 2) for 4:2:0 chroma, (2, 1)
+    /// for 4:2:2, else (1, 1).
+    factor: (usize, usize),
+    /// `samples.len() / (stride * rows)` strips, used in turn.
+    samples: Vec<u8>,
+}
+
+impl Plane {
+    /// Sample row `r` of the component (in the strip that holds it now).
+    fn row(&self, r: usize) -> &[u8] {
+        let strips = self.samples.len() / (self.stride * self.rows);
+        let at = ((r / self.rows) % strips * self.rows + r % self.rows) * self.stride;
+        &self.samples[at..at + self.stride]
+    }
+
+    /// Output row `y` of this component in `out` (at least the output's width; upsampled
+    /// rows fill twice the component's width), `sums` a row of scratch. Upsampled as libjpeg's
+    /// "fancy" upsampling does (the default, and so Pillow's): each output sample is 3/4 of the
+    /// nearest sample and 1/4 of the next nearest, down and then across, in sixteenths with
+    /// libjpeg's rounding, the edges repeating the component's last real sample.
+    fn upsample(&self, y: usize, sums: &mut [u16], out: &mut [u8]) {
+        let (fh, fv) = self.factor;
+        if (fh, fv) == (1, 1) {
+            let n = out.len().min(self.stride);
+            out[..n].copy_from_slice(&self.row(y)[..n]);
+            return;
+        }
+        // Only 4:2:2 and 4:2:0 chroma come here (fh = 2), at least three samples wide.
+        let (w, h) = self.size;
+        let near = y / fv;
+        let far = match (fv, y % 2) {
+            (1, _) => near,
+            (_, 0) => near.saturating_sub(1),
+            _ => (near + 1).min(h - 1),
+        };
+        let (a, b, sums) = (&self.row(near)[..w], &self.row(far)[..w], &mut sums[..w]);
+        // Down: 3 x the nearest row + the next nearest (4 x the one row when not sampled down).
+        if fv == 2 {
+            sums.iter_mut().zip(a.iter().zip(b)).for_each(|(s, (&a, &b))| *s = 3 * u16::from(a) + u16::from(b));
+        } else {
+            sums.iter_mut().zip(a).for_each(|(s, &a)| *s = 4 * u16::from(a));
+        }
+        // Across, with libjpeg's rounding: its 2 x 2 adds 8 and 7 sixteenths to the even and the
+        // odd output columns, its 2 x 1 1/4 and 2/4.
+        let (even, odd) = if fv == 2 { (8, 7) } else { (4, 8) };
+        let out = &mut out[..2 * w];
+        for (pair, s) in out[2..2 * w - 2].chunks_exact_mut(2).zip(sums.windows(3)) {
+            let near = 3 * s[1];
+            pair[0] = ((near + s[0] + even) >> 4) as u8;
+            pair[1] = ((near + s[2] + odd) >> 4) as u8;
+        }
+        let (first, last) = (sums[0], sums[w - 1]);
+        out[0] = ((4 * first + even) >> 4) as u8;
+        out[1] = ((3 * first + sums[1] + odd) >> 4) as u8;
+        out[2 * w - 2] = ((3 * last + sums[w - 2] + even) >> 4) as u8;
+        out[2 * w - 1] = ((4 * last + odd) >> 4) as u8;
+    }
+}
+
 impl Frame {
     /// Decodes the scan in `data` (from just after its header) row of MCUs by row.
     fn scan(
         &self,
         data: &[u8],
         components: &mut [Component],
-        quant: &[[f32; 64]; 4],
+        quant: &[[i32; 64]; 4],
         dc_tables: &Tables,
         ac_tables: &Tables,
     ) -> Result<RgbImage, NotHandled> {
         let hmax = components.iter().map(|c| c.h).max().unwrap_or(1);
         let vmax = components.iter().map(|c| c.v).max().unwrap_or(1);
-        let scale = self.scale;
+        let (scale, full) = (self.scale, self.scale == 1);
         let mut tables = Vec::with_capacity(components.len());
         for c in components.iter() {
             let (Some(dc), Some(ac)) = (dc_tables[c.dc_table].as_deref(), ac_tables[c.ac_table].as_deref()) else {
@@ -390,19 +466,39 @@ impl Frame {
             };
             tables.push((dc, ac));
         }
-        // Each component's blocks at the output size: nh x nv pixels, 1 to 8 each way.
-        let size = |c: &Component| (8 * hmax / (c.h * scale), 8 * vmax / (c.v * scale));
         let (mcu_w, mcu_h) = (8 * hmax, 8 * vmax);
         let (mcus_x, mcus_y) = (self.width.div_ceil(mcu_w), self.height.div_ceil(mcu_h));
         let (out_w, out_h) = (self.width.div_ceil(scale), self.height.div_ceil(scale));
-        // One row of MCUs of each component at the output size (all the same size).
-        let (strip_w, strip_h) = (mcus_x * mcu_w / scale, mcu_h / scale);
-        let mut strips = vec![vec![0u8; strip_w * strip_h]; components.len()];
+        // At full size a strip is turned into pixels once the next one is decoded (upsampling
+        // reads a sample row past it), so three are kept: the one before, it and the next.
+        let strips = if full { 3 } else { 1 };
+        let mut planes = Vec::with_capacity(components.len());
+        for c in components.iter() {
+            let block = if full { (8, 8) } else { (8 * hmax / (c.h * scale), 8 * vmax / (c.v * scale)) };
+            let (stride, rows) = (mcus_x * c.h * block.0, c.v * block.1);
+            planes.push(Plane {
+                block,
+                stride,
+                rows,
+                size: ((self.width * c.h).div_ceil(hmax), (self.height * c.v).div_ceil(vmax)),
+                factor: if full { (hmax / c.h, vmax / c.v) } else { (1, 1) },
+                samples: vec![0; strips * rows * stride],
+            });
+        }
+        // libjpeg upsamples these otherwise (repeating samples), or by factors Pillow cannot write
+        // a test file for (4:4:0).
+        let upsampled = |p: &Plane| p.factor == (1, 1) || (p.factor.0 == 2 && p.size.0 > 2);
+        if full && (planes[0].factor != (1, 1) || !planes.iter().all(upsampled)) {
+            return Err(NotHandled("at full size, chroma other than 4:4:4, 4:2:2 or 4:2:0"));
+        }
+        // Rows at the output size, one sample over when it is odd (upsampled in pairs).
+        let mut rows = vec![vec![0u8; out_w + out_w % 2]; planes.len()];
+        let mut sums = vec![0u16; out_w];
         let mut rgb = vec![0u8; out_w * out_h * 3];
         let mut bits = Bits { data, at: 0, acc: 0, count: 0, padding: 0 };
         let (mut mcus_left, mut next_restart) = (self.restart_interval, 0u8);
         let idct = Idct::new();
-        let mut block = [0f32; 64];
+        let mut block = [0i32; 64];
         for my in 0..mcus_y {
             for mx in 0..mcus_x {
                 if self.restart_interval > 0 {
@@ -414,14 +510,20 @@ impl Frame {
                     }
                     mcus_left -= 1;
                 }
-                for ((c, strip), &(dc, ac)) in components.iter_mut().zip(&mut strips).zip(&tables) {
-                    let (nh, nv) = size(c);
+                for ((c, plane), &(dc, ac)) in components.iter_mut().zip(&mut planes).zip(&tables) {
+                    let (nh, nv) = plane.block;
+                    let top = my % strips * plane.rows;
                     for by in 0..c.v {
                         for bx in 0..c.h {
-                            block.fill(0.0);
+                            block.fill(0);
                             let used = decode_block(&mut bits, dc, ac, &quant[c.quant], &mut c.dc, &mut block)?;
-                            let x = (mx * c.h + bx) * nh;
-                            idct.run(&block, used, (nh, nv), &mut strip[by * nv * strip_w + x..], strip_w);
+                            let at = (top + by * nv) * plane.stride + (mx * c.h + bx) * nh;
+                            let out = &mut plane.samples[at..];
+                            if full {
+                                islow(&block, used, out, plane.stride);
+                            } else {
+                                idct.run(&block, used, (nh, nv), out, plane.stride);
+                            }
                         }
                     }
                 }
@@ -429,29 +531,52 @@ impl Frame {
             if bits.overran() {
                 return Err(NotHandled("the scan ends early"));
             }
-            let top = my * strip_h;
-            let rows = strip_h.min(out_h - top);
-            let out = &mut rgb[top * out_w * 3..(top + rows) * out_w * 3];
-            for (row, line) in out.chunks_exact_mut(out_w * 3).enumerate() {
-                let at = row * strip_w..row * strip_w + out_w;
-                match &strips[..] {
-                    [grey] => line.chunks_exact_mut(3).zip(&grey[at]).for_each(|(px, &g)| px.fill(g)),
-                    [y, cb, cr] => ycbcr_to_rgb(&y[at.clone()], &cb[at.clone()], &cr[at], line),
-                    _ => return Err(NotHandled("components")),
-                }
+            match (full, my) {
+                (false, _) => self.convert(my, mcu_h / scale, &planes, &mut rows, &mut sums, &mut rgb),
+                (true, 0) => {}
+                (true, _) => self.convert(my - 1, mcu_h, &planes, &mut rows, &mut sums, &mut rgb),
             }
+        }
+        if full {
+            self.convert(mcus_y - 1, mcu_h, &planes, &mut rows, &mut sums, &mut rgb);
         }
         RgbImage::from_raw(out_w as u32, out_h as u32, rgb).ok_or(NotHandled("output size"))
     }
+
+    /// Turns strip `s` (`strip_h` output rows) into RGB pixels in `rgb`, each component
+    /// upsampled to the output size in `rows` (`sums` the upsampling's scratch).
+    fn convert(&self, s: usize, strip_h: usize, planes: &[Plane], rows: &mut [Vec<u8>], sums: &mut [u16], rgb: &mut [u8]) {
+        let out_w = self.width.div_ceil(self.scale);
+        let out_h = rgb.len() / (3 * out_w);
+        for y in s * strip_h..((s + 1) * strip_h).min(out_h) {
+            for (plane, row) in planes.iter().zip(rows.iter_mut()) {
+                plane.upsample(y, sums, row);
+            }
+            let line = &mut rgb[y * out_w * 3..(y + 1) * out_w * 3];
+            match rows {
+                [grey] => line.chunks_exact_mut(3).zip(grey.iter()).for_each(|(px, &g)| px.fill(g)),
+                [y, cb, cr] => ycbcr_to_rgb(&y[..out_w], &cb[..out_w], &cr[..out_w], line),
+                _ => {} // not reached: the frame has 1 or 3 components
+            }
+        }
+    }
 }
 
-/// JFIF's conversion (ITU-R BT.601 at full range), rounded to the nearest.
+/// JFIF's conversion (ITU-R BT.601 at full range) in libjpeg's fixed point, to the bit: 16
+/// fraction bits, each coefficient rounded to them as its `FIX` does; red and blue round their
+/// term before adding Y, green sums its two terms and rounds once.
 fn ycbcr_to_rgb(y: &[u8], cb: &[u8], cr: &[u8], out: &mut [u8]) {
+    const HALF: i32 = 1 << 15;
+    const CR_R: i32 = 91_881; // FIX(1.40200)
+    const CB_G: i32 = 22_554; // FIX(0.34414)
+    const CR_G: i32 = 46_802; // FIX(0.71414)
+    const CB_B: i32 = 116_130; // FIX(1.77200)
+    let byte = |v: i32| v.clamp(0, 255) as u8;
     for (((px, &y), &cb), &cr) in out.chunks_exact_mut(3).zip(y).zip(cb).zip(cr) {
-        let (y, cb, cr) = (f32::from(y), f32::from(cb) - 128.0, f32::from(cr) - 128.0);
-        px[0] = to_byte(y + 1.402 * cr);
-        px[1] = to_byte(y - 0.344_136 * cb - 0.714_136 * cr);
-        px[2] = to_byte(y + 1.772 * cb);
+        let (y, cb, cr) = (i32::from(y), i32::from(cb) - 128, i32::from(cr) - 128);
+        px[0] = byte(y + ((CR_R * cr + HALF) >> 16));
+        px[1] = byte(y + ((HALF - CB_G * cb - CR_G * cr) >> 16));
+        px[2] = byte(y + ((CB_B * cb + HALF) >> 16));
     }
 }
 
@@ -468,9 +593,9 @@ fn decode_block(
     bits: &mut Bits,
     dc: &Huffman,
     ac: &Huffman,
-    quant: &[f32; 64],
+    quant: &[i32; 64],
     pred: &mut i32,
-    block: &mut [f32; 64],
+    block: &mut [i32; 64],
 ) -> Result<Used, NotHandled> {
     let size = u32::from(bits.symbol(dc)?);
     if size > 11 {
@@ -479,7 +604,8 @@ fn decode_block(
     if size > 0 {
         *pred = pred.wrapping_add(bits.value(size));
     }
-    block[0] = *pred as f32 * quant[0];
+    // As libjpeg keeps coefficients: 16 bits each.
+    block[0] = i32::from(*pred as i16).wrapping_mul(quant[0]);
     let mut used = Used { rows: 1, cols: 1 };
     let mut k = 1;
     while k < 64 {
@@ -507,7 +633,7 @@ fn decode_block(
         k += run;
         let Some(&z) = ZIGZAG.get(k) else { return Err(NotHandled("a coefficient past the block")) };
         let z = usize::from(z);
-        block[z] = value as f32 * quant[z];
+        block[z] = i32::from(value as i16).wrapping_mul(quant[z]);
         used = Used { rows: used.rows.max((z >> 3) + 1), cols: used.cols.max((z & 7) + 1) };
         k += 1;
     }
@@ -540,7 +666,7 @@ impl Idct {
 
     /// Writes the pixels to `out`, rows `stride` apart, offset by 128 and rounded.
     #[inline(always)]
-    fn run(&self, block: &[f32; 64], used: Used, (nh, nv): (usize, usize), out: &mut [u8], stride: usize) {
+    fn run(&self, block: &[i32; 64], used: Used, (nh, nv): (usize, usize), out: &mut [u8], stride: usize) {
         macro_rules! sizes {
             ($(($h:literal, $v:literal)),*) => {
                 match (nh, nv) {
@@ -553,10 +679,10 @@ impl Idct {
     }
 
     #[inline(always)]
-    fn sized<const NH: usize, const NV: usize>(&self, block: &[f32; 64], used: Used, out: &mut [u8], stride: usize) {
+    fn sized<const NH: usize, const NV: usize>(&self, block: &[i32; 64], used: Used, out: &mut [u8], stride: usize) {
         if used.rows == 1 && used.cols == 1 {
             // A flat block: its DC over 8 at every pixel.
-            let level = to_byte(block[0] / 8.0 + 128.0);
+            let level = to_byte(block[0] as f32 / 8.0 + 128.0);
             for y in 0..NV {
                 out[y * stride..y * stride + NH].fill(level);
             }
@@ -571,7 +697,7 @@ impl Idct {
             let mut t = [0f32; 8];
             for (coefficients, basis) in block.chunks_exact(8).zip(vertical).take(rows) {
                 for (t, &c) in t.iter_mut().zip(coefficients) {
-                    *t += basis[y] * c;
+                    *t += basis[y] * c as f32;
                 }
             }
             // ... then along the row.
@@ -586,6 +712,69 @@ impl Idct {
             }
         }
     }
+}
+
+/// libjpeg's accurate integer inverse DCT ("islow", its default and so Pillow's), to the bit:
+/// the Loeffler-Ligtenberg-Moschytz factorisation in 13-bit fixed point, columns first, their
+/// results kept with 2 more bits, then rows, each output rounded, offset by 128 and clamped.
+/// Arithmetic wraps as libjpeg-turbo's 32-bit vector code does; no valid file comes near it.
+fn islow(block: &[i32; 64], used: Used, out: &mut [u8], stride: usize) {
+    const PASS1_BITS: usize = 2;
+    let sample = |v: Wrapping<i32>| (v.0.clamp(-128, 127) + 128) as u8;
+    if used.rows == 1 && used.cols == 1 {
+        // What both passes give a block that is only its DC.
+        let level = sample(((Wrapping(block[0]) << PASS1_BITS) + Wrapping(16)) >> 5);
+        for y in 0..8 {
+            out[y * stride..y * stride + 8].fill(level);
+        }
+        return;
+    }
+    let rows: [[Wrapping<i32>; 8]; 8] = std::array::from_fn(|v| std::array::from_fn(|u| Wrapping(block[8 * v + u])));
+    let columns = idct_down(&rows, CONST_BITS - PASS1_BITS);
+    // The same transform along the rows: on the transpose, down its columns.
+    let turned = std::array::from_fn(|u| std::array::from_fn(|v| columns[v][u]));
+    let pixels = idct_down(&turned, CONST_BITS + PASS1_BITS + 3);
+    for y in 0..8 {
+        for (x, o) in out[y * stride..y * stride + 8].iter_mut().enumerate() {
+            *o = sample(pixels[x][y]);
+        }
+    }
+}
+
+/// Fraction bits of [`islow`]'s constants.
+const CONST_BITS: usize = 13;
+
+/// libjpeg's 8-point islow transform down each of the 8 columns of `v` (frequency `f` in row
+/// `f`), each output rounded and shifted down by `shift`.
+#[inline(always)]
+fn idct_down(v: &[[Wrapping<i32>; 8]; 8], shift: usize) -> [[Wrapping<i32>; 8]; 8] {
+    // The factorisation's constants: each value times 2^13, rounded (libjpeg's FIX_0_298631336 ...).
+    let k = |c: i32| Wrapping(c);
+    let (c0_298, c0_390, c0_541, c0_765) = (k(2446), k(3196), k(4433), k(6270));
+    let (c0_899, c1_175, c1_501, c1_847) = (k(7373), k(9633), k(12299), k(15137));
+    let (c1_961, c2_053, c2_562, c3_072) = (k(16069), k(16819), k(20995), k(25172));
+    let round = Wrapping(1 << (shift - 1));
+    let mut out = [[Wrapping(0); 8]; 8];
+    for l in 0..8 {
+        let x = |f: usize| v[f][l];
+        // Even part: frequencies 0, 2, 4, 6.
+        let z1 = (x(2) + x(6)) * c0_541;
+        let (t2, t3) = (z1 - x(6) * c1_847, z1 + x(2) * c0_765);
+        let (t0, t1) = ((x(0) + x(4)) << CONST_BITS, (x(0) - x(4)) << CONST_BITS);
+        let (e0, e1, e2, e3) = (t0 + t3, t1 + t2, t1 - t2, t0 - t3);
+        // Odd part: frequencies 7, 5, 3, 1.
+        let (a, b, c, d) = (x(7), x(5), x(3), x(1));
+        let z5 = (a + c + b + d) * c1_175;
+        let (z1, z2) = (-(a + d) * c0_899, -(b + c) * c2_562);
+        let (z3, z4) = (z5 - (a + c) * c1_961, z5 - (b + d) * c0_390);
+        let (o0, o1) = (a * c0_298 + z1 + z3, b * c2_053 + z2 + z4);
+        let (o2, o3) = (c * c3_072 + z2 + z3, d * c1_501 + z1 + z4);
+        let sums = [e0 + o3, e1 + o2, e2 + o1, e3 + o0, e3 - o0, e2 - o1, e1 - o2, e0 - o3];
+        for (row, s) in out.iter_mut().zip(sums) {
+            row[l] = (s + round) >> shift;
+        }
+    }
+    out
 }
 
 /// `v.clamp(0.0, 255.0).round() as u8` (halves away from zero, NaN to 0), in operations that

@@ -18,12 +18,15 @@
 //! window's rows, then the crop: bounded by the crop, whatever the aspect
 //! ratio.
 //!
-//! A baseline JPEG that the resize shrinks by 2 or more is decoded at a half, a
-//! quarter or an eighth of its size, the largest division that leaves its short
-//! side at least `resize` ([`crate::jpeg`], DCT scaling, as Pillow's `draft`):
-//! most of a camera photo's decode and resample is then never done. The scores
-//! move by up to a few hundredths (the tests hold them to torchvision's); the
-//! manifest's `jpeg_scaling = false` (or `--jpeg-scaling false`) turns it off.
+//! A baseline JPEG is decoded by our own decoder ([`crate::jpeg`]): at full size
+//! to the bit as libjpeg-turbo does, so its model input is torchvision's too; and
+//! when the resize shrinks it by 2 or more, at a half, a quarter or an eighth of
+//! its size, the largest division that leaves its short side at least `resize`
+//! (DCT scaling, as Pillow's `draft`): most of a camera photo's decode and
+//! resample is then never done. The scores then move by up to a few hundredths
+//! (the tests hold them to torchvision's); the manifest's `jpeg_scaling = false`
+//! (or `--jpeg-scaling false`) decodes every JPEG at full size. Other JPEGs
+//! (progressive, say) and PNGs go to the `image` crate.
 //!
 //! What it refuses, from the header, before any pixel is decoded:
 //! - formats other than JPEG and PNG (only those codecs are compiled in);
@@ -97,7 +100,7 @@ pub struct Preprocess {
     pub interpolation: Interpolation,
     pub mean: [f32; 3],
     pub std: [f32; 3],
-    /// Whether [`decode`](Preprocess::decode) may decode a JPEG at a reduced size.
+    /// Whether [`decode`](Preprocess::decode) may decode a baseline JPEG at a reduced size.
     pub jpeg_scaling: bool,
 }
 
@@ -234,9 +237,10 @@ impl Preprocess {
         Ok(self.input_tensor(&crop))
     }
 
-    /// Checks the header against the limits, then decodes `bytes` to RGB: a baseline JPEG
-    /// that the resize shrinks by 2 or more at a half, a quarter or an eighth of its size
-    /// ([`jpeg_scale`](Self::jpeg_scale), [`crate::jpeg`]), anything else at full size.
+    /// Checks the header against the limits, then decodes `bytes` to RGB: a baseline JPEG by
+    /// [`crate::jpeg`], at a half, a quarter or an eighth of its size when the resize shrinks it
+    /// by that much ([`jpeg_scale`](Self::jpeg_scale)), else at full size; anything else (and a
+    /// JPEG that decoder does not take) by the `image` crate at full size.
     pub fn decode(&self, bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
         let format = match image::guess_format(bytes) {
             Ok(f @ (ImageFormat::Jpeg | ImageFormat::Png)) => f,
@@ -264,9 +268,9 @@ impl Preprocess {
                 need.div_ceil(1 << 20)
             )));
         }
-        if let Some(scale) = self.jpeg_scale(format, progressive, width, height) {
+        if format == ImageFormat::Jpeg && !progressive {
             // A file it does not decode is decoded below, as any other.
-            if let Ok(rgb) = jpeg::decode_reduced(bytes, width, height, scale) {
+            if let Ok(rgb) = jpeg::decode(bytes, width, height, self.jpeg_scale(width, height)) {
                 return Ok(rgb);
             }
         }
@@ -274,12 +278,11 @@ impl Preprocess {
     }
 
     /// The largest of 8, 4 and 2 that a baseline JPEG's sides can be divided by with its short
-    /// side still at least `resize`, so that the resample still shrinks it; none for other
-    /// images, or when `jpeg_scaling` is off.
-    pub fn jpeg_scale(&self, format: ImageFormat, progressive: bool, width: u32, height: u32) -> Option<u32> {
+    /// side still at least `resize`, so that the resample still shrinks it; 1 (full size) when
+    /// none can, or when `jpeg_scaling` is off.
+    pub fn jpeg_scale(&self, width: u32, height: u32) -> u32 {
         let short = width.min(height);
-        let baseline = format == ImageFormat::Jpeg && !progressive;
-        [8, 4, 2].into_iter().find(|&s| self.jpeg_scaling && baseline && short / s >= self.resize)
+        [8, 4, 2].into_iter().find(|&s| self.jpeg_scaling && short / s >= self.resize).unwrap_or(1)
     }
 
     /// The model input from [`resample`](Self::resample)'s crop: scaled to

@@ -225,20 +225,26 @@ fn real_photos_are_classified_by_efficientnet_lite0() {
     let photos = vec![testdata("chelsea.png"), testdata("chelsea.jpg"), testdata("coffee.png"), study];
     let reply = expect_result(infer(&mut c, photos, 5));
     let top1: Vec<u32> = reply.images.iter().map(|r| r.top[0].class_id).collect();
-    assert!((281..=287).contains(&top1[0]), "chelsea.png: {top1:?}");
-    assert!((281..=287).contains(&top1[1]), "chelsea.jpg: {top1:?}");
     assert!([967, 968, 504].contains(&top1[2]), "coffee.png: {top1:?}");
     let top3: Vec<u32> = reply.images[3].top[..3].iter().map(|c| c.class_id).collect();
     assert!([281, 282, 285].iter().all(|c| top3.contains(c)), "chelsea_study.jpg: the domestic cats lead: {top3:?}");
     assert_eq!(top1[3], 285, "chelsea_study.jpg: {:?}", reply.images[3].top);
-    // chelsea.png's top-5 against torchvision's preprocessing and onnxruntime on the same ONNX
-    // file (`bench/ort_engine.py --scores`): the crop's bytes are Pillow's to the bit, so only
-    // tract's arithmetic against onnxruntime's remains.
-    let reference = [(282, 0.3946), (285, 0.3551), (281, 0.1697), (287, 0.0142), (904, 0.0012)];
-    let got = &reply.images[0].top;
-    for (class, score) in reference {
-        let ours = got.iter().find(|c| c.class_id == class).unwrap_or_else(|| panic!("{class} not in top-5: {got:?}"));
-        assert!((ours.score - score).abs() < 0.003, "class {class}: {} vs reference {score}", ours.score);
+    // chelsea.png's and chelsea.jpg's top-5 against torchvision's preprocessing and onnxruntime
+    // on the same ONNX file (`bench/ort_engine.py --scores`): both crops are Pillow's to the bit
+    // (chelsea.jpg is decoded at full size, as libjpeg-turbo does), so only tract's arithmetic
+    // against onnxruntime's remains. On chelsea.jpg that decides a near tie (282 tiger cat
+    // 0.3723, 285 Egyptian cat 0.3691), which tract must decide as torchvision does.
+    let references = [
+        (0, [(282, 0.3946), (285, 0.3551), (281, 0.1697), (287, 0.0142), (904, 0.0012)]),
+        (1, [(282, 0.3723), (285, 0.3691), (281, 0.1805), (287, 0.0169), (904, 0.0012)]),
+    ];
+    for (i, reference) in references {
+        let got = &reply.images[i].top;
+        assert_eq!(got[0].class_id, reference[0].0, "photo {i}: top-1: {got:?}");
+        for (class, score) in reference {
+            let ours = got.iter().find(|c| c.class_id == class).unwrap_or_else(|| panic!("{class} not in top-5: {got:?}"));
+            assert!((ours.score - score).abs() < 0.003, "photo {i}, class {class}: {} vs reference {score}", ours.score);
+        }
     }
 }
 

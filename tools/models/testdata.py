@@ -11,7 +11,8 @@
   jpeg/                JPEGs large enough for the model server's reduced-size decode
                        (enclave/src/jpeg.rs), one per kind it decodes (JPEG_VARIANTS), each
                        with NAME.draft.png: libjpeg-turbo's own decode of it at 1/scale (Pillow's
-                       `draft`), the reference the tests hold that decode to
+                       `draft`), the reference the tests hold that decode to, and NAME.full.png:
+                       its full-size decode (Pillow's), which the full-size decode must equal
   pillow/              torchvision's resize and centre crop done by Pillow (PILLOW_CROPS), the
                        reference the model server's resampler is held to byte for byte: source
                        PNGs (the photos as Pillow decodes them, and synthetic shapes), raw RGB
@@ -124,7 +125,7 @@ JPEG_VARIANTS = {
 
 
 def jpeg_variants(out):
-    """Writes JPEG_VARIANTS under out/jpeg/, each with its scaled decode by libjpeg-turbo."""
+    """Writes JPEG_VARIANTS under out/jpeg/, each with its full and scaled decodes by libjpeg-turbo."""
     from PIL import Image
     os.makedirs(os.path.join(out, "jpeg"), exist_ok=True)
     for name, (source, size, mode, subsampling, extra, scale) in JPEG_VARIANTS.items():
@@ -135,6 +136,8 @@ def jpeg_variants(out):
         if subsampling:
             options["subsampling"] = subsampling
         big.save(path, "JPEG", **options)
+        with Image.open(path) as im:
+            im.convert("RGB").save(path[:-len(".jpg")] + ".full.png")
         with Image.open(path) as im:
             w, h = im.size
             im.draft(im.mode, (w // scale, h // scale))
