@@ -10,17 +10,20 @@
 //! correction to tract's choice of matrix-product kernel), `llc.rs` (the
 //! share of the last-level cache tract blocks products against),
 //! `preprocess.rs` (image decoding under limits), `jpeg.rs` (its baseline JPEG
-//! decode at a half, a quarter or an eighth of the size), `resample.rs` (its
-//! resize and crop, sixteen rows at a time), `config.rs` (flags and manifest),
+//! decode, libjpeg-turbo's to the bit at full size, or at a half, a quarter or
+//! an eighth of the size), `resample.rs` (its resize and crop, sixteen rows at
+//! a time), `lanes.rs` (both compiled for each vector width), `config.rs`
+//! (flags and manifest),
 //! `sealed.rs` (sealed requests: OHTTP keys, the inner request, the answer),
 //! `nsm.rs` (attestation documents), `entropy.rs`, then
 //! `shared/src/frame.rs` (the wire).
 //! `entropy.rs` and `nsm.rs` (three system calls), `depthwise.rs`,
-//! `direct_conv.rs`, `winograd.rs` and `resample.rs` (SIMD kernels' loads and
-//! stores) hold the only `unsafe`.
+//! `direct_conv.rs` and `winograd.rs` (SIMD kernels' loads and stores) and
+//! `lanes.rs` (the calls of code compiled for AVX2 and AVX-512F) hold the only
+//! `unsafe`.
 //! It is a library too, so that tests can compare the server's answers with
 //! the same preprocessing run directly through tract.
-#![deny(unsafe_code)] // reason: allowed in entropy.rs (two system calls), nsm.rs (one ioctl), depthwise.rs (one kernel), direct_conv.rs (two tiles), winograd.rs (one tile) and resample.rs (one transpose) alone
+#![deny(unsafe_code)] // reason: allowed in entropy.rs (two system calls), nsm.rs (one ioctl), depthwise.rs (one kernel), direct_conv.rs (two tiles), winograd.rs (one tile) and lanes.rs (the calls of code compiled for AVX2 and AVX-512F) alone
 
 pub mod config;
 #[cfg(target_arch = "x86_64")]
@@ -29,6 +32,7 @@ pub mod direct_conv;
 pub mod depthwise;
 pub mod entropy;
 pub mod jpeg;
+pub mod lanes;
 pub mod llc;
 pub mod max_pool;
 #[cfg(target_arch = "x86_64")]

@@ -14,11 +14,12 @@
 //! - the vertical pass runs along the rows it reads: [`SPAN`] bytes of one output row at a time,
 //!   their sums kept in registers over all the taps.
 //!
-//! The code is compiled for each [`Lanes`] and runs on the widest this CPU has. The `unsafe`
-//! here is the calls of the AVX2 and AVX-512F copies, once the CPU is seen to have them.
-#![allow(unsafe_code)] // reason: the calls of the functions compiled for AVX2 and AVX-512F
+//! The code is compiled for each [`Lanes`] and runs on the widest this CPU has
+//! ([`crate::lanes`]); no `unsafe` here.
 
 use image::RgbImage;
+
+pub use crate::lanes::Lanes;
 
 /// Fractional bits of the filter weights: Pillow's 32 - 8 - 2, so that a sum of 8-bit values
 /// times weights whose magnitudes add up to less than 2 stays inside 32 bits.
@@ -43,65 +44,10 @@ pub struct Taps {
     pub weights: Vec<i32>,
 }
 
-/// The instructions the resampler is compiled for. The same code each time: only the vector
-/// width the compiler picks differs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lanes {
-    /// The target's baseline (SSE2 on x86-64): 128-bit vectors, four 32-bit sums.
-    Baseline,
-    /// AVX2: 256-bit vectors, eight 32-bit sums.
-    Avx2,
-    /// AVX-512F: 512-bit vectors, sixteen 32-bit sums: a whole group's rows.
-    Avx512,
-}
-
-impl Lanes {
-    pub const ALL: [Lanes; 3] = [Lanes::Baseline, Lanes::Avx2, Lanes::Avx512];
-
-    /// The widest this CPU has.
-    pub fn widest() -> Lanes {
-        Lanes::ALL.into_iter().rev().find(|l| l.available()).unwrap_or(Lanes::Baseline)
-    }
-
-    /// Whether this CPU has `self`'s instructions.
-    pub fn available(self) -> bool {
-        match self {
-            Lanes::Baseline => true,
-            #[cfg(target_arch = "x86_64")]
-            Lanes::Avx2 => is_x86_feature_detected!("avx2"),
-            #[cfg(target_arch = "x86_64")]
-            Lanes::Avx512 => is_x86_feature_detected!("avx512f"),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => false,
-        }
-    }
-}
-
 /// The crop, `cols.len()` x `rows.len()` RGB pixels row by row, of `img` filtered with `cols`
 /// horizontally and `rows` vertically, on `lanes` (which this CPU must have).
 pub fn crop(img: &RgbImage, cols: &[Taps], rows: &[Taps], lanes: Lanes) -> Vec<u8> {
-    assert!(lanes.available(), "this CPU has no {lanes:?}");
-    match lanes {
-        // SAFETY: this CPU has AVX-512F (asserted above).
-        #[cfg(target_arch = "x86_64")]
-        Lanes::Avx512 => unsafe { crop_avx512(img, cols, rows) },
-        // SAFETY: this CPU has AVX2 (asserted above).
-        #[cfg(target_arch = "x86_64")]
-        Lanes::Avx2 => unsafe { crop_avx2(img, cols, rows) },
-        _ => crop_with(img, cols, rows),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn crop_avx512(img: &RgbImage, cols: &[Taps], rows: &[Taps]) -> Vec<u8> {
-    crop_with(img, cols, rows)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn crop_avx2(img: &RgbImage, cols: &[Taps], rows: &[Taps]) -> Vec<u8> {
-    crop_with(img, cols, rows)
+    lanes.run(#[inline(always)] || crop_with(img, cols, rows))
 }
 
 /// [`crop`]'s loops, inlined into each compiled copy: [`BAND`] output rows at a time, each band

@@ -13,7 +13,8 @@ mod images;
 use std::path::{Path, PathBuf};
 
 use enclave::config::Config;
-use enclave::jpeg::{decode, NotHandled};
+use enclave::jpeg::{decode, decode_on, NotHandled};
+use enclave::lanes::Lanes;
 use enclave::model::{top_k, Model};
 use enclave::preprocess::{Interpolation, Preprocess};
 use image::RgbImage;
@@ -74,9 +75,14 @@ fn decode_at(bytes: &[u8], scale: u32) -> Result<RgbImage, NotHandled> {
 
 #[test]
 fn the_reduced_decode_is_libjpeg_turbo_s_at_the_same_scale() {
+    // And the same bytes on every vector width this CPU has.
     for (name, scale) in VARIANTS {
         let bytes = testdata(&format!("jpeg/{name}.jpg"));
         let ours = decode_at(&bytes, scale).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let (w, h) = dimensions(&bytes);
+        for lanes in Lanes::ALL.into_iter().filter(|l| l.available()) {
+            assert!(decode_on(&bytes, w, h, scale, lanes) == Ok(ours.clone()), "{name} on {lanes:?}: other bytes");
+        }
         let theirs = image::load_from_memory(&testdata(&format!("jpeg/{name}.draft.png"))).unwrap().into_rgb8();
         let (mean, max) = difference(&ours, &theirs);
         eprintln!("{name} at 1/{scale}: against libjpeg-turbo's, mean {mean:.3}, max {max}");
@@ -91,19 +97,22 @@ fn the_reduced_decode_is_libjpeg_turbo_s_at_the_same_scale() {
 /// The full-size decode is libjpeg-turbo's (Pillow's, so torchvision's) to the bit: its integer
 /// inverse DCT, its "fancy" chroma upsampling and its YCbCr tables, on 4:2:0 (odd widths and
 /// heights: chelsea.jpg 451 x 300, rocket.jpg 640 x 427), 4:4:4, 4:2:2 with restart markers and
-/// grey, each against Pillow's own decode (`make testdata`).
+/// grey, each against Pillow's own decode (`make testdata`), on every vector width this CPU has.
 #[test]
 fn the_full_decode_is_libjpeg_turbo_s_to_the_bit() {
     let photos = ["chelsea.jpg", "rocket.jpg", "chelsea_study.jpg"].map(|p| (p.to_string(), format!("pillow/{}-jpg.png", &p[..p.len() - 4])));
     let variants = VARIANTS.map(|(v, _)| (format!("jpeg/{v}.jpg"), format!("jpeg/{v}.full.png")));
     for (jpeg, png) in photos.into_iter().chain(variants) {
         let bytes = testdata(&jpeg);
-        let ours = decode_at(&bytes, 1).unwrap_or_else(|e| panic!("{jpeg}: {e:?}"));
+        let (w, h) = dimensions(&bytes);
         let pillow = image::load_from_memory(&testdata(&png)).unwrap().into_rgb8();
-        let (mean, max) = difference(&ours, &pillow);
-        let differ = ours.as_raw().iter().zip(pillow.as_raw()).filter(|(a, b)| a != b).count();
-        eprintln!("{jpeg}: against Pillow's decode, {differ} bytes differ (mean {mean:.4}, max {max})");
-        assert_eq!(differ, 0, "{jpeg}: {differ} bytes differ from Pillow's decode (mean {mean:.4}, max {max})");
+        for lanes in Lanes::ALL.into_iter().filter(|l| l.available()) {
+            let ours = decode_on(&bytes, w, h, 1, lanes).unwrap_or_else(|e| panic!("{jpeg}: {e:?}"));
+            let (mean, max) = difference(&ours, &pillow);
+            let differ = ours.as_raw().iter().zip(pillow.as_raw()).filter(|(a, b)| a != b).count();
+            eprintln!("{jpeg} on {lanes:?}: against Pillow's decode, {differ} bytes differ (mean {mean:.4}, max {max})");
+            assert_eq!(differ, 0, "{jpeg} on {lanes:?}: {differ} bytes differ from Pillow's (mean {mean:.4}, max {max})");
+        }
     }
 }
 
