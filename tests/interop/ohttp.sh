@@ -12,7 +12,7 @@
 # 2. Each leg seals a known-length BHTTP `POST /predict-secure/?top_k=5` with the image as
 #    content, POSTs it to BASE_URL/.well-known/ohttp-gateway (message/ohttp-req), opens the answer
 #    and parses its inner BHTTP response (zero padding to a multiple of 4096 bytes checked).
-# 3. Checks: inner status 200, top class id 285 (Egyptian cat, for chelsea.jpg), backend "secure".
+# 3. Checks: inner status 200, top class id 282 (tiger cat, for chelsea.jpg), backend "secure".
 # Each leg also through POST BASE_URL/predict-secure/, the contract's other sealed route, then two
 # errors: an inner one (path /nope/: outer 200, inner 404 not_found, padded like any answer) and an
 # outer one (a key id the gateway does not have: 400 application/problem+json, "key identifier
@@ -21,13 +21,13 @@
 #
 # Environment: INTEROP_OHTTP (the Rust harness; default build/interop-ohttp/release/interop-ohttp),
 # INTEROP_OHTTP_JS (default build/interop-ohttp/js/client.mjs; both made here by `make
-# interop-ohttp` when missing), INTEROP_LEGS (default "aloha js"), EXPECT_CLASS (default 285).
+# interop-ohttp` when missing), INTEROP_LEGS (default "aloha js"), EXPECT_CLASS (default 282).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 base=${1:-http://127.0.0.1:${PORT:-8080}}
 base=${base%/}
 image=${2:-$root/testdata/chelsea.jpg}
-expect=${EXPECT_CLASS:-285}
+expect=${EXPECT_CLASS:-282}
 bin=${INTEROP_OHTTP:-$root/build/interop-ohttp/release/interop-ohttp}
 js=${INTEROP_OHTTP_JS:-$root/build/interop-ohttp/js/client.mjs}
 legs=${INTEROP_LEGS:-aloha js}
