@@ -113,6 +113,18 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once `done` holds for it, or after 5 s, whichever is first.
+    /// The parent writes a request's access line after its reply, so a
+    /// client holding the reply may read the log before that line is there.
+    pub fn log_once(&self, mut done: impl FnMut(&str) -> bool) -> String {
+        let mut log = String::new();
+        wait_until(Duration::from_secs(5), || {
+            log = self.log_text();
+            done(&log)
+        });
+        log
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
         use nix::sys::signal::{kill, Signal};
