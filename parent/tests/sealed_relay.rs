@@ -308,7 +308,7 @@ fn sealed_and_attestation_routes_relay_bytes_as_they_are_with_their_media_types(
     let log = parent.log_once(|log| wanted.iter().all(|w| log.contains(w)));
     check_log(&log, &[&sealed[..64], &longest.as_bytes()[..16], b"document for", b"reply to", &KEYS[5..21]]);
     for w in wanted {
-        assert!(log.contains(w), "{log}");
+        assert!(log.contains(w), "{w:?} not in the log:\n{log}");
     }
 }
 
