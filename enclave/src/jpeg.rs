@@ -415,18 +415,17 @@ impl Plane {
         &self.samples[at..at + self.stride]
     }
 
-    /// Output row `y` of this component in `out` (at least the output's width; upsampled
-    /// rows fill twice the component's width), `sums` a row of scratch. Upsampled as libjpeg's
-    /// "fancy" upsampling does (the default, and so Pillow's): each output sample is 3/4 of the
-    /// nearest sample and 1/4 of the next nearest, down and then across, in sixteenths with
-    /// libjpeg's rounding, the edges repeating the component's last real sample.
+    /// Output row `y` of this component, at least the output's width: the sample row itself
+    /// when the component is not sampled down, else upsampled into `out` (twice the
+    /// component's width), `sums` a row of scratch. Upsampled as libjpeg's "fancy" upsampling
+    /// does (the default, and so Pillow's): each output sample is 3/4 of the nearest sample and
+    /// 1/4 of the next nearest, down and then across, in sixteenths with libjpeg's rounding, the
+    /// edges repeating the component's last real sample.
     #[inline(always)]
-    fn upsample(&self, y: usize, sums: &mut [u16], out: &mut [u8]) {
+    fn upsample<'a>(&'a self, y: usize, sums: &mut [u16], out: &'a mut [u8]) -> &'a [u8] {
         let (fh, fv) = self.factor;
         if (fh, fv) == (1, 1) {
-            let n = out.len().min(self.stride);
-            out[..n].copy_from_slice(&self.row(y)[..n]);
-            return;
+            return self.row(y);
         }
         // Only 4:2:2 and 4:2:0 chroma come here (fh = 2), at least three samples wide.
         let (w, h) = self.size;
@@ -457,6 +456,7 @@ impl Plane {
         out[1] = ((3 * first + sums[1] + odd) >> 4) as u8;
         out[2 * w - 2] = ((3 * last + sums[w - 2] + even) >> 4) as u8;
         out[2 * w - 1] = ((4 * last + odd) >> 4) as u8;
+        out
     }
 }
 
@@ -559,18 +559,20 @@ impl Frame {
     }
 
     /// Turns strip `s` (`strip_h` output rows) into RGB pixels in `rgb`, each component
-    /// upsampled to the output size in `rows` (`sums` the upsampling's scratch).
+    /// upsampled to the output size in `rows` where it is sampled down (`sums` the
+    /// upsampling's scratch).
     #[inline(always)]
     fn convert(&self, s: usize, strip_h: usize, planes: &[Plane], rows: &mut [Vec<u8>], sums: &mut [u16], rgb: &mut [u8]) {
         let out_w = self.width.div_ceil(self.scale);
         let out_h = rgb.len() / (3 * out_w);
         for y in s * strip_h..((s + 1) * strip_h).min(out_h) {
-            for (plane, row) in planes.iter().zip(rows.iter_mut()) {
-                plane.upsample(y, sums, row);
+            let mut lines: [&[u8]; 3] = [&[]; 3];
+            for ((plane, row), line) in planes.iter().zip(rows.iter_mut()).zip(&mut lines) {
+                *line = plane.upsample(y, sums, row);
             }
             let line = &mut rgb[y * out_w * 3..(y + 1) * out_w * 3];
-            match rows {
-                [grey] => line.chunks_exact_mut(3).zip(grey.iter()).for_each(|(px, &g)| px.fill(g)),
+            match &lines[..planes.len()] {
+                [grey] => line.chunks_exact_mut(3).zip(*grey).for_each(|(px, &g)| px.fill(g)),
                 [y, cb, cr] => ycbcr_to_rgb(&y[..out_w], &cb[..out_w], &cr[..out_w], line),
                 _ => {} // not reached: the frame has 1 or 3 components
             }
